@@ -1,0 +1,133 @@
+//! The API's one error type and its JSON form `{"error":{"code","message"}}`.
+
+use axum::{
+    extract::rejection::{JsonRejection, PathRejection},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use gamify_db::sea_orm::{DbErr, SqlErr};
+use serde_json::{Value, json};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        details: Option<Value>,
+    },
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0} is not available")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(#[from] gamify_db::Error),
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn invalid_field(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self::InvalidRequest {
+            message: format!("{field} {problem}"),
+            details: Some(json!({ "field": field })),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                Error::Conflict("a resource with these values already exists".to_owned())
+            }
+            _ => Error::Database(gamify_db::Error::Db(err)),
+        }
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
+                "expected a request body with Content-Type: application/json".to_owned(),
+            ),
+            JsonRejection::BytesRejection(inner)
+                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Error::PayloadTooLarge
+            }
+            other => Error::invalid(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for Error {
+    /// A path segment that does not parse (a malformed UUID) names nothing that exists.
+    fn from(_: PathRejection) -> Self {
+        Error::NotFound("resource not found".to_owned())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() && !matches!(self, Error::Unavailable(_)) {
+            tracing::error!(error = %self, "request failed");
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut body = json!({ "error": { "code": code, "message": message } });
+        if let Error::InvalidRequest {
+            details: Some(details),
+            ..
+        } = &self
+        {
+            body["error"]["details"] = details.clone();
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,44 @@
+//! Extractors whose rejections are this API's JSON errors, and the admin authentication extractor.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts},
+    http::{header, request::Parts},
+};
+use gamify_common::keys::constant_time_eq;
+
+use crate::{AppState, error::Error};
+
+/// `axum::Json` with rejections as [`Error`] (400, 413, 415).
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct Json<T>(pub T);
+
+/// `axum::extract::Path` with a malformed segment answered as 404.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct Path<T>(pub T);
+
+/// The bearer token from `Authorization`, if any.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// Proof that the request carries the admin token (`Authorization: Bearer <ADMIN_TOKEN>`).
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        match bearer_token(parts) {
+            Some(token) if constant_time_eq(token, state.admin_token()) => Ok(Admin),
+            _ => Err(Error::Unauthorized),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+use std::process::ExitCode;
+
+use gamify_api::{
+    AppState,
+    config::{Config, MigrateConfig},
+};
+use gamify_db::{Db, PoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "usage: gamify-api [serve|migrate]
+
+  serve    run the HTTP server (default)
+  migrate  apply pending migrations as DATABASE_OWNER_URL, create the application role named in
+           DATABASE_URL if missing, grant it DML, and create upcoming event partitions";
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Config(#[from] gamify_common::ConfigError),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] gamify_migrations::Error),
+    #[error("cannot connect to Postgres (DATABASE_URL): {0}")]
+    Database(#[from] gamify_db::Error),
+    #[error("cannot listen on port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+
+    let command = std::env::args().nth(1);
+    let result = match command.as_deref() {
+        None | Some("serve") => serve().await,
+        Some("migrate") => migrate().await,
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => {
+            eprintln!("unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "gamify-api stopped");
+            eprintln!("gamify-api: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate() -> Result<(), Error> {
+    let config = MigrateConfig::from_env()?;
+    gamify_migrations::migrate(&config.database_owner_url, &config.application_role).await?;
+    tracing::info!(application_role = %config.application_role.name, "migrations applied");
+    Ok(())
+}
+
+async fn serve() -> Result<(), Error> {
+    let config = Config::from_env()?;
+    if config.admin_token.generated {
+        // Dev mode only: the operator needs the token to call the management API.
+        println!(
+            "GAMIFY_DEV_MODE: generated ADMIN_TOKEN={}",
+            config.admin_token.value
+        );
+    }
+    let db = Db::connect(&config.database_url, PoolOptions::default()).await?;
+    let listener = TcpListener::bind(("0.0.0.0", config.port))
+        .await
+        .map_err(|source| Error::Bind {
+            port: config.port,
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(gamify_common::shutdown::cancel_on_signal(shutdown.clone()));
+    tracing::info!(port = config.port, "gamify-api listening");
+    let state = AppState::new(db.clone(), config.admin_token.value);
+    gamify_api::serve(listener, state, shutdown)
+        .await
+        .map_err(Error::Serve)?;
+    db.close().await?;
+    tracing::info!("gamify-api stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,233 @@
+use axum::{
+    Router,
+    extract::{State, rejection::JsonRejection},
+    http::StatusCode,
+    routing::{delete, post},
+};
+use chrono::{DateTime, Utc};
+use gamify_common::{ApiKey, KeyType};
+use gamify_db::{
+    entities::api_keys,
+    sea_orm::{
+        ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+        TransactionTrait, sea_query::Expr,
+    },
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    AppState, Error, Result,
+    extract::{Admin, Json, Path},
+    v1::{projects::find_project, validate_name},
+};
+
+/// The longest overlap a roll may give the old key.
+const MAX_ROLL_EXPIRY_SECONDS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+pub struct CreateApiKey {
+    name: String,
+    #[serde(rename = "type")]
+    key_type: KeyType,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollApiKey {
+    /// How long the old key keeps working; 0 (the default) ends it now.
+    #[serde(default)]
+    expires_in_seconds: u64,
+}
+
+/// The one response that carries the full key.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApiKeyOut {
+    id: Uuid,
+    name: String,
+    #[serde(rename = "type")]
+    key_type: String,
+    prefix: String,
+    key: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyOut {
+    id: Uuid,
+    name: String,
+    #[serde(rename = "type")]
+    key_type: String,
+    prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_keys::Model> for ApiKeyOut {
+    fn from(model: api_keys::Model) -> Self {
+        Self {
+            id: model.id,
+            name: model.name,
+            key_type: model.key_type,
+            prefix: model.prefix,
+            created_at: model.created_at,
+            last_used_at: model.last_used_at,
+            revoked_at: model.revoked_at,
+            expires_at: model.expires_at,
+        }
+    }
+}
+
+/// Generates a key and stores its hash; the full key exists only in the returned value.
+async fn insert_key(
+    db: &impl ConnectionTrait,
+    project_id: Uuid,
+    name: String,
+    key_type: KeyType,
+) -> Result<CreatedApiKeyOut> {
+    let key = ApiKey::generate(key_type);
+    let model = api_keys::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        project_id: Set(project_id),
+        name: Set(name),
+        key_hash: Set(key.hash().as_str().to_owned()),
+        prefix: Set(key.display_prefix()),
+        key_type: Set(key_type.as_str().to_owned()),
+        scopes: Set(serde_json::json!([])),
+        created_at: Set(Utc::now()),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+        expires_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    tracing::info!(project_id = %project_id, key_id = %model.id, key_type = %key_type, prefix = %model.prefix, "api key created");
+    Ok(CreatedApiKeyOut {
+        id: model.id,
+        name: model.name,
+        key_type: model.key_type,
+        prefix: model.prefix,
+        key: key.expose().to_owned(),
+        created_at: model.created_at,
+    })
+}
+
+async fn find_key(
+    db: &impl ConnectionTrait,
+    project_id: Uuid,
+    key_id: Uuid,
+) -> Result<api_keys::Model> {
+    api_keys::Entity::find_by_id(key_id)
+        .filter(api_keys::Column::ProjectId.eq(project_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::not_found("api key"))
+}
+
+async fn create_api_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(project_id): Path<Uuid>,
+    Json(body): Json<CreateApiKey>,
+) -> Result<(StatusCode, axum::Json<CreatedApiKeyOut>)> {
+    validate_name("name", &body.name)?;
+    let db = state.db().shared();
+    find_project(db, project_id).await?;
+    let created = insert_key(db, project_id, body.name, body.key_type).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+async fn list_api_keys(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(project_id): Path<Uuid>,
+) -> Result<axum::Json<Vec<ApiKeyOut>>> {
+    let db = state.db().shared();
+    find_project(db, project_id).await?;
+    let keys = api_keys::Entity::find()
+        .filter(api_keys::Column::ProjectId.eq(project_id))
+        .order_by_asc(api_keys::Column::CreatedAt)
+        .order_by_asc(api_keys::Column::Id)
+        .all(db)
+        .await?;
+    Ok(axum::Json(keys.into_iter().map(Into::into).collect()))
+}
+
+/// Revokes the key. Repeating it is harmless and keeps the first revocation time.
+async fn revoke_api_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((project_id, key_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode> {
+    let db = state.db().shared();
+    let key = find_key(db, project_id, key_id).await?;
+    if key.revoked_at.is_none() {
+        api_keys::Entity::update_many()
+            .col_expr(
+                api_keys::Column::RevokedAt,
+                Expr::cust("COALESCE(revoked_at, now())"),
+            )
+            .filter(api_keys::Column::Id.eq(key_id))
+            .exec(db)
+            .await?;
+        tracing::info!(project_id = %project_id, key_id = %key_id, "api key revoked");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issues a new key of the same name and type and lets the old one expire after the overlap.
+async fn roll_api_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((project_id, key_id)): Path<(Uuid, Uuid)>,
+    body: std::result::Result<Option<axum::Json<RollApiKey>>, JsonRejection>,
+) -> Result<(StatusCode, axum::Json<CreatedApiKeyOut>)> {
+    // The body is optional: without a Content-Type there is none.
+    let body = body?.map(|axum::Json(body)| body).unwrap_or_default();
+    if body.expires_in_seconds > MAX_ROLL_EXPIRY_SECONDS {
+        return Err(Error::invalid_field(
+            "expiresInSeconds",
+            format_args!("must be at most {MAX_ROLL_EXPIRY_SECONDS}"),
+        ));
+    }
+    let txn = state.db().shared().begin().await?;
+    let old = find_key(&txn, project_id, key_id).await?;
+    if old.revoked_at.is_some() {
+        return Err(Error::Conflict("a revoked key cannot be rolled".to_owned()));
+    }
+    let key_type = KeyType::from_name(&old.key_type)
+        .ok_or_else(|| Error::invalid("the stored key has an unknown type"))?;
+    let seconds = i64::try_from(body.expires_in_seconds).unwrap_or(i64::MAX);
+    let expires_at = Utc::now() + chrono::Duration::seconds(seconds);
+    // A roll never extends a key that already expires sooner.
+    let expires_at = old.expires_at.map_or(expires_at, |e| e.min(expires_at));
+    api_keys::Entity::update_many()
+        .col_expr(api_keys::Column::ExpiresAt, Expr::value(expires_at))
+        .filter(api_keys::Column::Id.eq(key_id))
+        .exec(&txn)
+        .await?;
+    let created = insert_key(&txn, project_id, old.name, key_type).await?;
+    txn.commit().await?;
+    tracing::info!(project_id = %project_id, key_id = %key_id, new_key_id = %created.id, %expires_at, "api key rolled");
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/projects/{project_id}/api-keys",
+            post(create_api_key).get(list_api_keys),
+        )
+        .route(
+            "/v1/projects/{project_id}/api-keys/{key_id}",
+            delete(revoke_api_key),
+        )
+        .route(
+            "/v1/projects/{project_id}/api-keys/{key_id}/roll",
+            post(roll_api_key),
+        )
+}

@@ -1,0 +1,40 @@
+use axum::Router;
+use serde::{Deserialize, Deserializer};
+
+use crate::{AppState, Error, Result};
+
+mod api_keys;
+mod organizations;
+mod projects;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(organizations::router())
+        .merge(projects::router())
+        .merge(api_keys::router())
+}
+
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// Names are 1–255 characters and not blank.
+pub fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::invalid_field(field, "must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::invalid_field(
+            field,
+            format_args!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`) in PATCH bodies.
+pub fn nullable<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}

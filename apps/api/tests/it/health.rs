@@ -1,0 +1,86 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{TestServer, connect, expect_error, expect_json};
+
+#[tokio::test]
+async fn root_and_liveness_answer_ok() {
+    let server = TestServer::start().await;
+    for path in ["/", "/healthz"] {
+        let response = server.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(
+            expect_json(response, StatusCode::OK).await,
+            json!({ "status": "ok" })
+        );
+    }
+}
+
+#[tokio::test]
+async fn readiness_checks_postgres() {
+    let server = TestServer::start().await;
+    let response = server.request(Method::GET, "/readyz").send().await.unwrap();
+    let body = expect_json(response, StatusCode::OK).await;
+    assert_eq!(body["checks"]["postgres"], "ok");
+}
+
+/// With the pool gone, readiness is 503 naming Postgres, and a request that needs the database
+/// is a 500 without internals in the body.
+#[tokio::test]
+async fn database_failure_is_503_on_readyz_and_opaque_500_elsewhere() {
+    let db = connect().await;
+    let server = TestServer::start_with(db.clone()).await;
+    db.close().await.unwrap();
+
+    let response = server.request(Method::GET, "/readyz").send().await.unwrap();
+    let body = expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("postgres")
+    );
+
+    let response = server
+        .admin(Method::POST, "/v1/organizations")
+        .json(&json!({ "name": "Acme" }))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(
+        response,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+    )
+    .await;
+    assert_eq!(body["error"]["message"], "internal server error");
+
+    // Liveness does not depend on Postgres.
+    let response = server
+        .request(Method::GET, "/healthz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json_errors() {
+    let server = TestServer::start().await;
+    let response = server
+        .request(Method::GET, "/v1/nothing")
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    let response = server
+        .request(Method::PUT, "/v1/organizations")
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}

@@ -1,0 +1,10 @@
+//! Integration tests of gamify-api against the real Postgres (run through ./scripts/test.sh, which
+//! provisions a fresh database and exports DATABASE_URL).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api_keys;
+mod config;
+mod harness;
+mod health;
+mod organizations;
+mod projects;

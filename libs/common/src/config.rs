@@ -1,0 +1,80 @@
+//! Helpers for reading configuration from the environment once, at start, with errors that name the
+//! offending variable.
+
+use std::{fmt::Display, str::FromStr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {variable} is required but not set")]
+    Missing { variable: &'static str },
+    #[error("environment variable {variable} is invalid: {reason}")]
+    Invalid {
+        variable: &'static str,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(variable: &'static str, reason: impl Display) -> Self {
+        Self::Invalid {
+            variable,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The value of `variable`, treating an empty value as unset.
+pub fn optional(variable: &'static str) -> Result<Option<String>, ConfigError> {
+    match std::env::var(variable) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(ConfigError::invalid(variable, "value is not valid UTF-8"))
+        }
+    }
+}
+
+pub fn required(variable: &'static str) -> Result<String, ConfigError> {
+    optional(variable)?.ok_or(ConfigError::Missing { variable })
+}
+
+/// Parses `variable` when set, otherwise returns `default`.
+pub fn parsed_or<T>(variable: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match optional(variable)? {
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|err| ConfigError::invalid(variable, err)),
+        None => Ok(default),
+    }
+}
+
+/// A `postgres://` URL, checked for shape only (connecting is the caller's job).
+pub fn postgres_url(variable: &'static str) -> Result<String, ConfigError> {
+    let value = required(variable)?;
+    if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
+        return Err(ConfigError::invalid(
+            variable,
+            "expected a postgres:// or postgresql:// URL",
+        ));
+    }
+    Ok(value)
+}
+
+/// Boolean flags accept the usual spellings so that `GAMIFY_DEV_MODE=1` and `=true` both work.
+pub fn flag(variable: &'static str) -> Result<bool, ConfigError> {
+    match optional(variable)?.as_deref().map(str::to_ascii_lowercase) {
+        None => Ok(false),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(ConfigError::invalid(
+            variable,
+            "expected one of 1, true, yes, on, 0, false, no, off",
+        )),
+    }
+}

@@ -1,0 +1,10 @@
+//! Definitions shared by gamify-api and gamify-worker, so that both sides of the topic agree on
+//! what a key, an event and an envelope are.
+
+pub mod config;
+pub mod events;
+pub mod keys;
+pub mod shutdown;
+
+pub use config::ConfigError;
+pub use keys::{ApiKey, KeyFormatError, KeyHash, KeyType};

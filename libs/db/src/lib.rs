@@ -1,0 +1,116 @@
+//! Postgres access for Gamify. Tenant data (end users, events) sits behind row-level security, and
+//! [`Db::tenant`] is the only place in the code base that tells Postgres which tenant is acting.
+
+pub mod entities;
+
+use std::{ops::Deref, time::Duration};
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    Statement, TransactionTrait,
+};
+use uuid::Uuid;
+
+pub use sea_orm;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 20,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of connections as the application role.
+#[derive(Debug, Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+}
+
+impl Db {
+    pub async fn connect(url: &str, options: PoolOptions) -> Result<Self> {
+        let mut connect = ConnectOptions::new(url);
+        connect
+            .max_connections(options.max_connections)
+            .min_connections(1)
+            .connect_timeout(options.connect_timeout)
+            .acquire_timeout(options.connect_timeout)
+            .sqlx_logging(false);
+        Ok(Self {
+            conn: Database::connect(connect).await?,
+        })
+    }
+
+    /// For tables without row-level security (organizations, projects, api keys).
+    pub fn shared(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Opens a transaction scoped to one tenant: row-level security shows and accepts only rows of
+    /// `project_id` until the transaction ends. The setting is transaction-local, so it never leaks
+    /// to the next user of the pooled connection.
+    pub async fn tenant(&self, project_id: Uuid) -> Result<TenantTransaction> {
+        let txn = self.conn.begin().await?;
+        txn.execute(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "SELECT set_config('app.project_id', $1, true)",
+            [project_id.to_string().into()],
+        ))
+        .await?;
+        Ok(TenantTransaction { txn, project_id })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.conn.ping().await?;
+        Ok(())
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+/// A transaction in which Postgres sees exactly one tenant. Dropped without [`commit`] it rolls
+/// back.
+///
+/// [`commit`]: TenantTransaction::commit
+#[derive(Debug)]
+pub struct TenantTransaction {
+    txn: DatabaseTransaction,
+    project_id: Uuid,
+}
+
+impl TenantTransaction {
+    pub fn project_id(&self) -> Uuid {
+        self.project_id
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.txn.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for TenantTransaction {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}

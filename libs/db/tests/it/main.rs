@@ -1,0 +1,5 @@
+//! Row-level security proofs, connected as the application role (DATABASE_URL), against the real
+//! Postgres provisioned by ./scripts/test.sh.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod rls;

@@ -1,0 +1,135 @@
+//! Schema migrations. They run as the owner role (`DATABASE_OWNER_URL`), which owns every table; the
+//! application role that gamify-api and gamify-worker use is created and granted DML here, so it can
+//! never alter the schema nor bypass row-level security.
+
+use sea_orm_migration::{
+    MigrationTrait, MigratorTrait, async_trait,
+    sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, Statement},
+};
+
+mod m20261123_000001_tenancy_and_events;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_tenancy_and_events::Migration)]
+    }
+}
+
+/// Tables the application role may read and write. Partitions of `events` are deliberately absent:
+/// reaching them directly would skip the parent's row-level security policies.
+const APPLICATION_TABLES: &[&str] = &[
+    "organizations",
+    "projects",
+    "api_keys",
+    "end_users",
+    "events",
+    "event_message_ids",
+];
+
+/// How many monthly partitions of `events` exist ahead of the current month after migrating.
+pub const PARTITION_MONTHS_AHEAD: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("the application role name {0:?} is not a plain identifier")]
+    BadRoleName(String),
+}
+
+/// The application role as parsed from `DATABASE_URL`.
+#[derive(Debug, Clone)]
+pub struct ApplicationRole {
+    pub name: String,
+    pub password: Option<String>,
+}
+
+/// Applies pending migrations, makes sure the application role exists with DML grants only, and
+/// creates the upcoming monthly partitions of `events`.
+pub async fn migrate(owner_url: &str, application_role: &ApplicationRole) -> Result<(), Error> {
+    let db = Database::connect(owner_url).await?;
+    Migrator::up(&db, None).await?;
+    ensure_application_role(&db, application_role).await?;
+    ensure_event_partitions(&db, PARTITION_MONTHS_AHEAD).await?;
+    db.close().await?;
+    Ok(())
+}
+
+/// Creates the monthly partitions of `events` from the current month to `months_ahead` months after
+/// it. Safe to call repeatedly and concurrently; the worker calls it at start and daily.
+pub async fn ensure_event_partitions(
+    db: &DatabaseConnection,
+    months_ahead: i32,
+) -> Result<(), Error> {
+    db.execute(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "SELECT gamify_ensure_event_partitions($1)",
+        [months_ahead.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn ensure_application_role(
+    db: &DatabaseConnection,
+    role: &ApplicationRole,
+) -> Result<(), Error> {
+    let name = quote_identifier(&role.name)?;
+    let password = match &role.password {
+        Some(password) => format!("PASSWORD {}", quote_literal(password)),
+        None => String::new(),
+    };
+    let exists = db
+        .query_one(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            [role.name.clone().into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        tracing::info!(role = %role.name, "creating application role");
+        db.execute_unprepared(&format!(
+            "CREATE ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS {password}"
+        ))
+        .await?;
+    }
+    let tables = APPLICATION_TABLES.join(", ");
+    let database: String = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT current_database() AS name",
+        ))
+        .await?
+        .map(|row| row.try_get("", "name"))
+        .transpose()?
+        .unwrap_or_default();
+    let database = quote_identifier(&database)?;
+    db.execute_unprepared(&format!(
+        "GRANT CONNECT ON DATABASE {database} TO {name};
+         GRANT USAGE ON SCHEMA public TO {name};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {name};"
+    ))
+    .await?;
+    Ok(())
+}
+
+fn quote_identifier(name: &str) -> Result<String, Error> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(Error::BadRoleName(name.to_owned()))
+    }
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}

@@ -1,0 +1,111 @@
+# Shared provisioning for scripts/dev.sh and scripts/test.sh. Source it; do not run it.
+# Makes sure Postgres and Redis run (starting them, or installing them from Debian's packages when
+# absent), creates the owner role and a database, and builds the binaries.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+PG_HOST=${PG_HOST:-127.0.0.1}
+PG_PORT=${PG_PORT:-5432}
+OWNER_ROLE=${OWNER_ROLE:-gamify_owner}
+OWNER_PASSWORD=${OWNER_PASSWORD:-gamify_owner}
+APP_ROLE=${APP_ROLE:-gamify_app}
+APP_PASSWORD=${APP_PASSWORD:-gamify_app}
+
+apt_install() {
+  log "installing $* from Debian's packages"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq 1 $((seconds * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  die "$what did not come up within ${seconds}s"
+}
+
+# psql as the Postgres superuser: over TCP where trust auth allows it, else through the local socket
+# as the postgres OS user (the default of a fresh Debian install).
+psql_admin() {
+  if psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
+    psql -v ON_ERROR_STOP=1 -q -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres "$@"
+  else
+    "${SUDO[@]}" runuser -u postgres -- psql -v ON_ERROR_STOP=1 -q -p "$PG_PORT" -d postgres "$@"
+  fi
+}
+
+ensure_postgres() {
+  if pg_isready -h "$PG_HOST" -p "$PG_PORT" -q 2>/dev/null; then return; fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then apt_install postgresql postgresql-client; fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "starting PostgreSQL $version"
+  "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_for 30 "PostgreSQL on $PG_HOST:$PG_PORT" pg_isready -h "$PG_HOST" -p "$PG_PORT" -q
+}
+
+ensure_redis() {
+  local url=${REDIS_URL:-redis://127.0.0.1:6379}
+  if redis-cli -u "$url" ping 2>/dev/null | grep -q PONG; then return; fi
+  if ! command -v redis-server >/dev/null 2>&1; then apt_install redis-server redis-tools; fi
+  log "starting Redis"
+  "${SUDO[@]}" mkdir -p /var/lib/redis /var/log/redis
+  "${SUDO[@]}" redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/gamify.log
+  wait_for 15 "Redis" sh -c "redis-cli -u '$url' ping | grep -q PONG"
+}
+
+# create_database NAME [fresh]: the owner role (which may create the application role) and a
+# database it owns. With "fresh" an existing database is dropped first.
+create_database() {
+  local name=$1 fresh=${2:-}
+  psql_admin <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$OWNER_ROLE') THEN
+    CREATE ROLE $OWNER_ROLE LOGIN CREATEROLE PASSWORD '$OWNER_PASSWORD';
+  END IF;
+END \$\$;
+SQL
+  if [ "$fresh" = fresh ]; then
+    psql_admin -c "DROP DATABASE IF EXISTS $name WITH (FORCE)"
+  fi
+  if [ -z "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+    log "creating database $name"
+    psql_admin -c "CREATE DATABASE $name OWNER $OWNER_ROLE"
+  fi
+  export DATABASE_OWNER_URL="postgres://$OWNER_ROLE:$OWNER_PASSWORD@$PG_HOST:$PG_PORT/$name"
+  export DATABASE_URL="postgres://$APP_ROLE:$APP_PASSWORD@$PG_HOST:$PG_PORT/$name"
+}
+
+# Postgres and Redis tools are needed on PATH before anything else.
+ensure_clients() {
+  local missing=()
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+provision() { # provision DATABASE [fresh]
+  ensure_clients
+  ensure_postgres
+  ensure_redis
+  create_database "$@"
+  export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+  export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
+}
+
+migrate() {
+  log "migrating $(sed -E 's#.*/##' <<<"$DATABASE_OWNER_URL")"
+  "$ROOT/target/debug/gamify-api" migrate
+}
