@@ -2,9 +2,12 @@
 //! what a key, an event and an envelope are.
 
 pub mod config;
+pub mod envelope;
 pub mod events;
+pub mod ingest;
 pub mod keys;
 pub mod shutdown;
 
 pub use config::ConfigError;
+pub use envelope::Envelope;
 pub use keys::{ApiKey, KeyFormatError, KeyHash, KeyType};

@@ -1,0 +1,262 @@
+//! The versioned message that gamify-api produces to Kafka and gamify-worker consumes. Each one is
+//! signed with HMAC-SHA256 over its exact bytes (header [`SIGNATURE_HEADER`]), so the worker can
+//! tell a gateway-made message from anything else written to the topic.
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::{
+    KeyType,
+    ingest::{Event, FieldError, Kind, validate_fields},
+};
+
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Kafka header holding the lowercase hex HMAC-SHA256 of the message value.
+pub const SIGNATURE_HEADER: &str = "gamify-signature";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    pub v: u8,
+    pub id: Uuid,
+    pub message_id: String,
+    pub project_id: Uuid,
+    pub key_id: Uuid,
+    pub key_type: KeyType,
+    pub kind: Kind,
+    pub event: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traits: Option<Map<String, Value>>,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub context: EnvelopeContext,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvelopeContext {
+    /// The address the gateway saw the request come from.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The SDK's self-description, as the client sent it.
+    pub library: Option<Value>,
+    /// Everything else the client put in its context (page, locale, …).
+    #[serde(flatten)]
+    pub client: Map<String, Value>,
+}
+
+/// Who sent an event, as the gateway authenticated it.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    pub project_id: Uuid,
+    pub key_id: Uuid,
+    pub key_type: KeyType,
+}
+
+/// What the gateway knows about the request itself.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Envelope {
+    /// Stamps a validated event: a new id, a messageId (UUIDv7 unless the client gave one), the
+    /// corrected occurredAt and the request's context.
+    pub fn new(event: Event, source: Source, received: &Received) -> Self {
+        let id = Uuid::now_v7();
+        let occurred_at = event.occurred_at(received.at);
+        let mut client = event.context;
+        let library = client.remove("library");
+        client.remove("ip");
+        client.remove("userAgent");
+        let (properties, traits) = match event.kind {
+            Kind::Track => (Some(event.data), None),
+            Kind::Identify => (None, Some(event.data)),
+        };
+        Self {
+            v: ENVELOPE_VERSION,
+            id,
+            message_id: event
+                .message_id
+                .unwrap_or_else(|| Uuid::now_v7().to_string()),
+            project_id: source.project_id,
+            key_id: source.key_id,
+            key_type: source.key_type,
+            kind: event.kind,
+            event: event.event,
+            user_id: event.user_id,
+            anonymous_id: event.anonymous_id,
+            properties,
+            traits,
+            occurred_at,
+            received_at: received.at,
+            context: EnvelopeContext {
+                ip: received.ip.clone(),
+                user_agent: received.user_agent.clone(),
+                library,
+                client,
+            },
+        }
+    }
+
+    /// Kafka message key: one user's events go to one partition and stay ordered.
+    pub fn partition_key(&self) -> String {
+        let subject = self
+            .user_id
+            .as_deref()
+            .or(self.anonymous_id.as_deref())
+            .unwrap_or_default();
+        format!("{}:{subject}", self.project_id)
+    }
+
+    /// The same rules the gateway applied, for an envelope read back from the topic.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.v != ENVELOPE_VERSION {
+            errors.push(FieldError::new(
+                "v",
+                format!("unsupported version {}", self.v),
+            ));
+        }
+        errors.extend(validate_fields(
+            self.kind,
+            &self.event,
+            self.user_id.as_deref(),
+            self.anonymous_id.as_deref(),
+            Some(&self.message_id),
+        ));
+        errors
+    }
+}
+
+/// Lowercase hex HMAC-SHA256 of `payload`.
+pub fn sign(secret: &[u8], payload: &[u8]) -> String {
+    hex::encode(mac(secret, payload).finalize().into_bytes())
+}
+
+/// Checks a signature in constant time.
+pub fn verify(secret: &[u8], payload: &[u8], signature_hex: &[u8]) -> bool {
+    let Ok(signature) = hex::decode(signature_hex) else {
+        return false;
+    };
+    mac(secret, payload).verify_slice(&signature).is_ok()
+}
+
+fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(payload);
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{BatchDefaults, parse_identify, parse_track};
+    use serde_json::json;
+
+    fn source(key_type: KeyType) -> Source {
+        Source {
+            project_id: Uuid::new_v4(),
+            key_id: Uuid::new_v4(),
+            key_type,
+        }
+    }
+
+    fn received() -> Received {
+        Received {
+            at: Utc::now(),
+            ip: Some("203.0.113.7".to_owned()),
+            user_agent: Some("Mozilla/5.0".to_owned()),
+        }
+    }
+
+    #[test]
+    fn track_envelope_carries_source_and_context() {
+        let event = parse_track(
+            json!({ "event": "page_view", "userId": "u1", "properties": { "page": "/" },
+                    "context": { "library": { "name": "@gamify/core" }, "ip": "10.0.0.1", "locale": "de" } }),
+            &BatchDefaults::default(),
+        )
+        .unwrap();
+        let source = source(KeyType::Publishable);
+        let envelope = Envelope::new(event, source, &received());
+        assert_eq!(envelope.v, 1);
+        assert_eq!(envelope.kind, Kind::Track);
+        assert_eq!(envelope.key_type, KeyType::Publishable);
+        assert_eq!(envelope.project_id, source.project_id);
+        assert!(Uuid::parse_str(&envelope.message_id).is_ok());
+        assert_eq!(
+            envelope.partition_key(),
+            format!("{}:u1", source.project_id)
+        );
+        // The client cannot choose the ip the gateway records.
+        assert_eq!(envelope.context.ip.as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            envelope.context.library,
+            Some(json!({ "name": "@gamify/core" }))
+        );
+        assert_eq!(envelope.context.client["locale"], "de");
+
+        let value = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(value["properties"]["page"], "/");
+        assert!(value.get("traits").is_none());
+        assert_eq!(value["context"]["userAgent"], "Mozilla/5.0");
+        assert_eq!(value["keyType"], "publishable");
+        let back: Envelope = serde_json::from_value(value).unwrap();
+        assert_eq!(back, envelope);
+        assert!(back.validate().is_empty());
+    }
+
+    #[test]
+    fn identify_envelope_carries_traits() {
+        let event = parse_identify(
+            json!({ "userId": "u1", "traits": { "plan": "pro" }, "messageId": "m-1" }),
+        )
+        .unwrap();
+        let envelope = Envelope::new(event, source(KeyType::Secret), &received());
+        assert_eq!(envelope.message_id, "m-1");
+        assert_eq!(envelope.event, "$identify");
+        let value = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(value["kind"], "identify");
+        assert_eq!(value["traits"]["plan"], "pro");
+        assert!(value.get("properties").is_none());
+    }
+
+    #[test]
+    fn signatures_verify_only_the_exact_bytes_and_secret() {
+        let payload = br#"{"v":1}"#;
+        let signature = sign(b"secret", payload);
+        assert_eq!(signature.len(), 64);
+        assert!(verify(b"secret", payload, signature.as_bytes()));
+        assert!(!verify(b"other", payload, signature.as_bytes()));
+        assert!(!verify(b"secret", br#"{"v":2}"#, signature.as_bytes()));
+        assert!(!verify(b"secret", payload, b"not hex"));
+        assert!(!verify(b"secret", payload, b""));
+    }
+
+    #[test]
+    fn tampered_envelopes_fail_validation() {
+        let event = parse_track(
+            json!({ "event": "x", "userId": "u" }),
+            &BatchDefaults::default(),
+        )
+        .unwrap();
+        let mut envelope = Envelope::new(event, source(KeyType::Secret), &received());
+        envelope.v = 9;
+        envelope.event = String::new();
+        let fields: Vec<_> = envelope.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["v", "event"]);
+    }
+}
