@@ -101,11 +101,56 @@ provision() { # provision DATABASE [fresh]
   ensure_postgres
   ensure_redis
   create_database "$@"
+  ensure_broker
   export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
-  export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
+  export KAFKA_BROKERS=${KAFKA_BROKERS:-$BROKER_HOST:$BROKER_PORT}
+  export KAFKA_TOPIC=$EVENTS_TOPIC
+  export KAFKA_DLQ_TOPIC=$DLQ_TOPIC
+  export ENVELOPE_SECRET=${ENVELOPE_SECRET:-dev-envelope-secret-change-me-0123456789}
 }
 
 migrate() {
   log "migrating $(sed -E 's#.*/##' <<<"$DATABASE_OWNER_URL")"
   "$ROOT/target/debug/gamify-api" migrate
+}
+
+# --- Kafka-protocol broker for development and tests: Tansu (Apache Kafka cannot be installed here).
+TANSU_VERSION=0.6.0
+BROKER_HOST=127.0.0.1
+BROKER_PORT=9092
+EVENTS_TOPIC=${KAFKA_TOPIC:-gamify.events}
+DLQ_TOPIC=${KAFKA_DLQ_TOPIC:-gamify.events.dlq}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+ensure_tansu() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if command -v tansu >/dev/null 2>&1; then return; fi
+  log "building the Tansu broker from crates.io (once per machine, about 18 minutes on 2 cores)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+}
+
+# Starts Tansu with in-memory storage unless something already listens on the broker port, then
+# creates the events and dead-letter topics.
+ensure_broker() {
+  if ! port_open "$BROKER_HOST" "$BROKER_PORT"; then
+    ensure_tansu
+    mkdir -p "$ROOT/target/tansu"
+    log "starting Tansu on $BROKER_HOST:$BROKER_PORT (log: target/tansu/broker.log)"
+    setsid nohup tansu broker \
+      --listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
+      --advertised-listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
+      --storage-engine memory://tansu/ >"$ROOT/target/tansu/broker.log" 2>&1 < /dev/null &
+    wait_for 30 "the broker on $BROKER_HOST:$BROKER_PORT" port_open "$BROKER_HOST" "$BROKER_PORT"
+  fi
+  ensure_tansu
+  create_topic "$EVENTS_TOPIC" 12
+  create_topic "$DLQ_TOPIC" 3
+}
+
+create_topic() { # create_topic NAME PARTITIONS
+  local out
+  if ! out=$(tansu topic create "$1" --broker "tcp://$BROKER_HOST:$BROKER_PORT" --partitions "$2" 2>&1); then
+    grep -q "already exists" <<<"$out" || die "cannot create topic $1: $out"
+  fi
 }
