@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Provisions Postgres, Redis and a fresh test database, then runs every test of the workspace.
-# Extra arguments go to `cargo test`.
+# Provisions Postgres, Redis, the broker and a fresh test database, then runs every test of the
+# workspace. Arguments go to `cargo test` instead of `--workspace` (e.g. `-p gamify-api`).
+# TEST_DATABASE names the database (default gamify_test), so two runs can proceed side by side.
 source "$(dirname "$0")/lib.sh"
 
-provision gamify_test fresh
-log "building"
-cargo build --workspace --bins --quiet
+provision "${TEST_DATABASE:-gamify_test}" fresh
+log "building gamify-api"
+cargo build -p gamify-api --bin gamify-api --quiet
 migrate
-log "running the workspace's tests"
-cargo test --workspace "$@"
+log "running tests"
+if [ $# -eq 0 ]; then set -- --workspace; fi
+cargo test "$@"
