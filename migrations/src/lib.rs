@@ -4,17 +4,21 @@
 
 use sea_orm_migration::{
     MigrationTrait, MigratorTrait, async_trait,
-    sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, Statement},
+    sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement},
 };
 
 mod m20261123_000001_tenancy_and_events;
+mod m20261123_000002_api_key_allowed_origins;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_tenancy_and_events::Migration)]
+        vec![
+            Box::new(m20261123_000001_tenancy_and_events::Migration),
+            Box::new(m20261123_000002_api_key_allowed_origins::Migration),
+        ]
     }
 }
 
@@ -50,7 +54,9 @@ pub struct ApplicationRole {
 /// Applies pending migrations, makes sure the application role exists with DML grants only, and
 /// creates the upcoming monthly partitions of `events`.
 pub async fn migrate(owner_url: &str, application_role: &ApplicationRole) -> Result<(), Error> {
-    let db = Database::connect(owner_url).await?;
+    let mut options = ConnectOptions::new(owner_url);
+    options.sqlx_logging(false);
+    let db = Database::connect(options).await?;
     Migrator::up(&db, None).await?;
     ensure_application_role(&db, application_role).await?;
     ensure_event_partitions(&db, PARTITION_MONTHS_AHEAD).await?;

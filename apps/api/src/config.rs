@@ -1,18 +1,44 @@
 //! Configuration, read once from the environment at start.
 
 use gamify_common::config::{self, ConfigError};
+use std::time::Duration;
+
 use rand::{RngCore, rngs::OsRng};
 
 pub const DEFAULT_PORT: u16 = 3000;
+const MIN_ENVELOPE_SECRET_BYTES: usize = 32;
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 #[derive(Clone)]
 pub struct Config {
     pub database_url: String,
+    pub port: u16,
+    pub settings: Settings,
+}
+
+/// Everything the server needs besides its database pool and listener; tests build it directly.
+#[derive(Clone)]
+pub struct Settings {
+    pub admin_token: AdminToken,
     pub redis_url: String,
     pub kafka_brokers: String,
-    pub port: u16,
-    pub admin_token: AdminToken,
+    pub kafka_topic: String,
+    /// HMAC key that signs every envelope; shared with gamify-worker.
+    pub envelope_secret: String,
+    /// How long a request waits for the broker to acknowledge its events before answering 503.
+    pub produce_timeout: Duration,
+    pub rate_limit: RateLimit,
+    /// How long a resolved key stays in the in-process cache (invalidations end it sooner).
+    pub key_cache_ttl: Duration,
+    /// How long an unknown key is remembered as unknown, in-process and in Redis.
+    pub negative_cache_ttl: Duration,
+}
+
+/// Token bucket per API key: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// What `gamify-api migrate` needs.
@@ -36,12 +62,14 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-impl std::fmt::Debug for Config {
+impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
+        f.debug_struct("Settings")
             .field("redis_url", &self.redis_url)
             .field("kafka_brokers", &self.kafka_brokers)
-            .field("port", &self.port)
+            .field("kafka_topic", &self.kafka_topic)
+            .field("produce_timeout", &self.produce_timeout)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -65,14 +93,49 @@ impl Config {
                 "expected a comma-separated list of host:port",
             ));
         }
+        let kafka_topic =
+            config::optional("KAFKA_TOPIC")?.unwrap_or_else(|| "gamify.events".to_owned());
+        let envelope_secret = config::required("ENVELOPE_SECRET")?;
+        if envelope_secret.len() < MIN_ENVELOPE_SECRET_BYTES {
+            return Err(ConfigError::invalid(
+                "ENVELOPE_SECRET",
+                format!("must be at least {MIN_ENVELOPE_SECRET_BYTES} bytes"),
+            ));
+        }
         let port = config::parsed_or("PORT", DEFAULT_PORT)?;
+        let produce_timeout_ms: u64 = config::parsed_or("PRODUCE_TIMEOUT_MS", 5000)?;
+        if produce_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "PRODUCE_TIMEOUT_MS",
+                "must be positive",
+            ));
+        }
+        let per_second: u32 = config::parsed_or("RATE_LIMIT_PER_SECOND", 100)?;
+        let burst: u32 = config::parsed_or("RATE_LIMIT_BURST", 200)?;
+        if per_second == 0 {
+            return Err(ConfigError::invalid(
+                "RATE_LIMIT_PER_SECOND",
+                "must be positive",
+            ));
+        }
+        if burst == 0 {
+            return Err(ConfigError::invalid("RATE_LIMIT_BURST", "must be positive"));
+        }
         let admin_token = admin_token(config::flag("GAMIFY_DEV_MODE")?)?;
         Ok(Self {
             database_url,
-            redis_url,
-            kafka_brokers,
             port,
-            admin_token,
+            settings: Settings {
+                admin_token,
+                redis_url,
+                kafka_brokers,
+                kafka_topic,
+                envelope_secret,
+                produce_timeout: Duration::from_millis(produce_timeout_ms),
+                rate_limit: RateLimit { per_second, burst },
+                key_cache_ttl: Duration::from_secs(config::parsed_or("KEY_CACHE_TTL_SECONDS", 10)?),
+                negative_cache_ttl: Duration::from_secs(5),
+            },
         })
     }
 }

@@ -19,18 +19,35 @@ pub enum Error {
     },
     #[error("missing or invalid admin token")]
     Unauthorized,
+    /// Missing, malformed, unknown, revoked or expired: the body never says which.
+    #[error("missing or invalid API key")]
+    InvalidApiKey,
+    #[error("{message}")]
+    Forbidden {
+        code: &'static str,
+        message: String,
+        details: Option<Value>,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("request body is larger than the limit")]
-    PayloadTooLarge,
+    #[error("{message}")]
+    PayloadTooLarge {
+        message: String,
+        details: Option<Value>,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
     MethodNotAllowed(String),
-    #[error("{0} is not available")]
-    Unavailable(String),
+    #[error("too many requests for this key")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after_seconds: Option<u64>,
+    },
     #[error("database error: {0}")]
     Database(#[from] gamify_db::Error),
 }
@@ -50,6 +67,21 @@ impl Error {
         }
     }
 
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::PayloadTooLarge {
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// A dependency that did not answer; clients may retry after `retry_after_seconds`.
+    pub fn unavailable(message: impl Into<String>, retry_after_seconds: Option<u64>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            retry_after_seconds,
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::NotFound(format!("{what} not found"))
     }
@@ -58,14 +90,17 @@ impl Error {
         match self {
             Error::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
+            Error::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -91,7 +126,7 @@ impl From<JsonRejection> for Error {
             JsonRejection::BytesRejection(inner)
                 if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                Error::PayloadTooLarge
+                Error::too_large("request body is larger than 64 KB")
             }
             other => Error::invalid(other.body_text()),
         }
@@ -108,7 +143,7 @@ impl From<PathRejection> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() && !matches!(self, Error::Unavailable(_)) {
+        let message = if status.is_server_error() && !matches!(self, Error::Unavailable { .. }) {
             tracing::error!(error = %self, "request failed");
             "internal server error".to_owned()
         } else {
@@ -118,15 +153,35 @@ impl IntoResponse for Error {
         if let Error::InvalidRequest {
             details: Some(details),
             ..
+        }
+        | Error::Forbidden {
+            details: Some(details),
+            ..
+        }
+        | Error::PayloadTooLarge {
+            details: Some(details),
+            ..
         } = &self
         {
             body["error"]["details"] = details.clone();
         }
         let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        let retry_after = match self {
+            Error::RateLimited {
+                retry_after_seconds,
+            } => Some(retry_after_seconds),
+            Error::Unavailable {
+                retry_after_seconds,
+                ..
+            } => retry_after_seconds,
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }

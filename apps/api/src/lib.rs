@@ -5,20 +5,41 @@ pub mod config;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod key_cache;
+pub mod metrics;
+pub mod producer;
+pub mod rate_limit;
+pub mod redis;
 mod v1;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit, http::Request};
 use gamify_db::Db;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 pub use crate::error::{Error, Result};
+use crate::{
+    config::Settings,
+    key_cache::KeyResolver,
+    producer::{EventProducer, ProduceError},
+    rate_limit::RateLimiter,
+    redis::{Redis, RedisError},
+};
 
 /// Request bodies of the management API are small; ingestion sets its own limits.
 pub const MANAGEMENT_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] RedisError),
+    #[error("kafka producer: {0}")]
+    Producer(#[from] ProduceError),
+}
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -26,16 +47,46 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     db: Db,
     admin_token: String,
+    redis: Arc<Redis>,
+    keys: Arc<KeyResolver>,
+    producer: EventProducer,
+    rate_limiter: RateLimiter,
+    metrics: PrometheusHandle,
     readiness_timeout: Duration,
 }
 
 impl AppState {
-    pub fn new(db: Db, admin_token: String) -> Self {
-        Self(Arc::new(Inner {
+    /// Builds the state; background tasks (key invalidations, last-used writes) stop with
+    /// `shutdown`.
+    pub fn new(
+        db: Db,
+        settings: &Settings,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, StartError> {
+        let redis = Arc::new(Redis::new(&settings.redis_url)?);
+        let keys = KeyResolver::start(
+            db.clone(),
+            redis.clone(),
+            settings.key_cache_ttl,
+            settings.negative_cache_ttl,
+            shutdown,
+        );
+        let producer = EventProducer::new(
+            &settings.kafka_brokers,
+            &settings.kafka_topic,
+            &settings.envelope_secret,
+            settings.produce_timeout,
+        )?;
+        Ok(Self(Arc::new(Inner {
             db,
-            admin_token,
+            admin_token: settings.admin_token.value.clone(),
+            rate_limiter: RateLimiter::new(redis.clone(), settings.rate_limit),
+            redis,
+            keys,
+            producer,
+            metrics: metrics::handle(),
             readiness_timeout: Duration::from_secs(2),
-        }))
+        })))
     }
 
     pub fn db(&self) -> &Db {
@@ -45,15 +96,52 @@ impl AppState {
     fn admin_token(&self) -> &str {
         &self.0.admin_token
     }
+
+    pub fn keys(&self) -> &KeyResolver {
+        &self.0.keys
+    }
+
+    /// Forgets keys in every cache after a revoke, roll or project change; the invalidation is
+    /// repeated shortly after, because a gateway that read the old row just before the change may
+    /// have written it back into Redis after the first one.
+    pub(crate) async fn forget_keys(&self, hashes: Vec<String>) {
+        if hashes.is_empty() {
+            return;
+        }
+        self.0.keys.invalidate(&hashes).await;
+        let keys = self.0.keys.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            keys.invalidate(&hashes).await;
+        });
+    }
+
+    pub fn producer(&self) -> &EventProducer {
+        &self.0.producer
+    }
+
+    fn redis(&self) -> &Redis {
+        &self.0.redis
+    }
+
+    fn rate_limiter(&self) -> &RateLimiter {
+        &self.0.rate_limiter
+    }
+
+    fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(v1::router())
+        .merge(metrics::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MANAGEMENT_BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 // The path only: query strings and headers may carry keys.
@@ -78,10 +166,17 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let served = axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    .await;
+    // Events already acknowledged are safe; this only lets late deliveries finish cleanly.
+    let producer_state = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        producer_state.producer().flush(Duration::from_secs(5))
+    })
+    .await;
+    served
 }

@@ -27,6 +27,8 @@ enum Error {
     Bind { port: u16, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Start(#[from] gamify_api::StartError),
 }
 
 #[tokio::main]
@@ -70,11 +72,11 @@ async fn migrate() -> Result<(), Error> {
 
 async fn serve() -> Result<(), Error> {
     let config = Config::from_env()?;
-    if config.admin_token.generated {
+    if config.settings.admin_token.generated {
         // Dev mode only: the operator needs the token to call the management API.
         println!(
             "GAMIFY_DEV_MODE: generated ADMIN_TOKEN={}",
-            config.admin_token.value
+            config.settings.admin_token.value
         );
     }
     let db = Db::connect(&config.database_url, PoolOptions::default()).await?;
@@ -86,8 +88,8 @@ async fn serve() -> Result<(), Error> {
         })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(gamify_common::shutdown::cancel_on_signal(shutdown.clone()));
-    tracing::info!(port = config.port, "gamify-api listening");
-    let state = AppState::new(db.clone(), config.admin_token.value);
+    let state = AppState::new(db.clone(), &config.settings, &shutdown)?;
+    tracing::info!(port = config.port, settings = ?config.settings, "gamify-api listening");
     gamify_api::serve(listener, state, shutdown)
         .await
         .map_err(Error::Serve)?;

@@ -25,11 +25,23 @@ use crate::{
 /// The longest overlap a roll may give the old key.
 const MAX_ROLL_EXPIRY_SECONDS: u64 = 30 * 24 * 3600;
 
+/// Most origins one publishable key may list.
+const MAX_ALLOWED_ORIGINS: usize = 100;
+
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateApiKey {
     name: String,
     #[serde(rename = "type")]
     key_type: KeyType,
+    /// Browser origins a publishable key may be used from; absent or empty: any.
+    allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateApiKey {
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +73,7 @@ pub struct ApiKeyOut {
     #[serde(rename = "type")]
     key_type: String,
     prefix: String,
+    allowed_origins: Vec<String>,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
@@ -74,6 +87,7 @@ impl From<api_keys::Model> for ApiKeyOut {
             name: model.name,
             key_type: model.key_type,
             prefix: model.prefix,
+            allowed_origins: serde_json::from_value(model.allowed_origins).unwrap_or_default(),
             created_at: model.created_at,
             last_used_at: model.last_used_at,
             revoked_at: model.revoked_at,
@@ -88,6 +102,7 @@ async fn insert_key(
     project_id: Uuid,
     name: String,
     key_type: KeyType,
+    allowed_origins: &[String],
 ) -> Result<CreatedApiKeyOut> {
     let key = ApiKey::generate(key_type);
     let model = api_keys::ActiveModel {
@@ -102,6 +117,7 @@ async fn insert_key(
         last_used_at: Set(None),
         revoked_at: Set(None),
         expires_at: Set(None),
+        allowed_origins: Set(serde_json::json!(allowed_origins)),
     }
     .insert(db)
     .await?;
@@ -135,9 +151,11 @@ async fn create_api_key(
     Json(body): Json<CreateApiKey>,
 ) -> Result<(StatusCode, axum::Json<CreatedApiKeyOut>)> {
     validate_name("name", &body.name)?;
+    let allowed_origins =
+        normalize_origins(body.key_type, body.allowed_origins.unwrap_or_default())?;
     let db = state.db().shared();
     find_project(db, project_id).await?;
-    let created = insert_key(db, project_id, body.name, body.key_type).await?;
+    let created = insert_key(db, project_id, body.name, body.key_type, &allowed_origins).await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -176,6 +194,8 @@ async fn revoke_api_key(
             .await?;
         tracing::info!(project_id = %project_id, key_id = %key_id, "api key revoked");
     }
+    // Also on a repeat: a caller retrying a revoke must be able to rely on caches being clear.
+    state.forget_keys(vec![key.key_hash]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -210,10 +230,75 @@ async fn roll_api_key(
         .filter(api_keys::Column::Id.eq(key_id))
         .exec(&txn)
         .await?;
-    let created = insert_key(&txn, project_id, old.name, key_type).await?;
+    let origins: Vec<String> = serde_json::from_value(old.allowed_origins).unwrap_or_default();
+    let created = insert_key(&txn, project_id, old.name, key_type, &origins).await?;
     txn.commit().await?;
+    state.forget_keys(vec![old.key_hash]).await;
     tracing::info!(project_id = %project_id, key_id = %key_id, new_key_id = %created.id, %expires_at, "api key rolled");
     Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+/// Sets the browser origins of a publishable key.
+async fn update_api_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((project_id, key_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<UpdateApiKey>,
+) -> Result<axum::Json<ApiKeyOut>> {
+    let db = state.db().shared();
+    let key = find_key(db, project_id, key_id).await?;
+    let key_type = KeyType::from_name(&key.key_type)
+        .ok_or_else(|| Error::invalid("the stored key has an unknown type"))?;
+    let origins = normalize_origins(key_type, body.allowed_origins)?;
+    let mut active: api_keys::ActiveModel = key.into();
+    active.allowed_origins = Set(serde_json::json!(origins));
+    let key = active.update(db).await?;
+    state.forget_keys(vec![key.key_hash.clone()]).await;
+    tracing::info!(project_id = %project_id, key_id = %key_id, origins = origins.len(), "api key origins updated");
+    Ok(axum::Json(key.into()))
+}
+
+/// Origins are `scheme://host[:port]` exactly as browsers send them in the Origin header.
+fn normalize_origins(key_type: KeyType, origins: Vec<String>) -> Result<Vec<String>> {
+    if origins.is_empty() {
+        return Ok(origins);
+    }
+    if key_type != KeyType::Publishable {
+        return Err(Error::invalid_field(
+            "allowedOrigins",
+            "applies to publishable keys only",
+        ));
+    }
+    if origins.len() > MAX_ALLOWED_ORIGINS {
+        return Err(Error::invalid_field(
+            "allowedOrigins",
+            format_args!("must hold at most {MAX_ALLOWED_ORIGINS} origins"),
+        ));
+    }
+    let mut normalized: Vec<String> = Vec::with_capacity(origins.len());
+    for (index, origin) in origins.iter().enumerate() {
+        let field = format!("allowedOrigins[{index}]");
+        let url = url::Url::parse(origin.trim_end_matches('/')).map_err(|_| {
+            Error::invalid_field(&field, "is not a URL origin like https://shop.example")
+        })?;
+        let serialized = url.origin().ascii_serialization();
+        let plain = matches!(url.scheme(), "http" | "https")
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && serialized == origin.trim_end_matches('/').to_ascii_lowercase();
+        if !plain {
+            return Err(Error::invalid_field(
+                &field,
+                "must be scheme://host[:port] with no path, e.g. https://shop.example",
+            ));
+        }
+        if !normalized.contains(&serialized) {
+            normalized.push(serialized);
+        }
+    }
+    Ok(normalized)
 }
 
 pub fn router() -> Router<AppState> {
@@ -224,7 +309,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/projects/{project_id}/api-keys/{key_id}",
-            delete(revoke_api_key),
+            delete(revoke_api_key).patch(update_api_key),
         )
         .route(
             "/v1/projects/{project_id}/api-keys/{key_id}/roll",

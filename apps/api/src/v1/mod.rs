@@ -4,6 +4,7 @@ use serde::{Deserialize, Deserializer};
 use crate::{AppState, Error, Result};
 
 mod api_keys;
+mod ingest;
 mod organizations;
 mod projects;
 
@@ -12,6 +13,7 @@ pub fn router() -> Router<AppState> {
         .merge(organizations::router())
         .merge(projects::router())
         .merge(api_keys::router())
+        .merge(ingest::router())
 }
 
 pub const MAX_NAME_CHARS: usize = 255;

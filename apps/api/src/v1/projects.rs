@@ -7,8 +7,11 @@ use axum::{
 use chrono::{DateTime, Utc};
 use gamify_common::events::validate_event_name;
 use gamify_db::{
-    entities::{organizations, projects},
-    sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, Set},
+    entities::{api_keys, organizations, projects},
+    sea_orm::{
+        ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+        QueryFilter, QuerySelect, Set,
+    },
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -182,11 +185,23 @@ async fn update_project(
     if let Some(description) = body.description {
         project.description = Set(description);
     }
+    let trusted_events_changed = trusted_events.is_some();
     if let Some(trusted_events) = trusted_events {
         project.trusted_events = Set(serde_json::json!(trusted_events));
     }
     project.updated_at = Set(Utc::now());
     let project = project.update(db).await.map_err(name_taken)?;
+    if trusted_events_changed {
+        // Cached keys carry their project's trusted list: the change must reach the gateway now.
+        let hashes = api_keys::Entity::find()
+            .select_only()
+            .column(api_keys::Column::KeyHash)
+            .filter(api_keys::Column::ProjectId.eq(project.id))
+            .into_tuple::<String>()
+            .all(db)
+            .await?;
+        state.forget_keys(hashes).await;
+    }
     tracing::info!(project_id = %project.id, "project updated");
     Ok(axum::Json(project.into()))
 }

@@ -11,6 +11,7 @@ fn gamify_api() -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
+        .env("ENVELOPE_SECRET", crate::harness::envelope_secret())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -67,6 +68,35 @@ fn short_admin_token_is_refused() {
 }
 
 #[test]
+fn envelope_secret_is_required_and_long_enough() {
+    for value in [None, Some("too-short")] {
+        let mut command = gamify_api();
+        command
+            .env_remove("ENVELOPE_SECRET")
+            .env("DATABASE_URL", database_url())
+            .env("ADMIN_TOKEN", "a-long-enough-admin-token");
+        if let Some(value) = value {
+            command.env("ENVELOPE_SECRET", value);
+        }
+        let (ok, stderr) = stderr_of(&mut command);
+        assert!(!ok);
+        assert!(stderr.contains("ENVELOPE_SECRET"), "stderr: {stderr}");
+    }
+}
+
+#[test]
+fn rate_limit_settings_are_validated() {
+    let (ok, stderr) = stderr_of(
+        gamify_api()
+            .env("DATABASE_URL", database_url())
+            .env("ADMIN_TOKEN", "a-long-enough-admin-token")
+            .env("RATE_LIMIT_BURST", "0"),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("RATE_LIMIT_BURST"), "stderr: {stderr}");
+}
+
+#[test]
 fn migrate_needs_the_owner_url() {
     let (ok, stderr) = stderr_of(
         gamify_api()
@@ -94,6 +124,8 @@ async fn dev_mode_generates_and_prints_an_admin_token() {
         .env_clear()
         .env("DATABASE_URL", database_url())
         .env("GAMIFY_DEV_MODE", "1")
+        .env("ENVELOPE_SECRET", crate::harness::envelope_secret())
+        .env("KAFKA_BROKERS", crate::harness::brokers())
         .env("PORT", port.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

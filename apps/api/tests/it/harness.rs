@@ -1,9 +1,189 @@
-use gamify_api::AppState;
+use std::time::Duration;
+
+use gamify_api::{
+    AppState,
+    config::{AdminToken, RateLimit, Settings},
+};
 use gamify_db::{Db, PoolOptions};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn brokers() -> String {
+    env_or("KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+pub fn envelope_secret() -> String {
+    std::env::var("ENVELOPE_SECRET")
+        .expect("ENVELOPE_SECRET is not set: run the tests through ./scripts/test.sh")
+}
+
+/// Settings for a test server: the real Redis and broker from the environment, generous limits.
+pub fn settings() -> Settings {
+    Settings {
+        admin_token: AdminToken {
+            value: format!("adm_test_{}", uuid::Uuid::new_v4().simple()),
+            generated: false,
+        },
+        redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        kafka_brokers: brokers(),
+        kafka_topic: env_or("KAFKA_TOPIC", "gamify.events"),
+        envelope_secret: envelope_secret(),
+        produce_timeout: Duration::from_secs(5),
+        rate_limit: RateLimit {
+            per_second: 1000,
+            burst: 1000,
+        },
+        key_cache_ttl: Duration::from_secs(10),
+        negative_cache_ttl: Duration::from_secs(5),
+    }
+}
+
+/// A topic of this test's own, so what it finds there is only its own.
+pub async fn create_topic(partitions: i32) -> String {
+    let name = format!("test.{}", uuid::Uuid::new_v4().simple());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+    name
+}
+
+/// One message read back from a topic.
+#[derive(Debug)]
+pub struct Consumed {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub signature: Option<String>,
+}
+
+impl Consumed {
+    pub fn envelope(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap()
+    }
+}
+
+/// Reads the topic from the beginning until `expected` messages arrived or `timeout` passed.
+pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            // Tansu answers a fetch with little data at a time; do not idle between fetches.
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for partition in metadata.topics()[0].partitions() {
+            assignment
+                .add_partition_offset(&topic, partition.id(), Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut messages = Vec::new();
+        while messages.len() < expected && std::time::Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.unwrap();
+                let signature = message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key == gamify_common::envelope::SIGNATURE_HEADER)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+                messages.push(Consumed {
+                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    signature,
+                });
+            }
+        }
+        messages
+    })
+    .await
+    .unwrap()
+}
+
+/// Every message on the topic, counted by reading it (Tansu's watermarks are not exact counts).
+pub async fn topic_message_count(topic: &str) -> usize {
+    read_topic(topic, usize::MAX, Duration::from_secs(2))
+        .await
+        .len()
+}
+
+/// A redis-server of the test's own, on a free port, killed when dropped: for outage tests that
+/// must not disturb the shared Redis.
+pub struct PrivateRedis {
+    pub url: String,
+    child: tokio::process::Child,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is not installed: run the tests through ./scripts/test.sh");
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self { url, child };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private redis-server did not start");
+    }
+
+    pub async fn stop(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
 
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
@@ -31,15 +211,19 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(connect().await).await
+        Self::start_with(connect().await, settings()).await
     }
 
-    pub async fn start_with(db: Db) -> Self {
+    pub async fn with_settings(settings: Settings) -> Self {
+        Self::start_with(connect().await, settings).await
+    }
+
+    pub async fn start_with(db: Db, settings: Settings) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let admin_token = format!("adm_test_{}", uuid::Uuid::new_v4().simple());
+        let admin_token = settings.admin_token.value.clone();
         let shutdown = CancellationToken::new();
-        let state = AppState::new(db.clone(), admin_token.clone());
+        let state = AppState::new(db.clone(), &settings, &shutdown).unwrap();
         tokio::spawn(gamify_api::serve(listener, state, shutdown.clone()));
         Self {
             base_url,
@@ -82,6 +266,31 @@ impl TestServer {
             .await
             .unwrap();
         expect_json(response, StatusCode::CREATED).await
+    }
+
+    /// Sends a track call with `key`.
+    pub async fn track(&self, key: &str, body: Value) -> Response {
+        self.request(Method::POST, "/v1/events/track")
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A project with one publishable and one secret key: (project id, pk, sk).
+    pub async fn project_with_keys(&self) -> (String, String, String) {
+        let project = self.create_project().await;
+        let id = project["id"].as_str().unwrap().to_owned();
+        let pk = self.create_key(&id, "publishable").await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let sk = self.create_key(&id, "secret").await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (id, pk, sk)
     }
 
     pub async fn create_key(&self, project_id: &str, key_type: &str) -> Value {

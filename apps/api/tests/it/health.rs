@@ -1,7 +1,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{TestServer, connect, expect_error, expect_json};
+use crate::harness::{TestServer, connect, expect_error, expect_json, settings};
 
 #[tokio::test]
 async fn root_and_liveness_answer_ok() {
@@ -20,7 +20,49 @@ async fn readiness_checks_postgres() {
     let server = TestServer::start().await;
     let response = server.request(Method::GET, "/readyz").send().await.unwrap();
     let body = expect_json(response, StatusCode::OK).await;
-    assert_eq!(body["checks"]["postgres"], "ok");
+    assert_eq!(
+        body["checks"],
+        json!({ "postgres": "ok", "redis": "ok", "kafka": "ok" })
+    );
+}
+
+#[tokio::test]
+async fn readiness_names_redis_and_kafka_when_they_fail() {
+    let mut settings = settings();
+    settings.redis_url = "redis://127.0.0.1:1".to_owned();
+    settings.kafka_brokers = "127.0.0.1:1".to_owned();
+    let server = TestServer::with_settings(settings).await;
+    let response = server.request(Method::GET, "/readyz").send().await.unwrap();
+    let body = expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("redis") && message.contains("kafka"),
+        "{message}"
+    );
+    assert!(!message.contains("postgres"), "{message}");
+}
+
+#[tokio::test]
+async fn metrics_are_exposed_for_prometheus() {
+    let server = TestServer::start().await;
+    server
+        .request(Method::GET, "/healthz")
+        .send()
+        .await
+        .unwrap();
+    let response = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("gamify_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/healthz\""), "{text}");
+    assert!(
+        text.contains("gamify_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
 }
 
 /// With the pool gone, readiness is 503 naming Postgres, and a request that needs the database
@@ -28,7 +70,7 @@ async fn readiness_checks_postgres() {
 #[tokio::test]
 async fn database_failure_is_503_on_readyz_and_opaque_500_elsewhere() {
     let db = connect().await;
-    let server = TestServer::start_with(db.clone()).await;
+    let server = TestServer::start_with(db.clone(), settings()).await;
     db.close().await.unwrap();
 
     let response = server.request(Method::GET, "/readyz").send().await.unwrap();

@@ -6,5 +6,7 @@ mod api_keys;
 mod config;
 mod harness;
 mod health;
+mod ingest;
+mod key_checks;
 mod organizations;
 mod projects;

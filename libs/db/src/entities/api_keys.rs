@@ -18,6 +18,8 @@ pub struct Model {
     pub last_used_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
     pub expires_at: Option<DateTimeUtc>,
+    /// JSON array of browser origins a publishable key may be used from; empty: any.
+    pub allowed_origins: Json,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

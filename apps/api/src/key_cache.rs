@@ -1,0 +1,330 @@
+//! API key resolution on the ingestion path: L0 in-process (moka) → L1 Redis → L2 Postgres.
+//! Unknown keys are remembered as unknown for a few seconds at L0 and L1, so a flood of random keys
+//! does not reach Postgres. Revoke and roll delete the Redis entry and publish an invalidation that
+//! every gateway drops from its L0.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use gamify_common::{KeyHash, KeyType};
+use gamify_db::{
+    Db,
+    sea_orm::{ConnectionTrait, Statement},
+};
+use moka::{Expiry, future::Cache};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::redis::Redis;
+
+/// Channel on which revocations and rolls are announced to every gateway instance.
+pub const INVALIDATION_CHANNEL: &str = "gamify:apikey:invalidate";
+const L1_TTL_SECONDS: u64 = 60;
+const NEGATIVE_MARKER: &str = "-";
+/// last_used_at is written at most this often per key.
+const LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the gateway needs to know about a key, cached at every level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub key_id: Uuid,
+    pub project_id: Uuid,
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The project's extra server-only event names.
+    pub trusted_events: Vec<String>,
+    /// Browser origins allowed to use a publishable key; empty: any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl KeyRecord {
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|expires_at| expires_at <= now)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Lookup {
+    Found(Arc<KeyRecord>),
+    Unknown,
+}
+
+struct LookupExpiry {
+    found: Duration,
+    unknown: Duration,
+}
+
+impl Expiry<String, Lookup> for LookupExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Lookup,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match value {
+            Lookup::Found(_) => self.found,
+            Lookup::Unknown => self.unknown,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLookupError {
+    #[error("postgres: {0}")]
+    Database(#[from] gamify_db::sea_orm::DbErr),
+}
+
+pub struct KeyResolver {
+    l0: Cache<String, Lookup>,
+    redis: Arc<Redis>,
+    db: Db,
+    negative_ttl: Duration,
+    recently_used: moka::sync::Cache<Uuid, ()>,
+    used: mpsc::Sender<Uuid>,
+}
+
+impl KeyResolver {
+    /// Also spawns, bound to `shutdown`, the invalidation listener and the last_used_at writer.
+    pub fn start(
+        db: Db,
+        redis: Arc<Redis>,
+        positive_ttl: Duration,
+        negative_ttl: Duration,
+        shutdown: &CancellationToken,
+    ) -> Arc<Self> {
+        let l0 = Cache::builder()
+            .max_capacity(100_000)
+            .expire_after(LookupExpiry {
+                found: positive_ttl,
+                unknown: negative_ttl,
+            })
+            .build();
+        let (used, used_rx) = mpsc::channel(10_000);
+        let resolver = Arc::new(Self {
+            l0,
+            redis,
+            db: db.clone(),
+            negative_ttl,
+            recently_used: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(LAST_USED_INTERVAL)
+                .build(),
+            used,
+        });
+        tokio::spawn(listen_for_invalidations(resolver.clone(), shutdown.clone()));
+        tokio::spawn(write_last_used(db, used_rx, shutdown.clone()));
+        resolver
+    }
+
+    /// The key's record, or `None` when it is unknown or revoked. Expiry is the caller's check, so
+    /// that an expired key is refused the moment it expires, whatever the caches hold.
+    pub async fn resolve(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<Arc<KeyRecord>>, Arc<KeyLookupError>> {
+        let entry = self
+            .l0
+            .entry_by_ref(hash.as_str())
+            .or_try_insert_with(self.load(hash))
+            .await?;
+        if !entry.is_fresh() {
+            metrics::counter!("gamify_key_cache_lookups_total", "level" => "l0").increment(1);
+        }
+        Ok(match entry.into_value() {
+            Lookup::Found(record) => Some(record),
+            Lookup::Unknown => None,
+        })
+    }
+
+    /// L1, then L2; fills L1 on the way back.
+    async fn load(&self, hash: &KeyHash) -> Result<Lookup, KeyLookupError> {
+        let redis_key = format!("apikey:{hash}");
+        match self
+            .redis
+            .query::<Option<String>>(redis::cmd("GET").arg(&redis_key))
+            .await
+        {
+            Ok(Some(cached)) if cached == NEGATIVE_MARKER => {
+                metrics::counter!("gamify_key_cache_lookups_total", "level" => "l1").increment(1);
+                return Ok(Lookup::Unknown);
+            }
+            Ok(Some(cached)) => {
+                if let Ok(record) = serde_json::from_str::<KeyRecord>(&cached) {
+                    metrics::counter!("gamify_key_cache_lookups_total", "level" => "l1")
+                        .increment(1);
+                    return Ok(Lookup::Found(Arc::new(record)));
+                }
+                tracing::warn!("unreadable key cache entry in redis; reading postgres");
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(error = %err, "redis unavailable for key lookup; reading postgres");
+                metrics::counter!("gamify_key_cache_redis_errors_total").increment(1);
+            }
+        }
+
+        metrics::counter!("gamify_key_cache_lookups_total", "level" => "l2").increment(1);
+        let lookup = match self.load_from_postgres(hash).await? {
+            Some(record) => Lookup::Found(Arc::new(record)),
+            None => Lookup::Unknown,
+        };
+        let (value, ttl) = match &lookup {
+            Lookup::Found(record) => (
+                serde_json::to_string(record.as_ref()).unwrap_or_default(),
+                L1_TTL_SECONDS,
+            ),
+            Lookup::Unknown => (
+                NEGATIVE_MARKER.to_owned(),
+                self.negative_ttl.as_secs().max(1),
+            ),
+        };
+        if let Err(err) = self
+            .redis
+            .query::<()>(
+                redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(ttl),
+            )
+            .await
+        {
+            tracing::debug!(error = %err, "cannot fill the redis key cache");
+        }
+        Ok(lookup)
+    }
+
+    async fn load_from_postgres(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<KeyRecord>, KeyLookupError> {
+        let db = self.db.shared();
+        let row = db
+            .query_one(Statement::from_sql_and_values(
+                db.get_database_backend(),
+                "SELECT k.id, k.project_id, k.type, k.expires_at, k.allowed_origins, p.trusted_events
+                 FROM api_keys k JOIN projects p ON p.id = k.project_id
+                 WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+                [hash.as_str().into()],
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let key_type: String = row.try_get("", "type")?;
+        let Some(key_type) = KeyType::from_name(&key_type) else {
+            tracing::error!(key_type, "api key with an unknown type in the database");
+            return Ok(None);
+        };
+        let names = |value: serde_json::Value| -> Vec<String> {
+            serde_json::from_value(value).unwrap_or_default()
+        };
+        Ok(Some(KeyRecord {
+            key_id: row.try_get("", "id")?,
+            project_id: row.try_get("", "project_id")?,
+            key_type,
+            expires_at: row.try_get("", "expires_at")?,
+            trusted_events: names(row.try_get("", "trusted_events")?),
+            allowed_origins: names(row.try_get("", "allowed_origins")?),
+        }))
+    }
+
+    /// Records that a key was used; written to Postgres off the request path, at most once a
+    /// minute per key.
+    pub fn mark_used(&self, key_id: Uuid) {
+        if self.recently_used.contains_key(&key_id) {
+            return;
+        }
+        self.recently_used.insert(key_id, ());
+        // A full queue only delays last_used_at until the next minute; never block a request.
+        let _ = self.used.try_send(key_id);
+    }
+
+    /// Forgets keys everywhere: this instance's L0 now, Redis, and every other instance's L0 through
+    /// the invalidation channel.
+    pub async fn invalidate(&self, hashes: &[String]) {
+        for hash in hashes {
+            self.l0.invalidate(hash).await;
+        }
+        for hash in hashes {
+            let deleted = self
+                .redis
+                .query::<()>(redis::cmd("DEL").arg(format!("apikey:{hash}")))
+                .await;
+            let published = self
+                .redis
+                .query::<()>(redis::cmd("PUBLISH").arg(INVALIDATION_CHANNEL).arg(hash))
+                .await;
+            if let Err(err) = deleted.and(published) {
+                tracing::warn!(error = %err, "cannot invalidate a key through redis; other instances drop it when their cache entry expires");
+            }
+        }
+    }
+}
+
+/// Drops announced keys from L0. After any disconnection the whole L0 is dropped, since
+/// announcements may have been missed meanwhile.
+async fn listen_for_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationToken) {
+    loop {
+        match resolver.redis.client().get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(INVALIDATION_CHANNEL).await {
+                Ok(()) => {
+                    resolver.l0.invalidate_all();
+                    tracing::debug!("listening for key invalidations");
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            message = messages.next() => match message {
+                                Some(message) => {
+                                    if let Ok(hash) = message.get_payload::<String>() {
+                                        resolver.l0.invalidate(&hash).await;
+                                    }
+                                }
+                                None => break,
+                            },
+                        }
+                    }
+                    tracing::warn!("key invalidation channel closed; reconnecting");
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot subscribe to key invalidations"),
+            },
+            Err(err) => tracing::debug!(error = %err, "redis unavailable for key invalidations"),
+        }
+        resolver.l0.invalidate_all();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn write_last_used(db: Db, mut used: mpsc::Receiver<Uuid>, shutdown: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            key = used.recv() => match key { Some(key) => key, None => return },
+        };
+        let mut keys = HashSet::from([first]);
+        while let Ok(key) = used.try_recv() {
+            keys.insert(key);
+        }
+        let keys: Vec<Uuid> = keys.into_iter().collect();
+        let conn = db.shared();
+        let result = conn
+            .execute(Statement::from_sql_and_values(
+                conn.get_database_backend(),
+                "UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)",
+                [keys.into()],
+            ))
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "cannot record api key use");
+        }
+    }
+}

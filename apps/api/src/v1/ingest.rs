@@ -1,0 +1,414 @@
+//! Event ingestion: `POST /v1/events/track`, `POST /v1/events/batch`, `POST /v1/identify`.
+//! A request is answered 202 only after the broker acknowledged every one of its events.
+
+use std::{io::Read, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{FromRequestParts, State},
+    http::{HeaderMap, HeaderName, Method, StatusCode, header, request::Parts},
+    routing::post,
+};
+use chrono::Utc;
+use gamify_common::{
+    ApiKey, Envelope, KeyType,
+    envelope::{Received, Source},
+    events::requires_secret_key,
+    ingest::{
+        self, BatchDefaults, EVENT_TOO_LARGE, Event, FieldError, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+    },
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use uuid::Uuid;
+
+use crate::{
+    AppState, Error, Result,
+    extract::{Peer, bearer_token},
+    key_cache::KeyRecord,
+};
+
+/// Seconds a client should wait before retrying after the broker did not acknowledge.
+const RETRY_AFTER_UNAVAILABLE: u64 = 1;
+
+/// A request authenticated with an API key (`x-api-key` or `Authorization: Bearer`), within its
+/// key's rate limit and, for publishable keys with allowed origins, from one of them.
+pub struct IngestKey(pub Arc<KeyRecord>);
+
+impl FromRequestParts<AppState> for IngestKey {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let raw = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .or_else(|| bearer_token(parts))
+            .ok_or(Error::InvalidApiKey)?;
+        // Malformed keys never reach Redis or Postgres.
+        let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
+        let record = state
+            .keys()
+            .resolve(&key.hash())
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "cannot resolve api key");
+                Error::unavailable("cannot verify the API key right now", Some(1))
+            })?
+            .ok_or(Error::InvalidApiKey)?;
+        if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
+            return Err(Error::InvalidApiKey);
+        }
+        check_origin(&record, &parts.headers)?;
+        if let Err(wait) = state.rate_limiter().check(record.key_id).await {
+            metrics::counter!("gamify_rate_limited_total").increment(1);
+            return Err(Error::RateLimited {
+                retry_after_seconds: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+        state.keys().mark_used(record.key_id);
+        Ok(IngestKey(record))
+    }
+}
+
+/// A publishable key with allowed origins refuses browser requests from any other origin.
+fn check_origin(record: &KeyRecord, headers: &HeaderMap) -> Result<()> {
+    if record.key_type != KeyType::Publishable || record.allowed_origins.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        // Not a browser request; origins restrict browsers only.
+        return Ok(());
+    };
+    if record
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed == origin)
+    {
+        Ok(())
+    } else {
+        Err(Error::Forbidden {
+            code: "origin_not_allowed",
+            message: "this key may not be used from this origin".to_owned(),
+            details: None,
+        })
+    }
+}
+
+/// Reads a JSON body of at most 500 KB after decompression. gzip is inflated with the limit
+/// checked as it streams, so a small compressed bomb never grows past the limit in memory.
+async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.to_ascii_lowercase().starts_with("application/")
+                    && mime.to_ascii_lowercase().ends_with("+json"))
+        });
+    if !is_json {
+        return Err(Error::UnsupportedMediaType(
+            "expected a request body with Content-Type: application/json".to_owned(),
+        ));
+    }
+    let too_large = || Error::too_large("request body is larger than 500 KB");
+    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES)
+        .await
+        .map_err(|err| {
+            let limit_hit = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if limit_hit {
+                too_large()
+            } else {
+                Error::invalid("cannot read the request body")
+            }
+        })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = match encoding.as_deref() {
+        None | Some("" | "identity") => raw.to_vec(),
+        Some("gzip" | "x-gzip") => {
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(MAX_BATCH_BYTES as u64 + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|_| Error::invalid("request body is not valid gzip"))?;
+            if inflated.len() > MAX_BATCH_BYTES {
+                return Err(too_large());
+            }
+            inflated
+        }
+        Some(other) => {
+            return Err(Error::UnsupportedMediaType(format!(
+                "Content-Encoding {other} is not supported; use gzip or none"
+            )));
+        }
+    };
+    serde_json::from_slice(&json).map_err(|err| Error::invalid(format!("malformed JSON: {err}")))
+}
+
+fn received(headers: &HeaderMap, peer: Option<SocketAddr>) -> Received {
+    Received {
+        at: Utc::now(),
+        ip: peer.map(|addr| addr.ip().to_string()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+fn source(record: &KeyRecord) -> Source {
+    Source {
+        project_id: record.project_id,
+        key_id: record.key_id,
+        key_type: record.key_type,
+    }
+}
+
+/// 413 when any problem is an oversized event, else 400 with every field error.
+fn rejected(errors: Vec<FieldError>, indexes: Option<Vec<usize>>) -> Error {
+    let too_large = errors.iter().any(|e| e.message == EVENT_TOO_LARGE);
+    let mut details = json!({ "errors": errors });
+    if let Some(indexes) = indexes {
+        details["indexes"] = json!(indexes);
+    }
+    if too_large {
+        return Error::PayloadTooLarge {
+            message: EVENT_TOO_LARGE.to_owned(),
+            details: Some(details),
+        };
+    }
+    let summary = errors
+        .iter()
+        .map(|e| {
+            if e.field.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.field, e.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Error::InvalidRequest {
+        message: format!("invalid event: {summary}"),
+        details: Some(details),
+    }
+}
+
+fn requires_secret(record: &KeyRecord, event: &Event) -> bool {
+    record.key_type == KeyType::Publishable
+        && requires_secret_key(&event.event, &record.trusted_events)
+}
+
+fn secret_key_required(events: Vec<String>, indexes: Option<Vec<usize>>) -> Error {
+    let mut details = json!({ "events": events });
+    if let Some(indexes) = indexes {
+        details["indexes"] = json!(indexes);
+    }
+    Error::Forbidden {
+        code: "event_requires_secret_key",
+        message: "trusted events can only be sent with a secret key".to_owned(),
+        details: Some(details),
+    }
+}
+
+async fn produce(state: &AppState, envelopes: &[Envelope]) -> Result<()> {
+    state.producer().produce(envelopes).await.map_err(|_| {
+        Error::unavailable(
+            "the event could not be stored right now; retry with the same messageId",
+            Some(RETRY_AFTER_UNAVAILABLE),
+        )
+    })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    id: Uuid,
+    message_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchAccepted {
+    accepted: usize,
+    ids: Vec<Uuid>,
+}
+
+async fn accept_one(
+    state: &AppState,
+    key: &KeyRecord,
+    event: Event,
+    received: &Received,
+) -> Result<(StatusCode, axum::Json<Accepted>)> {
+    if requires_secret(key, &event) {
+        return Err(secret_key_required(vec![event.event], None));
+    }
+    let envelope = Envelope::new(event, source(key), received);
+    produce(state, std::slice::from_ref(&envelope)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Accepted {
+            id: envelope.id,
+            message_id: envelope.message_id,
+        }),
+    ))
+}
+
+async fn track(
+    State(state): State<AppState>,
+    IngestKey(key): IngestKey,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, axum::Json<Accepted>)> {
+    let value = read_json(&headers, body).await?;
+    let event = ingest::parse_track(value, &BatchDefaults::default())
+        .map_err(|errors| rejected(errors, None))?;
+    let received = received(&headers, peer);
+    accept_one(&state, &key, event, &received).await
+}
+
+async fn identify(
+    State(state): State<AppState>,
+    IngestKey(key): IngestKey,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, axum::Json<Accepted>)> {
+    let value = read_json(&headers, body).await?;
+    let event = ingest::parse_identify(value).map_err(|errors| rejected(errors, None))?;
+    let received = received(&headers, peer);
+    accept_one(&state, &key, event, &received).await
+}
+
+/// One verdict for the whole batch: any invalid item → 400 naming the indexes; any trusted item
+/// with a publishable key → 403 naming them; otherwise every item is produced and acknowledged,
+/// or 503 for all.
+async fn batch(
+    State(state): State<AppState>,
+    IngestKey(key): IngestKey,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, axum::Json<BatchAccepted>)> {
+    let Value::Object(mut body) = read_json(&headers, body).await? else {
+        return Err(Error::invalid(
+            "the body must be a JSON object with a batch array",
+        ));
+    };
+    let Some(Value::Array(items)) = body.remove("batch") else {
+        return Err(Error::invalid_field("batch", "must be an array of events"));
+    };
+    if items.is_empty() {
+        return Err(Error::invalid_field(
+            "batch",
+            "must hold at least one event",
+        ));
+    }
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(Error::too_large(format!(
+            "a batch holds at most {MAX_BATCH_EVENTS} events"
+        )));
+    }
+    let mut errors = Vec::new();
+    let sent_at = ingest::parse_time(
+        "sentAt",
+        body.get("sentAt").and_then(Value::as_str),
+        &mut errors,
+    );
+    if body
+        .get("sentAt")
+        .is_some_and(|v| !v.is_string() && !v.is_null())
+    {
+        errors.push(FieldError::new("sentAt", "must be an RFC 3339 date-time"));
+    }
+    let context = match body.remove("context") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(context)) => Some(context),
+        Some(_) => {
+            errors.push(FieldError::new("context", "must be a JSON object"));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(rejected(errors, None));
+    }
+    let defaults = BatchDefaults { sent_at, context };
+
+    let mut events = Vec::with_capacity(items.len());
+    let mut invalid = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match ingest::parse_track(item, &defaults) {
+            Ok(event) => events.push(event),
+            Err(item_errors) => {
+                invalid.push(index);
+                errors.extend(item_errors.into_iter().map(|e| e.within("batch", index)));
+            }
+        }
+    }
+    if !invalid.is_empty() {
+        return Err(rejected(errors, Some(invalid)));
+    }
+
+    let trusted: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, event)| requires_secret(&key, event))
+        .map(|(index, _)| index)
+        .collect();
+    if !trusted.is_empty() {
+        let names = trusted.iter().map(|&i| events[i].event.clone()).collect();
+        return Err(secret_key_required(names, Some(trusted)));
+    }
+
+    let received = received(&headers, peer);
+    let envelopes: Vec<Envelope> = events
+        .into_iter()
+        .map(|event| Envelope::new(event, source(&key), &received))
+        .collect();
+    produce(&state, &envelopes).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(BatchAccepted {
+            accepted: envelopes.len(),
+            ids: envelopes.iter().map(|e| e.id).collect(),
+        }),
+    ))
+}
+
+/// Answered by the CORS layer before it gets here; present so the method router knows OPTIONS.
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// Browsers call these endpoints from any site: preflights pass for every origin, and keys with
+/// allowed origins are enforced on the request itself.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(24 * 3600))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events/track", post(track).options(preflight))
+        .route("/v1/events/batch", post(batch).options(preflight))
+        .route("/v1/identify", post(identify).options(preflight))
+        .layer(cors())
+}

@@ -1,0 +1,295 @@
+//! The key check through L0 → Redis → Postgres: revocation across instances, expiry, Redis
+//! outages, negative caching and last use.
+
+use std::time::{Duration, Instant};
+
+use gamify_common::ApiKey;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{PrivateRedis, TestServer, expect_error, expect_json, settings};
+
+fn page_view() -> serde_json::Value {
+    json!({ "event": "page_view", "userId": "u1" })
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_by_another_instance_within_a_second() {
+    let first = TestServer::start().await;
+    let second = TestServer::start().await;
+    let project = first.create_project().await;
+    let project = project["id"].as_str().unwrap();
+    let key = first.create_key(project, "publishable").await;
+    let pk = key["key"].as_str().unwrap();
+    // Warm both instances' in-process caches.
+    for server in [&first, &second] {
+        assert_eq!(
+            server.track(pk, page_view()).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+
+    let revoked_at = Instant::now();
+    let response = first
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/v1/projects/{project}/api-keys/{}",
+                key["id"].as_str().unwrap()
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    loop {
+        let status = second.track(pk, page_view()).await.status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+    // The revoking instance refuses it at once.
+    assert_eq!(
+        first.track(pk, page_view()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_rolled_key_is_refused_as_soon_as_it_expires() {
+    let server = TestServer::start().await;
+    let project = server.create_project().await;
+    let project = project["id"].as_str().unwrap();
+    let key = server.create_key(project, "secret").await;
+    let old = key["key"].as_str().unwrap();
+    let response = server
+        .admin(
+            Method::POST,
+            &format!(
+                "/v1/projects/{project}/api-keys/{}/roll",
+                key["id"].as_str().unwrap()
+            ),
+        )
+        .json(&json!({ "expiresInSeconds": 2 }))
+        .send()
+        .await
+        .unwrap();
+    let rolled = expect_json(response, StatusCode::CREATED).await;
+    // During the overlap both keys work, and the old one is now cached.
+    assert_eq!(
+        server.track(old, page_view()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        server
+            .track(rolled["key"].as_str().unwrap(), page_view())
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    expect_error(
+        server.track(old, page_view()).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+    )
+    .await;
+    assert_eq!(
+        server
+            .track(rolled["key"].as_str().unwrap(), page_view())
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn keys_authenticate_through_postgres_when_redis_is_down() {
+    let mut redis = PrivateRedis::start().await;
+    let mut settings = settings();
+    settings.redis_url = redis.url.clone();
+    let server = TestServer::with_settings(settings).await;
+    let (project, pk, _) = server.project_with_keys().await;
+    assert_eq!(
+        server.track(&pk, page_view()).await.status(),
+        StatusCode::ACCEPTED
+    );
+
+    redis.stop().await;
+    // A key this instance has never seen: L0 misses, Redis is gone, Postgres answers.
+    let fresh = server.create_key(&project, "secret").await;
+    let response = server
+        .track(
+            fresh["key"].as_str().unwrap(),
+            json!({ "event": "purchase", "userId": "u1" }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Never open: unknown and revoked keys are still refused.
+    let unknown = ApiKey::generate(gamify_common::KeyType::Publishable);
+    expect_error(
+        server.track(unknown.expose(), page_view()).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+    )
+    .await;
+    server
+        .admin(
+            Method::DELETE,
+            &format!(
+                "/v1/projects/{project}/api-keys/{}",
+                fresh["id"].as_str().unwrap()
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        server
+            .track(fresh["key"].as_str().unwrap(), page_view())
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+    )
+    .await;
+    // Readiness names Redis.
+    let response = server.request(Method::GET, "/readyz").send().await.unwrap();
+    let body = expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("redis"));
+}
+
+#[tokio::test]
+async fn rate_limiting_falls_back_to_a_local_limiter_without_redis() {
+    let mut redis = PrivateRedis::start().await;
+    let mut settings = settings();
+    settings.redis_url = redis.url.clone();
+    settings.rate_limit = gamify_api::config::RateLimit {
+        per_second: 1,
+        burst: 2,
+    };
+    let server = TestServer::with_settings(settings).await;
+    let (_, pk, _) = server.project_with_keys().await;
+    redis.stop().await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(server.track(&pk, page_view()).await.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::ACCEPTED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_keys_are_cached_negatively_in_redis() {
+    let server = TestServer::start().await;
+    let unknown = ApiKey::generate(gamify_common::KeyType::Publishable);
+    expect_error(
+        server.track(unknown.expose(), page_view()).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+    )
+    .await;
+
+    let client = redis::Client::open(settings().redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("apikey:{}", unknown.hash());
+    let cached: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cached.as_deref(), Some("-"));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=5).contains(&ttl), "negative entry ttl {ttl}");
+    // Malformed keys never reach the caches at all.
+    let malformed = format!("pk_live_{}", "z".repeat(64));
+    expect_error(
+        server.track(&malformed, page_view()).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+    )
+    .await;
+    let cached: Option<String> = redis::cmd("GET")
+        .arg(format!("apikey:{}", gamify_common::KeyHash::of(&malformed)))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(cached, None);
+}
+
+#[tokio::test]
+async fn valid_keys_are_cached_in_redis_without_the_key_itself() {
+    let server = TestServer::start().await;
+    let (project, pk, _) = server.project_with_keys().await;
+    assert_eq!(
+        server.track(&pk, page_view()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let client = redis::Client::open(settings().redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("apikey:{}", gamify_common::KeyHash::of(&pk));
+    let cached: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let cached: serde_json::Value = serde_json::from_str(&cached).unwrap();
+    assert_eq!(cached["projectId"], project.as_str());
+    assert_eq!(cached["type"], "publishable");
+    assert!(!cached.to_string().contains(&pk[8..]));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=60).contains(&ttl));
+}
+
+#[tokio::test]
+async fn last_used_at_is_recorded_off_the_request_path() {
+    let server = TestServer::start().await;
+    let (project, pk, _) = server.project_with_keys().await;
+    assert_eq!(
+        server.track(&pk, page_view()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys = expect_json(
+            server
+                .admin(Method::GET, &format!("/v1/projects/{project}/api-keys"))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        let publishable = keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["type"] == "publishable")
+            .unwrap();
+        if publishable["lastUsedAt"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lastUsedAt not recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
