@@ -1,12 +1,15 @@
 //! Extractors whose rejections are this API's JSON errors, and the admin authentication extractor.
 
+use std::sync::Arc;
+
 use axum::{
     extract::{FromRequest, FromRequestParts},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
-use gamify_common::keys::constant_time_eq;
+use chrono::Utc;
+use gamify_common::{ApiKey, KeyType, keys::constant_time_eq};
 
-use crate::{AppState, error::Error};
+use crate::{AppState, Result, error::Error, key_cache::KeyRecord};
 
 /// `axum::Json` with rejections as [`Error`] (400, 413, 415).
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
@@ -57,5 +60,89 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|info| info.0),
         ))
+    }
+}
+
+/// A request authenticated with an API key (`x-api-key` or `Authorization: Bearer`), within its
+/// key's rate limit and, for publishable keys with allowed origins, from one of them.
+pub struct IngestKey(pub Arc<KeyRecord>);
+
+impl FromRequestParts<AppState> for IngestKey {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let raw = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .or_else(|| bearer_token(parts))
+            .ok_or(Error::InvalidApiKey)?;
+        // Malformed keys never reach Redis or Postgres.
+        let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
+        let record = state
+            .keys()
+            .resolve(&key.hash())
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "cannot resolve api key");
+                Error::unavailable("cannot verify the API key right now", Some(1))
+            })?
+            .ok_or(Error::InvalidApiKey)?;
+        if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
+            return Err(Error::InvalidApiKey);
+        }
+        check_origin(&record, &parts.headers)?;
+        if let Err(wait) = state.rate_limiter().check(record.key_id).await {
+            metrics::counter!("gamify_rate_limited_total").increment(1);
+            return Err(Error::RateLimited {
+                retry_after_seconds: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+        state.keys().mark_used(record.key_id);
+        Ok(IngestKey(record))
+    }
+}
+
+/// A publishable key with allowed origins refuses browser requests from any other origin.
+fn check_origin(record: &KeyRecord, headers: &HeaderMap) -> Result<()> {
+    if record.key_type != KeyType::Publishable || record.allowed_origins.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        // Not a browser request; origins restrict browsers only.
+        return Ok(());
+    };
+    if record
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed == origin)
+    {
+        Ok(())
+    } else {
+        Err(Error::Forbidden {
+            code: "origin_not_allowed",
+            message: "this key may not be used from this origin".to_owned(),
+            details: None,
+        })
+    }
+}
+
+/// A request authenticated with a secret key; a publishable key gets 403.
+pub struct SecretKey(pub Arc<KeyRecord>);
+
+impl FromRequestParts<AppState> for SecretKey {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let IngestKey(record) = IngestKey::from_request_parts(parts, state).await?;
+        if record.key_type != KeyType::Secret {
+            return Err(Error::Forbidden {
+                code: "secret_key_required",
+                message: "reading data requires a secret key".to_owned(),
+                details: None,
+            });
+        }
+        Ok(SecretKey(record))
     }
 }

@@ -1,18 +1,18 @@
 //! Event ingestion: `POST /v1/events/track`, `POST /v1/events/batch`, `POST /v1/identify`.
 //! A request is answered 202 only after the broker acknowledged every one of its events.
 
-use std::{io::Read, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io::Read, net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
     body::Body,
-    extract::{FromRequestParts, State},
-    http::{HeaderMap, HeaderName, Method, StatusCode, header, request::Parts},
+    extract::State,
+    http::{HeaderMap, HeaderName, Method, StatusCode, header},
     routing::post,
 };
 use chrono::Utc;
 use gamify_common::{
-    ApiKey, Envelope, KeyType,
+    Envelope, KeyType,
     envelope::{Received, Source},
     events::requires_secret_key,
     ingest::{
@@ -26,77 +26,12 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Error, Result,
-    extract::{Peer, bearer_token},
+    extract::{IngestKey, Peer},
     key_cache::KeyRecord,
 };
 
 /// Seconds a client should wait before retrying after the broker did not acknowledge.
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
-
-/// A request authenticated with an API key (`x-api-key` or `Authorization: Bearer`), within its
-/// key's rate limit and, for publishable keys with allowed origins, from one of them.
-pub struct IngestKey(pub Arc<KeyRecord>);
-
-impl FromRequestParts<AppState> for IngestKey {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let raw = parts
-            .headers
-            .get("x-api-key")
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-            .or_else(|| bearer_token(parts))
-            .ok_or(Error::InvalidApiKey)?;
-        // Malformed keys never reach Redis or Postgres.
-        let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
-        let record = state
-            .keys()
-            .resolve(&key.hash())
-            .await
-            .map_err(|err| {
-                tracing::warn!(error = %err, "cannot resolve api key");
-                Error::unavailable("cannot verify the API key right now", Some(1))
-            })?
-            .ok_or(Error::InvalidApiKey)?;
-        if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
-            return Err(Error::InvalidApiKey);
-        }
-        check_origin(&record, &parts.headers)?;
-        if let Err(wait) = state.rate_limiter().check(record.key_id).await {
-            metrics::counter!("gamify_rate_limited_total").increment(1);
-            return Err(Error::RateLimited {
-                retry_after_seconds: wait.as_secs_f64().ceil() as u64,
-            });
-        }
-        state.keys().mark_used(record.key_id);
-        Ok(IngestKey(record))
-    }
-}
-
-/// A publishable key with allowed origins refuses browser requests from any other origin.
-fn check_origin(record: &KeyRecord, headers: &HeaderMap) -> Result<()> {
-    if record.key_type != KeyType::Publishable || record.allowed_origins.is_empty() {
-        return Ok(());
-    }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        // Not a browser request; origins restrict browsers only.
-        return Ok(());
-    };
-    if record
-        .allowed_origins
-        .iter()
-        .any(|allowed| allowed == origin)
-    {
-        Ok(())
-    } else {
-        Err(Error::Forbidden {
-            code: "origin_not_allowed",
-            message: "this key may not be used from this origin".to_owned(),
-            details: None,
-        })
-    }
-}
 
 /// Reads a JSON body of at most 500 KB after decompression. gzip is inflated with the limit
 /// checked as it streams, so a small compressed bomb never grows past the limit in memory.

@@ -4,9 +4,11 @@ use serde::{Deserialize, Deserializer};
 use crate::{AppState, Error, Result};
 
 mod api_keys;
+mod events;
 mod ingest;
 mod organizations;
 mod projects;
+mod users;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -14,6 +16,8 @@ pub fn router() -> Router<AppState> {
         .merge(projects::router())
         .merge(api_keys::router())
         .merge(ingest::router())
+        .merge(events::router())
+        .merge(users::router())
 }
 
 pub const MAX_NAME_CHARS: usize = 255;

@@ -10,3 +10,4 @@ mod ingest;
 mod key_checks;
 mod organizations;
 mod projects;
+mod reads;

@@ -1,0 +1,223 @@
+//! `GET /v1/events`: a tenant reads its own events, newest first, with keyset pagination on
+//! (occurredAt, id) so pages stay stable while events keep arriving.
+
+use axum::{
+    Router,
+    extract::{Query, State},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use gamify_common::ingest::{FieldError, parse_time};
+use gamify_db::sea_orm::{ConnectionTrait, QueryResult, Statement, Value as DbValue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{AppState, Error, Result, extract::SecretKey};
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+const STATUSES: &[&str] = &["pending", "processed", "failed"];
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListEvents {
+    user_id: Option<String>,
+    event: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSource {
+    key_id: Uuid,
+    key_type: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventOut {
+    id: Uuid,
+    message_id: String,
+    event: String,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    properties: Value,
+    status: String,
+    error_details: Option<String>,
+    source: EventSource,
+    occurred_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    processed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    data: Vec<EventOut>,
+    next_cursor: Option<String>,
+}
+
+/// Position after which the next page starts: the last item's (occurredAt, id).
+struct Cursor {
+    occurred_at: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        format!(
+            "{}.{}",
+            self.occurred_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+
+    fn decode(raw: &str) -> Option<Self> {
+        let (micros, id) = raw.split_once('.')?;
+        Some(Self {
+            occurred_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::sea_orm::DbErr> {
+    Ok(EventOut {
+        id: row.try_get("", "id")?,
+        message_id: row.try_get("", "message_id")?,
+        event: row.try_get("", "event_type")?,
+        user_id: row.try_get("", "external_id")?,
+        anonymous_id: row.try_get("", "anonymous_id")?,
+        properties: row.try_get("", "payload")?,
+        status: row.try_get("", "status")?,
+        error_details: row.try_get("", "error_details")?,
+        source: EventSource {
+            key_id: row.try_get("", "key_id")?,
+            key_type: row.try_get("", "key_type")?,
+        },
+        occurred_at: row.try_get("", "occurred_at")?,
+        received_at: row.try_get("", "received_at")?,
+        processed_at: row.try_get("", "processed_at")?,
+    })
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    SecretKey(key): SecretKey,
+    Query(query): Query<ListEvents>,
+) -> Result<axum::Json<EventPage>> {
+    let mut errors = Vec::new();
+    let since = parse_time("since", query.since.as_deref(), &mut errors);
+    let until = parse_time("until", query.until.as_deref(), &mut errors);
+    let limit = match query.limit.as_deref().map(str::parse::<u32>) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(limit)) if (1..=MAX_LIMIT).contains(&limit) => limit,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "must be an integer from 1 to 1000",
+            ));
+            DEFAULT_LIMIT
+        }
+    };
+    if let Some(status) = &query.status {
+        if !STATUSES.contains(&status.as_str()) {
+            errors.push(FieldError::new(
+                "status",
+                "must be pending, processed or failed",
+            ));
+        }
+    }
+    let cursor = match query.cursor.as_deref().map(Cursor::decode) {
+        Some(None) => {
+            errors.push(FieldError::new(
+                "cursor",
+                "is not a cursor this API returned",
+            ));
+            None
+        }
+        Some(cursor) => cursor,
+        None => None,
+    };
+    if let Some(error) = errors.into_iter().next() {
+        return Err(Error::invalid_field(&error.field, error.message));
+    }
+
+    // The project filter repeats what row-level security enforces, so the planner uses the
+    // (project_id, occurred_at, id) index.
+    let mut sql = String::from(
+        "SELECT e.id, e.message_id, e.event_type, u.external_id, e.anonymous_id, e.payload,
+                e.status, e.error_details, e.key_id, e.key_type, e.occurred_at, e.received_at,
+                e.processed_at
+         FROM events e LEFT JOIN end_users u ON u.id = e.user_id
+         WHERE e.project_id = $1",
+    );
+    let mut values: Vec<DbValue> = vec![key.project_id.into()];
+    let mut bind = |clause: &str, value: DbValue, sql: &mut String| {
+        values.push(value);
+        sql.push_str(&clause.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(user_id) = query.user_id {
+        bind(" AND u.external_id = ?", user_id.into(), &mut sql);
+    }
+    if let Some(event) = query.event {
+        bind(" AND e.event_type = ?", event.into(), &mut sql);
+    }
+    if let Some(status) = query.status {
+        bind(" AND e.status = ?", status.into(), &mut sql);
+    }
+    if let Some(since) = since {
+        bind(" AND e.occurred_at >= ?", since.into(), &mut sql);
+    }
+    if let Some(until) = until {
+        bind(" AND e.occurred_at < ?", until.into(), &mut sql);
+    }
+    if let Some(cursor) = &cursor {
+        bind(
+            " AND (e.occurred_at, e.id) < (?",
+            cursor.occurred_at.into(),
+            &mut sql,
+        );
+        bind(", ?)", cursor.id.into(), &mut sql);
+    }
+    sql.push_str(&format!(
+        " ORDER BY e.occurred_at DESC, e.id DESC LIMIT {}",
+        limit + 1
+    ));
+
+    let txn = state.db().tenant(key.project_id).await?;
+    let rows = txn
+        .query_all(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            sql,
+            values,
+        ))
+        .await?;
+    txn.commit().await?;
+    let mut data = rows
+        .iter()
+        .map(event_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if data.len() > limit as usize {
+        data.truncate(limit as usize);
+        data.last().map(|last| {
+            Cursor {
+                occurred_at: last.occurred_at,
+                id: last.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(axum::Json(EventPage { data, next_cursor }))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/events", get(list_events))
+}
