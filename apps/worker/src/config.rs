@@ -1,0 +1,128 @@
+//! Configuration, read once from the environment at start. Every error names its variable.
+
+use std::time::Duration;
+
+use gamify_common::config::{self, ConfigError};
+
+/// Shorter secrets would make forging a signed envelope a matter of guessing.
+pub const MIN_ENVELOPE_SECRET_CHARS: usize = 32;
+
+#[derive(Clone)]
+pub struct Config {
+    /// Application role: row-level security applies to every tenant query.
+    pub database_url: String,
+    pub kafka_brokers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    pub envelope_secret: String,
+    pub batch_size: usize,
+    pub batch_max_wait: Duration,
+    /// Port of `/metrics` and `/healthz`; 0 picks a free one.
+    pub port: u16,
+    /// How often a message that Postgres keeps rejecting (not because it is down) is tried before
+    /// it goes to the dead-letter topic.
+    pub max_attempts: u32,
+    /// How long a looked-up API key or project is trusted before it is read again.
+    pub source_cache_ttl: Duration,
+    pub session_timeout: Duration,
+    /// How often the consumer-lag gauges are refreshed (librdkafka statistics).
+    pub lag_interval: Duration,
+    /// Longest pause between two attempts at persisting a batch while Postgres fails.
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    // The database URL carries a password and the envelope secret signs messages: neither is
+    // printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("topic", &self.topic)
+            .field("dlq_topic", &self.dlq_topic)
+            .field("group_id", &self.group_id)
+            .field("batch_size", &self.batch_size)
+            .field("batch_max_wait", &self.batch_max_wait)
+            .field("port", &self.port)
+            .field("max_attempts", &self.max_attempts)
+            .field("source_cache_ttl", &self.source_cache_ttl)
+            .field("session_timeout", &self.session_timeout)
+            .field("lag_interval", &self.lag_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = config::postgres_url("DATABASE_URL")?;
+        let envelope_secret = config::required("ENVELOPE_SECRET")?;
+        if envelope_secret.chars().count() < MIN_ENVELOPE_SECRET_CHARS {
+            return Err(ConfigError::invalid(
+                "ENVELOPE_SECRET",
+                format!("must be at least {MIN_ENVELOPE_SECRET_CHARS} characters"),
+            ));
+        }
+        let batch_size: usize = config::parsed_or("WORKER_BATCH_SIZE", 500)?;
+        if batch_size == 0 || batch_size > 100_000 {
+            return Err(ConfigError::invalid(
+                "WORKER_BATCH_SIZE",
+                "must be between 1 and 100000",
+            ));
+        }
+        let batch_ms: u64 = config::parsed_or("WORKER_BATCH_MS", 200)?;
+        if batch_ms == 0 || batch_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "WORKER_BATCH_MS",
+                "must be between 1 and 60000",
+            ));
+        }
+        let max_attempts: u32 = config::parsed_or("WORKER_MAX_ATTEMPTS", 5)?;
+        if max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "WORKER_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
+        }
+        let cache_ms: u64 = config::parsed_or("WORKER_SOURCE_CACHE_MS", 10_000)?;
+        let session_ms: u64 = config::parsed_or("KAFKA_SESSION_TIMEOUT_MS", 10_000)?;
+        if !(1_000..=300_000).contains(&session_ms) {
+            return Err(ConfigError::invalid(
+                "KAFKA_SESSION_TIMEOUT_MS",
+                "must be between 1000 and 300000",
+            ));
+        }
+        let lag_ms: u64 = config::parsed_or("WORKER_LAG_INTERVAL_MS", 5_000)?;
+        if !(100..=600_000).contains(&lag_ms) {
+            return Err(ConfigError::invalid(
+                "WORKER_LAG_INTERVAL_MS",
+                "must be between 100 and 600000",
+            ));
+        }
+        let topic = config::optional("KAFKA_TOPIC")?.unwrap_or_else(|| "gamify.events".into());
+        let dlq_topic =
+            config::optional("KAFKA_DLQ_TOPIC")?.unwrap_or_else(|| "gamify.events.dlq".into());
+        if topic == dlq_topic {
+            return Err(ConfigError::invalid(
+                "KAFKA_DLQ_TOPIC",
+                "must differ from KAFKA_TOPIC",
+            ));
+        }
+        Ok(Self {
+            database_url,
+            kafka_brokers: config::optional("KAFKA_BROKERS")?
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            topic,
+            dlq_topic,
+            group_id: config::optional("KAFKA_GROUP_ID")?.unwrap_or_else(|| "gamify-worker".into()),
+            envelope_secret,
+            batch_size,
+            batch_max_wait: Duration::from_millis(batch_ms),
+            port: config::parsed_or("WORKER_PORT", 3001)?,
+            max_attempts,
+            source_cache_ttl: Duration::from_millis(cache_ms),
+            session_timeout: Duration::from_millis(session_ms),
+            lag_interval: Duration::from_millis(lag_ms),
+            max_backoff: Duration::from_secs(5),
+        })
+    }
+}

@@ -1,0 +1,500 @@
+//! The consumer loop: collect a batch, re-check it, persist it per project, dead-letter what cannot
+//! be stored, and only then commit the batch's offsets (at-least-once delivery; the messageId dedup
+//! in Postgres turns it into exactly-once storage).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use gamify_db::Db;
+use rdkafka::{
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
+    message::{BorrowedMessage, Headers},
+    statistics::Statistics,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    check::{self, Record, Sources, Verdict},
+    config::Config,
+    dlq::DeadLetters,
+    error::Result,
+    metrics::{self as m, Stats},
+    persist::{self, Item, Outcome, Status},
+};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+pub struct Context {
+    stats: Arc<Stats>,
+    topic: String,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        // librdkafka computes the lag from the broker's high watermark and our committed offset.
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                metrics::gauge!(m::LAG, "topic" => self.topic.clone(), "partition" => partition.to_string())
+                    .set(stats.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                self.stats
+                    .assigned
+                    .store(partitions.len() as u64, Ordering::Relaxed);
+                tracing::info!(?partitions, "partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                self.stats.assigned.store(0, Ordering::Relaxed);
+                for partition in &partitions {
+                    // A revoked partition's lag is another worker's to report now.
+                    metrics::gauge!(m::LAG, "topic" => self.topic.clone(), "partition" => partition.to_string())
+                        .set(0.0);
+                }
+                tracing::info!(?partitions, "partitions revoked");
+            }
+            Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance failed"),
+        }
+    }
+}
+
+pub type KafkaConsumer = StreamConsumer<Context>;
+
+pub fn consumer(config: &Config, stats: Arc<Stats>) -> Result<KafkaConsumer> {
+    let session_ms = config.session_timeout.as_millis();
+    let consumer: KafkaConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", &config.group_id)
+        .set("client.id", "gamify-worker")
+        .set("broker.address.family", "v4")
+        // Offsets are committed by hand, after Postgres has committed the events they cover.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A new group starts at the oldest retained message: the dedup table makes re-reading
+        // harmless, skipping would lose events.
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", session_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_ms / 3).max(100).to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            config.lag_interval.as_millis().to_string(),
+        )
+        .create_with_context(Context {
+            stats,
+            topic: config.topic.clone(),
+        })?;
+    consumer.subscribe(&[&config.topic])?;
+    Ok(consumer)
+}
+
+fn record(message: &BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+pub struct Loop {
+    pub config: Config,
+    pub db: Db,
+    pub consumer: Arc<KafkaConsumer>,
+    pub dead_letters: DeadLetters,
+    pub sources: Sources,
+    pub stats: Arc<Stats>,
+    /// Next offset expected per partition, to notice a broker that skips messages.
+    pub expected: HashMap<(String, i32), i64>,
+    /// `stats.rebalances` when `expected` was last valid: a rebalance moves positions.
+    pub generation: u64,
+}
+
+/// Why a round of persisting did not finish the batch.
+enum Retry {
+    /// Postgres is unreachable or failing: nothing about the messages is wrong.
+    Database(sea_orm::DbErr),
+    /// Some messages were rejected and have attempts left.
+    Rejected,
+}
+
+impl Loop {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        while !shutdown.is_cancelled() {
+            let batch = self.collect(&shutdown).await;
+            if batch.is_empty() {
+                continue;
+            }
+            let span = tracing::info_span!("batch", size = batch.len());
+            self.process(batch, &shutdown).instrument(span).await;
+        }
+        Ok(())
+    }
+
+    /// Up to `batch_size` messages, or what arrived within `batch_max_wait` of the first one.
+    async fn collect(&self, shutdown: &CancellationToken) -> Vec<Record> {
+        let mut batch = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        while batch.len() < self.config.batch_size {
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = timeout => break,
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        batch.push(record(&message));
+                        if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "consumer error");
+                        tokio::time::sleep(MIN_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        batch
+    }
+
+    async fn process(&mut self, batch: Vec<Record>, shutdown: &CancellationToken) {
+        let started = Instant::now();
+        m::Stats::add(&self.stats.consumed, batch.len() as u64);
+        metrics::counter!(m::CONSUMED).increment(batch.len() as u64);
+        metrics::histogram!(m::BATCH_SIZE).record(batch.len() as f64);
+        self.check_gaps(&batch).await;
+
+        let secret = self.config.envelope_secret.as_bytes();
+        let mut dead: Vec<(Record, String)> = Vec::new();
+        let mut envelopes = Vec::with_capacity(batch.len());
+        for (index, record) in batch.iter().enumerate() {
+            match check::decode(secret, record) {
+                Ok(envelope) => envelopes.push((index, envelope)),
+                Err(reason) => {
+                    tracing::warn!(partition = record.partition, offset = record.offset, %reason, "dead-lettering a message");
+                    dead.push((record.clone(), reason));
+                }
+            }
+        }
+
+        let mut done = HashSet::new();
+        let mut attempts = HashMap::new();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let retry = match self
+                .persist_round(&batch, &envelopes, &mut done, &mut dead, &mut attempts)
+                .await
+            {
+                Ok(()) => break,
+                Err(retry) => retry,
+            };
+            match &retry {
+                Retry::Database(err) => {
+                    m::Stats::add(&self.stats.db_retries, 1);
+                    metrics::counter!(m::DB_RETRIES).increment(1);
+                    tracing::error!(error = %err, retry_in_ms = backoff.as_millis() as u64,
+                        "cannot persist the batch: Postgres is failing; keeping the batch and retrying, no offsets committed");
+                }
+                Retry::Rejected => {
+                    tracing::warn!(
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "retrying rejected messages"
+                    );
+                }
+            }
+            if !self.pause(&mut backoff, shutdown).await {
+                tracing::warn!(
+                    "stopping with an unfinished batch: its offsets stay uncommitted and it will be redelivered"
+                );
+                return;
+            }
+        }
+
+        let mut backoff = MIN_BACKOFF;
+        while !dead.is_empty() {
+            match self.dead_letters.send(&dead).await {
+                Ok(()) => {
+                    m::Stats::add(&self.stats.dead_lettered, dead.len() as u64);
+                    metrics::counter!(m::DEAD_LETTERED).increment(dead.len() as u64);
+                    break;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot produce to the dead-letter topic; retrying, no offsets committed");
+                    if !self.pause(&mut backoff, shutdown).await {
+                        tracing::warn!(
+                            "stopping with an unfinished batch: its offsets stay uncommitted and it will be redelivered"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+
+        self.commit(&batch).await;
+        m::Stats::add(&self.stats.batches, 1);
+        metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+    }
+
+    /// Warns when a partition's messages do not start at the committed offset or skip offsets.
+    /// Kafka leaves gaps only on compacted or transactional topics, which the events topic is not;
+    /// a gap here means the broker skipped messages (see docs/WORKER.md on Tansu) and they will
+    /// not be stored unless re-produced.
+    async fn check_gaps(&mut self, batch: &[Record]) {
+        let generation = Stats::get(&self.stats.rebalances);
+        if generation != self.generation {
+            self.expected.clear();
+            self.generation = generation;
+        }
+        let mut unknown = TopicPartitionList::new();
+        let mut listed = HashSet::new();
+        for record in batch {
+            let key = (record.topic.clone(), record.partition);
+            if !self.expected.contains_key(&key) && listed.insert(key) {
+                unknown.add_partition(&record.topic, record.partition);
+            }
+        }
+        if unknown.count() > 0 {
+            let consumer = Arc::clone(&self.consumer);
+            let committed = tokio::task::spawn_blocking(move || {
+                consumer.committed_offsets(unknown, Duration::from_secs(5))
+            })
+            .await;
+            match committed {
+                Ok(Ok(list)) => {
+                    for element in list.elements() {
+                        if let Offset::Offset(offset) = element.offset() {
+                            self.expected
+                                .insert((element.topic().to_owned(), element.partition()), offset);
+                        }
+                    }
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "cannot read committed offsets for the gap check");
+                }
+                Err(err) => tracing::debug!(error = %err, "committed offsets task failed"),
+            }
+        }
+        for record in batch {
+            let key = (record.topic.clone(), record.partition);
+            if let Some(&expected) = self.expected.get(&key) {
+                if record.offset > expected {
+                    m::Stats::add(&self.stats.offset_gaps, 1);
+                    metrics::counter!(m::OFFSET_GAPS).increment(1);
+                    tracing::error!(
+                        partition = record.partition,
+                        expected,
+                        offset = record.offset,
+                        skipped = record.offset - expected,
+                        "the broker skipped messages: offsets between the expected and the received one were never delivered"
+                    );
+                }
+            }
+            self.expected.insert(key, record.offset + 1);
+        }
+    }
+
+    /// Sleeps for the current backoff, doubling it up to the cap. False when shutting down, because
+    /// a batch that cannot be finished is better redelivered than waited for.
+    async fn pause(&self, backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
+        if shutdown.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(self.config.max_backoff);
+        true
+    }
+
+    /// One attempt at storing everything in `envelopes` not yet `done`. Projects already committed
+    /// in an earlier round are skipped; even if they were not, dedup would make that a no-op.
+    async fn persist_round(
+        &mut self,
+        batch: &[Record],
+        envelopes: &[(usize, gamify_common::Envelope)],
+        done: &mut HashSet<usize>,
+        dead: &mut Vec<(Record, String)>,
+        attempts: &mut HashMap<usize, u32>,
+    ) -> Result<(), Retry> {
+        let pending: Vec<&(usize, gamify_common::Envelope)> = envelopes
+            .iter()
+            .filter(|(index, _)| !done.contains(index))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.sources
+            .load(&self.db, pending.iter().map(|(_, envelope)| envelope))
+            .await
+            .map_err(Retry::Database)?;
+
+        let mut groups: BTreeMap<Uuid, Vec<(usize, Item)>> = BTreeMap::new();
+        for (index, envelope) in pending {
+            let record = &batch[*index];
+            let status = match check::judge(envelope, &self.sources) {
+                Verdict::Processed => Status::Processed,
+                Verdict::Failed(details) => {
+                    tracing::warn!(project_id = %envelope.project_id, partition = record.partition,
+                        offset = record.offset, message_id = %envelope.message_id, %details,
+                        "storing event as failed");
+                    Status::Failed(details)
+                }
+                Verdict::DeadLetter(reason) => {
+                    tracing::warn!(project_id = %envelope.project_id, partition = record.partition,
+                        offset = record.offset, %reason, "dead-lettering a message");
+                    dead.push((record.clone(), reason));
+                    done.insert(*index);
+                    continue;
+                }
+            };
+            let key_type = check::stored_key_type(envelope, &self.sources);
+            groups.entry(envelope.project_id).or_default().push((
+                *index,
+                Item {
+                    envelope: envelope.clone(),
+                    status,
+                    key_type,
+                },
+            ));
+        }
+
+        let mut rejected = false;
+        for (project_id, items) in groups {
+            let refs: Vec<&Item> = items.iter().map(|(_, item)| item).collect();
+            match persist::persist_project(&self.db, project_id, &refs).await {
+                Ok(outcome) => {
+                    self.record(project_id, outcome);
+                    done.extend(items.iter().map(|(index, _)| *index));
+                }
+                Err(err) if persist::is_transient(&err) => return Err(Retry::Database(err)),
+                Err(err) => {
+                    tracing::warn!(project_id = %project_id, error = %err,
+                        "Postgres rejected the project's batch; storing its events one at a time");
+                    for (index, item) in &items {
+                        let record = &batch[*index];
+                        match persist::persist_project(&self.db, project_id, &[item]).await {
+                            Ok(outcome) => {
+                                self.record(project_id, outcome);
+                                done.insert(*index);
+                            }
+                            Err(err) if persist::is_transient(&err) => {
+                                return Err(Retry::Database(err));
+                            }
+                            Err(err) => {
+                                let attempt = attempts.entry(*index).or_insert(0u32);
+                                *attempt += 1;
+                                tracing::warn!(project_id = %project_id, partition = record.partition,
+                                    offset = record.offset, attempt = *attempt, error = %err,
+                                    "Postgres rejected an event");
+                                if *attempt >= self.config.max_attempts {
+                                    dead.push((
+                                        record.clone(),
+                                        format!("rejected by Postgres {attempt} times: {err}"),
+                                    ));
+                                    done.insert(*index);
+                                } else {
+                                    rejected = true;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if rejected {
+            Err(Retry::Rejected)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn record(&self, project_id: Uuid, outcome: Outcome) {
+        m::Stats::add(&self.stats.persisted, outcome.processed);
+        m::Stats::add(&self.stats.failed, outcome.failed);
+        m::Stats::add(&self.stats.duplicates, outcome.duplicates);
+        metrics::counter!(m::PERSISTED).increment(outcome.processed);
+        metrics::counter!(m::FAILED).increment(outcome.failed);
+        metrics::counter!(m::DUPLICATES).increment(outcome.duplicates);
+        tracing::debug!(project_id = %project_id, processed = outcome.processed,
+            failed = outcome.failed, duplicates = outcome.duplicates, "project batch committed");
+    }
+
+    /// Commits the offset after the last message of every partition in the batch. A failure is
+    /// logged, not retried: the messages come again and dedup absorbs them.
+    async fn commit(&self, batch: &[Record]) {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for record in batch {
+            let offset = next
+                .entry((record.topic.as_str(), record.partition))
+                .or_insert(0);
+            *offset = (*offset).max(record.offset + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            if let Err(err) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            {
+                tracing::warn!(error = %err, partition, offset, "cannot build offset commit");
+            }
+        }
+        let consumer = Arc::clone(&self.consumer);
+        // A synchronous commit blocks on the broker; keep it off the async threads.
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {
+                tracing::debug!(offsets = ?next, "offsets committed");
+            }
+            Ok(Err(err)) => log_commit_failure(&err),
+            Err(err) => tracing::warn!(error = %err, "offset commit task failed"),
+        }
+    }
+}
+
+fn log_commit_failure(err: &KafkaError) {
+    tracing::warn!(error = %err,
+        "cannot commit offsets (partitions may have moved to another worker); the batch will be redelivered and deduplicated");
+}

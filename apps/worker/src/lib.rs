@@ -1,0 +1,122 @@
+//! gamify-worker: consumes the envelopes gamify-api acknowledged, re-checks them, and stores each
+//! one exactly once under row-level security. See docs/WORKER.md.
+
+pub mod check;
+pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod error;
+pub mod metrics;
+pub mod persist;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use gamify_db::{Db, PoolOptions};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use metrics::Stats;
+
+/// A worker that has connected to Postgres and bound its HTTP port, ready to consume.
+pub struct Worker {
+    config: Config,
+    db: Db,
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    stats: Arc<Stats>,
+}
+
+impl Worker {
+    pub async fn start(config: Config) -> Result<Self> {
+        let handle = metrics::install()?;
+        let db = Db::connect(&config.database_url, PoolOptions::default())
+            .await
+            .map_err(Error::Connect)?;
+        db.ping().await.map_err(Error::Connect)?;
+        let listener = TcpListener::bind(("0.0.0.0", config.port))
+            .await
+            .map_err(Error::Listen)?;
+        Ok(Self {
+            config,
+            db,
+            listener,
+            handle,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Where `/metrics` and `/healthz` are served.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(Error::Listen)
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Consumes until `shutdown` is cancelled, then finishes the current batch, commits its
+    /// offsets and leaves the consumer group.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let addr = self.local_addr()?;
+        let server_stop = CancellationToken::new();
+        let server = tokio::spawn(metrics::serve(
+            self.listener,
+            self.handle,
+            server_stop.clone(),
+        ));
+        let consumer = Arc::new(consumer::consumer(&self.config, Arc::clone(&self.stats))?);
+        let dead_letters = dlq::DeadLetters::new(&self.config)?;
+        tracing::info!(
+            %addr,
+            topic = %self.config.topic,
+            group_id = %self.config.group_id,
+            "gamify-worker ready"
+        );
+        let worker_loop = consumer::Loop {
+            sources: check::Sources::new(self.config.source_cache_ttl),
+            config: self.config,
+            db: self.db.clone(),
+            consumer: Arc::clone(&consumer),
+            dead_letters,
+            stats: Arc::clone(&self.stats),
+            expected: Default::default(),
+            generation: 0,
+        };
+        let result = worker_loop.run(shutdown).await;
+
+        // Closing the consumer leaves the group at once, so the partitions move to the other
+        // workers without waiting for the session to time out. It blocks while it does so.
+        let close = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        if let Err(err) = close {
+            tracing::warn!(error = %err, "closing the consumer failed");
+        }
+        server_stop.cancel();
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "metrics server failed"),
+            Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
+        }
+        if let Err(err) = self.db.close().await {
+            tracing::warn!(error = %err, "closing the database pool failed");
+        }
+        let stats = &self.stats;
+        tracing::info!(
+            consumed = Stats::get(&stats.consumed),
+            persisted = Stats::get(&stats.persisted),
+            failed = Stats::get(&stats.failed),
+            duplicates = Stats::get(&stats.duplicates),
+            dead_lettered = Stats::get(&stats.dead_lettered),
+            offset_gaps = Stats::get(&stats.offset_gaps),
+            "gamify-worker stopped cleanly"
+        );
+        result
+    }
+}
+
+/// Starts a worker and runs it until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    Worker::start(config).await?.run(shutdown).await
+}

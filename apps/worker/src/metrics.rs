@@ -1,0 +1,108 @@
+//! Prometheus metrics and the small HTTP server for `/metrics` and `/healthz`.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+pub const CONSUMED: &str = "gamify_worker_messages_consumed_total";
+pub const PERSISTED: &str = "gamify_worker_events_persisted_total";
+pub const FAILED: &str = "gamify_worker_events_failed_total";
+pub const DUPLICATES: &str = "gamify_worker_duplicates_total";
+pub const DEAD_LETTERED: &str = "gamify_worker_messages_dead_lettered_total";
+pub const DB_RETRIES: &str = "gamify_worker_db_retries_total";
+pub const OFFSET_GAPS: &str = "gamify_worker_offset_gaps_total";
+pub const BATCH_SIZE: &str = "gamify_worker_batch_size";
+pub const BATCH_SECONDS: &str = "gamify_worker_batch_duration_seconds";
+pub const LAG: &str = "gamify_worker_consumer_lag";
+
+/// The recorder is process-global; several workers in one process (tests) share it. The lock
+/// makes concurrent starts install it once.
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+pub fn install() -> Result<PrometheusHandle> {
+    let mut installed = HANDLE
+        .lock()
+        .map_err(|_| Error::Metrics("metrics lock poisoned".into()))?;
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(BATCH_SIZE.into()),
+            &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(BATCH_SECONDS.into()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            )
+        })
+        .map_err(|err| Error::Metrics(err.to_string()))?
+        .install_recorder()
+        .map_err(|err| Error::Metrics(err.to_string()))?;
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+/// What one worker did, for its caller (tests, the final log line). Prometheus has the same numbers
+/// aggregated per process.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub consumed: AtomicU64,
+    pub persisted: AtomicU64,
+    pub failed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    /// Partitions currently assigned to this worker.
+    pub assigned: AtomicU64,
+    /// Assignments and revocations seen.
+    pub rebalances: AtomicU64,
+    /// Attempts at a batch that failed because Postgres was unreachable or failing.
+    pub db_retries: AtomicU64,
+    /// Times a partition continued past the offset it should have continued from.
+    pub offset_gaps: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(Arc::new(handle));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn render(State(handle): State<Arc<PrometheusHandle>>) -> impl IntoResponse {
+    // Without the exporter's own HTTP listener nobody else drains histogram buffers.
+    handle.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}
