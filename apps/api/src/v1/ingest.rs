@@ -121,8 +121,11 @@ fn rejected(errors: Vec<FieldError>, indexes: Option<Vec<usize>>) -> Error {
             details: Some(details),
         };
     }
-    let summary = errors
+    // The message stays short however many items failed; details carries them all.
+    const SHOWN: usize = 3;
+    let mut summary = errors
         .iter()
+        .take(SHOWN)
         .map(|e| {
             if e.field.is_empty() {
                 e.message.clone()
@@ -132,6 +135,9 @@ fn rejected(errors: Vec<FieldError>, indexes: Option<Vec<usize>>) -> Error {
         })
         .collect::<Vec<_>>()
         .join("; ");
+    if errors.len() > SHOWN {
+        summary.push_str(&format!(" (and {} more)", errors.len() - SHOWN));
+    }
     Error::InvalidRequest {
         message: format!("invalid event: {summary}"),
         details: Some(details),

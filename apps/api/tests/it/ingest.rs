@@ -334,6 +334,25 @@ async fn a_batch_gets_one_verdict() {
         "batch[1].userId"
     );
 
+    // However many items fail, the message stays short and details lists them all.
+    let response = send_batch(
+        &server,
+        &pk,
+        json!({ "batch": vec![json!({ "event": "x" }); 10] }),
+    )
+    .await;
+    let body = expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("(and 7 more)")
+    );
+    assert_eq!(
+        body["error"]["details"]["errors"].as_array().unwrap().len(),
+        10
+    );
+
     let mut items = batch_of(5);
     items[2] = json!({ "event": "purchase", "userId": "u" });
     items[4] = json!({ "event": "quest.completed", "userId": "u" });
