@@ -107,6 +107,10 @@ provision() { # provision DATABASE [fresh]
   export KAFKA_TOPIC=$EVENTS_TOPIC
   export KAFKA_DLQ_TOPIC=$DLQ_TOPIC
   export ENVELOPE_SECRET=${ENVELOPE_SECRET:-dev-envelope-secret-change-me-0123456789}
+  # Tansu 0.6 answers a fetch that starts inside a record batch with the next batch, silently
+  # skipping the rest: a worker resuming mid-batch would lose events. One message per batch keeps
+  # every offset at a batch start. Not needed with Apache Kafka; set it empty there.
+  export KAFKA_PRODUCER_PROPERTIES=${KAFKA_PRODUCER_PROPERTIES-batch.num.messages=1}
 }
 
 migrate() {

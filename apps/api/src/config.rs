@@ -23,6 +23,8 @@ pub struct Settings {
     pub redis_url: String,
     pub kafka_brokers: String,
     pub kafka_topic: String,
+    /// librdkafka producer properties applied over the defaults (`KAFKA_PRODUCER_PROPERTIES`).
+    pub kafka_producer_properties: Vec<(String, String)>,
     /// HMAC key that signs every envelope; shared with gamify-worker.
     pub envelope_secret: String,
     /// How long a request waits for the broker to acknowledge its events before answering 503.
@@ -130,6 +132,7 @@ impl Config {
                 redis_url,
                 kafka_brokers,
                 kafka_topic,
+                kafka_producer_properties: config::kafka_properties("KAFKA_PRODUCER_PROPERTIES")?,
                 envelope_secret,
                 produce_timeout: Duration::from_millis(produce_timeout_ms),
                 rate_limit: RateLimit { per_second, burst },

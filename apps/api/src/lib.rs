@@ -74,6 +74,7 @@ impl AppState {
         let producer = EventProducer::new(
             &settings.kafka_brokers,
             &settings.kafka_topic,
+            &settings.kafka_producer_properties,
             &settings.envelope_secret,
             settings.produce_timeout,
         )?;

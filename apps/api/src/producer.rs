@@ -44,10 +44,12 @@ impl EventProducer {
     pub fn new(
         brokers: &str,
         topic: &str,
+        properties: &[(String, String)],
         secret: &str,
         timeout: Duration,
     ) -> Result<Self, ProduceError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("client.id", "gamify-api")
             .set("acks", "all")
@@ -56,8 +58,11 @@ impl EventProducer {
             .set("linger.ms", "5")
             // librdkafka gives up on a message no later than the request does.
             .set("message.timeout.ms", timeout.as_millis().to_string())
-            .set("queue.buffering.max.messages", "200000")
-            .create()?;
+            .set("queue.buffering.max.messages", "200000");
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        let producer: FutureProducer = config.create()?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),

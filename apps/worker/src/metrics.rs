@@ -34,7 +34,7 @@ pub fn install() -> Result<PrometheusHandle> {
     if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(BATCH_SIZE.into()),
             &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0],
@@ -48,8 +48,13 @@ pub fn install() -> Result<PrometheusHandle> {
             )
         })
         .map_err(|err| Error::Metrics(err.to_string()))?
-        .install_recorder()
-        .map_err(|err| Error::Metrics(err.to_string()))?;
+        .build_recorder();
+    let handle = recorder.handle();
+    // Fails only when the process already has a recorder (a test running gamify-api in-process
+    // too); metrics then go there instead of failing the worker.
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::warn!("a metrics recorder was already installed; worker metrics go to it");
+    }
     *installed = Some(handle.clone());
     Ok(handle)
 }

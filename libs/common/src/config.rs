@@ -78,3 +78,51 @@ pub fn flag(variable: &'static str) -> Result<bool, ConfigError> {
         )),
     }
 }
+
+/// librdkafka properties as `key=value,key=value` (e.g. SASL/TLS settings for a managed Kafka, or
+/// broker-specific workarounds), applied over the built-in defaults.
+pub fn kafka_properties(variable: &'static str) -> Result<Vec<(String, String)>, ConfigError> {
+    match optional(variable)? {
+        Some(raw) => parse_kafka_properties(variable, &raw),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn parse_kafka_properties(
+    variable: &'static str,
+    raw: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    raw.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(ConfigError::invalid(
+                variable,
+                format!("expected key=value pairs separated by commas, found {pair:?}"),
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_properties_are_key_value_pairs() {
+        let parsed =
+            parse_kafka_properties("X", "batch.num.messages=1, security.protocol = SASL_SSL,");
+        assert_eq!(
+            parsed.unwrap(),
+            [
+                ("batch.num.messages".to_owned(), "1".to_owned()),
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned())
+            ]
+        );
+        let err = parse_kafka_properties("KAFKA_PRODUCER_PROPERTIES", "linger.ms").unwrap_err();
+        assert!(err.to_string().contains("KAFKA_PRODUCER_PROPERTIES"));
+        assert!(parse_kafka_properties("X", "=1").is_err());
+    }
+}

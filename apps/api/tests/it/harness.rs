@@ -40,6 +40,10 @@ pub fn settings() -> Settings {
         redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
         kafka_brokers: brokers(),
         kafka_topic: env_or("KAFKA_TOPIC", "gamify.events"),
+        kafka_producer_properties: gamify_common::config::kafka_properties(
+            "KAFKA_PRODUCER_PROPERTIES",
+        )
+        .unwrap(),
         envelope_secret: envelope_secret(),
         produce_timeout: Duration::from_secs(5),
         rate_limit: RateLimit {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod dead_letters;
+mod e2e;
 mod gaps;
 mod group;
 mod harness;
