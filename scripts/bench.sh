@@ -9,6 +9,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 PORT=${BENCH_PORT:-3900}
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 
+export KAFKA_TOPIC=gamify.bench.events KAFKA_DLQ_TOPIC=gamify.bench.events.dlq
 provision gamify_bench fresh
 log "building release binaries"
 cargo build --release -p gamify-api --bin gamify-api --quiet

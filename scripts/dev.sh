@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs Gamify locally: provisions Postgres and Redis, migrates, and starts gamify-api on PORT
-# (default 3000). Honours ADMIN_TOKEN and PORT from the environment. Ctrl-C stops everything.
+# Runs Gamify locally: provisions Postgres, Redis and the broker, migrates, and starts gamify-api on
+# PORT (default 3000) and gamify-worker (metrics on WORKER_PORT, default 3001). Honours ADMIN_TOKEN
+# and PORT from the environment. Ctrl-C stops everything.
 source "$(dirname "$0")/lib.sh"
 
 provision gamify
@@ -19,13 +20,17 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait; }
 trap cleanup EXIT INT TERM
 
+export WORKER_PORT=${WORKER_PORT:-3001}
+"$ROOT/target/debug/gamify-worker" &
+pids+=($!)
 "$ROOT/target/debug/gamify-api" serve &
 pids+=($!)
 wait_for 30 "gamify-api on port $PORT" curl -fsS "http://127.0.0.1:$PORT/healthz"
+wait_for 30 "gamify-worker on port $WORKER_PORT" curl -fsS "http://127.0.0.1:$WORKER_PORT/healthz"
 
 cat <<TXT
 
-Gamify is running: http://127.0.0.1:$PORT
+Gamify is running: API http://127.0.0.1:$PORT, worker metrics http://127.0.0.1:$WORKER_PORT/metrics
 
   ADMIN_TOKEN=$ADMIN_TOKEN
 
@@ -35,6 +40,6 @@ Create an organization:
     -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \\
     -d '{"name":"Acme"}'
 
-Ctrl-C stops it.
+Then follow "Your first event" in README.md. Ctrl-C stops it.
 TXT
 wait

@@ -101,11 +101,11 @@ provision() { # provision DATABASE [fresh]
   ensure_postgres
   ensure_redis
   create_database "$@"
+  export KAFKA_TOPIC=${KAFKA_TOPIC:-gamify.events}
+  export KAFKA_DLQ_TOPIC=${KAFKA_DLQ_TOPIC:-gamify.events.dlq}
   ensure_broker
   export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
   export KAFKA_BROKERS=${KAFKA_BROKERS:-$BROKER_HOST:$BROKER_PORT}
-  export KAFKA_TOPIC=$EVENTS_TOPIC
-  export KAFKA_DLQ_TOPIC=$DLQ_TOPIC
   export ENVELOPE_SECRET=${ENVELOPE_SECRET:-dev-envelope-secret-change-me-0123456789}
   # Tansu 0.6 answers a fetch that starts inside a record batch with the next batch, silently
   # skipping the rest: a worker resuming mid-batch would lose events. One message per batch keeps
@@ -122,8 +122,6 @@ migrate() {
 TANSU_VERSION=0.6.0
 BROKER_HOST=127.0.0.1
 BROKER_PORT=9092
-EVENTS_TOPIC=${KAFKA_TOPIC:-gamify.events}
-DLQ_TOPIC=${KAFKA_DLQ_TOPIC:-gamify.events.dlq}
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -148,8 +146,8 @@ ensure_broker() {
     wait_for 30 "the broker on $BROKER_HOST:$BROKER_PORT" port_open "$BROKER_HOST" "$BROKER_PORT"
   fi
   ensure_tansu
-  create_topic "$EVENTS_TOPIC" 12
-  create_topic "$DLQ_TOPIC" 3
+  create_topic "$KAFKA_TOPIC" 12
+  create_topic "$KAFKA_DLQ_TOPIC" 3
 }
 
 create_topic() { # create_topic NAME PARTITIONS

@@ -4,6 +4,8 @@
 # TEST_DATABASE names the database (default gamify_test), so two runs can proceed side by side.
 source "$(dirname "$0")/lib.sh"
 
+# Tests get topics of their own, so a local dev worker never sees their events (and vice versa).
+export KAFKA_TOPIC=${KAFKA_TOPIC:-gamify.test.events} KAFKA_DLQ_TOPIC=${KAFKA_DLQ_TOPIC:-gamify.test.events.dlq}
 provision "${TEST_DATABASE:-gamify_test}" fresh
 log "building gamify-api"
 cargo build -p gamify-api --bin gamify-api --quiet

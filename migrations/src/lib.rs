@@ -9,6 +9,7 @@ use sea_orm_migration::{
 
 mod m20261123_000001_tenancy_and_events;
 mod m20261123_000002_api_key_allowed_origins;
+mod m20261123_000003_partition_upkeep_by_the_application;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_tenancy_and_events::Migration),
             Box::new(m20261123_000002_api_key_allowed_origins::Migration),
+            Box::new(m20261123_000003_partition_upkeep_by_the_application::Migration),
         ]
     }
 }
@@ -65,7 +67,8 @@ pub async fn migrate(owner_url: &str, application_role: &ApplicationRole) -> Res
 }
 
 /// Creates the monthly partitions of `events` from the current month to `months_ahead` months after
-/// it. Safe to call repeatedly and concurrently; the worker calls it at start and daily.
+/// it. Safe to call repeatedly and concurrently; `migrate` calls it, and so does gamify-worker at
+/// start and daily (as the application role, through the SECURITY DEFINER function).
 pub async fn ensure_event_partitions(
     db: &DatabaseConnection,
     months_ahead: i32,
@@ -117,7 +120,8 @@ async fn ensure_application_role(
     db.execute_unprepared(&format!(
         "GRANT CONNECT ON DATABASE {database} TO {name};
          GRANT USAGE ON SCHEMA public TO {name};
-         GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {name};"
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {name};
+         GRANT EXECUTE ON FUNCTION gamify_ensure_event_partitions(integer) TO {name};"
     ))
     .await?;
     Ok(())

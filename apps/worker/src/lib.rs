@@ -85,7 +85,9 @@ impl Worker {
             expected: Default::default(),
             generation: 0,
         };
+        let upkeep = tokio::spawn(keep_partitions_ahead(self.db.clone(), shutdown.clone()));
         let result = worker_loop.run(shutdown).await;
+        upkeep.abort();
 
         // Closing the consumer leaves the group at once, so the partitions move to the other
         // workers without waiting for the session to time out. It blocks while it does so.
@@ -113,6 +115,30 @@ impl Worker {
             "gamify-worker stopped cleanly"
         );
         result
+    }
+}
+
+/// Monthly partitions of `events` this far ahead are kept in existence.
+const PARTITION_MONTHS_AHEAD: i32 = 3;
+const PARTITION_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Creates upcoming event partitions at start and daily, so no deployment depends on an operator
+/// remembering to; rows would otherwise fall into the default partition.
+async fn keep_partitions_ahead(db: Db, shutdown: CancellationToken) {
+    loop {
+        match db.ensure_event_partitions(PARTITION_MONTHS_AHEAD).await {
+            Ok(()) => tracing::debug!(
+                months_ahead = PARTITION_MONTHS_AHEAD,
+                "event partitions ensured"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot ensure upcoming event partitions; retrying tomorrow")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PARTITION_UPKEEP_INTERVAL) => {}
+        }
     }
 }
 

@@ -75,6 +75,19 @@ impl Db {
         Ok(TenantTransaction { txn, project_id })
     }
 
+    /// Creates the monthly partitions of `events` up to `months_ahead` months from now, through the
+    /// owner's SECURITY DEFINER function (the application role may not create tables itself).
+    pub async fn ensure_event_partitions(&self, months_ahead: i32) -> Result<()> {
+        self.conn
+            .execute(Statement::from_sql_and_values(
+                self.conn.get_database_backend(),
+                "SELECT gamify_ensure_event_partitions($1)",
+                [months_ahead.into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
     pub async fn ping(&self) -> Result<()> {
         self.conn.ping().await?;
         Ok(())

@@ -363,3 +363,26 @@ async fn events_land_in_monthly_partitions() {
     assert_eq!(current, expected);
     assert_eq!(old, "events_default");
 }
+
+#[tokio::test]
+async fn the_application_role_creates_partitions_only_through_the_function() {
+    let db = connect(1).await;
+    db.ensure_event_partitions(6).await.unwrap();
+    let name = db
+        .shared()
+        .query_one(Statement::from_string(
+            db.shared().get_database_backend(),
+            "SELECT to_regclass(format('events_%s', to_char((now() AT TIME ZONE 'UTC') + interval '6 months', 'YYYY_MM')))::text AS name",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<Option<String>>("", "name")
+        .unwrap();
+    assert!(
+        name.is_some(),
+        "the partition six months ahead was not created"
+    );
+    // Idempotent.
+    db.ensure_event_partitions(6).await.unwrap();
+}
