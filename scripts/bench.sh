@@ -12,7 +12,7 @@ command -v wrk >/dev/null 2>&1 || apt_install wrk
 export KAFKA_TOPIC=gamify.bench.events KAFKA_DLQ_TOPIC=gamify.bench.events.dlq
 provision gamify_bench fresh
 log "building release binaries"
-cargo build --release -p gamify-api --bin gamify-api --quiet
+cargo build --release -p gamify-api --bin gamify-api -p gamify-worker --bin gamify-worker --quiet
 "$ROOT/target/release/gamify-api" migrate
 
 export PORT ADMIN_TOKEN="adm_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -50,3 +50,18 @@ echo "| scenario | connections | requests/s | events/s | p50 | p99 | non-2xx | g
 echo "|---|---|---|---|---|---|---|---|"
 run track track.lua 1
 run batch-100 batch.lua 100
+
+# Worker: drain what the gateway just produced, from the beginning, with a fresh consumer group.
+WORKER_SECONDS=${BENCH_WORKER_SECONDS:-20}
+before=$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d gamify_bench -tAc "SELECT count(*) FROM events")
+KAFKA_GROUP_ID="bench-$(date +%s)" WORKER_PORT=0 "$ROOT/target/release/gamify-worker" >"$ROOT/target/bench/worker.log" 2>&1 &
+worker_pid=$!
+trap 'kill $api_pid $worker_pid 2>/dev/null || true' EXIT
+sleep "$WORKER_SECONDS"
+after=$(psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d gamify_bench -tAc "SELECT count(*) FROM events")
+worker_rss=$(ps -o rss= -p "$worker_pid" | tr -d ' ')
+echo
+echo "| worker | seconds | events stored | events/s (incl. start-up) | gamify-worker RSS |"
+echo "|---|---|---|---|---|"
+printf '| drain backlog | %s | %s | %.0f | %s MiB |\n' "$WORKER_SECONDS" "$((after - before))" \
+  "$(awk -v n="$((after - before))" -v s="$WORKER_SECONDS" 'BEGIN {print n / s}')" "$((worker_rss / 1024))"

@@ -98,6 +98,9 @@ pub fn consumer(config: &Config, stats: Arc<Stats>) -> Result<KafkaConsumer> {
         // harmless, skipping would lose events.
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // librdkafka prefetches up to 64 MB per partition by default: hundreds of MB with a
+        // backlog. 4 MB per partition still holds many batches of WORKER_BATCH_SIZE.
+        .set("queued.max.messages.kbytes", "4096")
         .set("session.timeout.ms", session_ms.to_string())
         .set(
             "heartbeat.interval.ms",
