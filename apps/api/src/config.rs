@@ -6,7 +6,6 @@ use std::time::Duration;
 use rand::{RngCore, rngs::OsRng};
 
 pub const DEFAULT_PORT: u16 = 3000;
-const MIN_ENVELOPE_SECRET_BYTES: usize = 32;
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 #[derive(Clone)]
@@ -87,42 +86,13 @@ impl Config {
                 "expected a redis:// or rediss:// URL",
             ));
         }
-        let kafka_brokers =
-            config::optional("KAFKA_BROKERS")?.unwrap_or_else(|| "127.0.0.1:9092".to_owned());
-        if kafka_brokers.split(',').any(|b| !b.trim().contains(':')) {
-            return Err(ConfigError::invalid(
-                "KAFKA_BROKERS",
-                "expected a comma-separated list of host:port",
-            ));
-        }
-        let kafka_topic =
-            config::optional("KAFKA_TOPIC")?.unwrap_or_else(|| "gamify.events".to_owned());
-        let envelope_secret = config::required("ENVELOPE_SECRET")?;
-        if envelope_secret.len() < MIN_ENVELOPE_SECRET_BYTES {
-            return Err(ConfigError::invalid(
-                "ENVELOPE_SECRET",
-                format!("must be at least {MIN_ENVELOPE_SECRET_BYTES} bytes"),
-            ));
-        }
+        let kafka_brokers = config::kafka_brokers()?;
+        let kafka_topic = config::kafka_topic()?;
+        let envelope_secret = config::envelope_secret()?;
         let port = config::parsed_or("PORT", DEFAULT_PORT)?;
-        let produce_timeout_ms: u64 = config::parsed_or("PRODUCE_TIMEOUT_MS", 5000)?;
-        if produce_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
-                "PRODUCE_TIMEOUT_MS",
-                "must be positive",
-            ));
-        }
-        let per_second: u32 = config::parsed_or("RATE_LIMIT_PER_SECOND", 100)?;
-        let burst: u32 = config::parsed_or("RATE_LIMIT_BURST", 200)?;
-        if per_second == 0 {
-            return Err(ConfigError::invalid(
-                "RATE_LIMIT_PER_SECOND",
-                "must be positive",
-            ));
-        }
-        if burst == 0 {
-            return Err(ConfigError::invalid("RATE_LIMIT_BURST", "must be positive"));
-        }
+        let produce_timeout_ms: u64 = config::parsed_in("PRODUCE_TIMEOUT_MS", 5000, 1..=120_000)?;
+        let per_second: u32 = config::parsed_in("RATE_LIMIT_PER_SECOND", 100, 1..=u32::MAX)?;
+        let burst: u32 = config::parsed_in("RATE_LIMIT_BURST", 200, 1..=u32::MAX)?;
         let admin_token = admin_token(config::flag("GAMIFY_DEV_MODE")?)?;
         Ok(Self {
             database_url,

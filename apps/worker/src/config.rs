@@ -5,7 +5,6 @@ use std::time::Duration;
 use gamify_common::config::{self, ConfigError};
 
 /// Shorter secrets would make forging a signed envelope a matter of guessing.
-pub const MIN_ENVELOPE_SECRET_CHARS: usize = 32;
 
 #[derive(Clone)]
 pub struct Config {
@@ -55,50 +54,15 @@ impl std::fmt::Debug for Config {
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let database_url = config::postgres_url("DATABASE_URL")?;
-        let envelope_secret = config::required("ENVELOPE_SECRET")?;
-        if envelope_secret.chars().count() < MIN_ENVELOPE_SECRET_CHARS {
-            return Err(ConfigError::invalid(
-                "ENVELOPE_SECRET",
-                format!("must be at least {MIN_ENVELOPE_SECRET_CHARS} characters"),
-            ));
-        }
-        let batch_size: usize = config::parsed_or("WORKER_BATCH_SIZE", 500)?;
-        if batch_size == 0 || batch_size > 100_000 {
-            return Err(ConfigError::invalid(
-                "WORKER_BATCH_SIZE",
-                "must be between 1 and 100000",
-            ));
-        }
-        let batch_ms: u64 = config::parsed_or("WORKER_BATCH_MS", 200)?;
-        if batch_ms == 0 || batch_ms > 60_000 {
-            return Err(ConfigError::invalid(
-                "WORKER_BATCH_MS",
-                "must be between 1 and 60000",
-            ));
-        }
-        let max_attempts: u32 = config::parsed_or("WORKER_MAX_ATTEMPTS", 5)?;
-        if max_attempts == 0 {
-            return Err(ConfigError::invalid(
-                "WORKER_MAX_ATTEMPTS",
-                "must be at least 1",
-            ));
-        }
+        let envelope_secret = config::envelope_secret()?;
+        let batch_size: usize = config::parsed_in("WORKER_BATCH_SIZE", 500, 1..=100_000)?;
+        let batch_ms: u64 = config::parsed_in("WORKER_BATCH_MS", 200, 1..=60_000)?;
+        let max_attempts: u32 = config::parsed_in("WORKER_MAX_ATTEMPTS", 5, 1..=1_000)?;
         let cache_ms: u64 = config::parsed_or("WORKER_SOURCE_CACHE_MS", 10_000)?;
-        let session_ms: u64 = config::parsed_or("KAFKA_SESSION_TIMEOUT_MS", 10_000)?;
-        if !(1_000..=300_000).contains(&session_ms) {
-            return Err(ConfigError::invalid(
-                "KAFKA_SESSION_TIMEOUT_MS",
-                "must be between 1000 and 300000",
-            ));
-        }
-        let lag_ms: u64 = config::parsed_or("WORKER_LAG_INTERVAL_MS", 5_000)?;
-        if !(100..=600_000).contains(&lag_ms) {
-            return Err(ConfigError::invalid(
-                "WORKER_LAG_INTERVAL_MS",
-                "must be between 100 and 600000",
-            ));
-        }
-        let topic = config::optional("KAFKA_TOPIC")?.unwrap_or_else(|| "gamify.events".into());
+        let session_ms: u64 =
+            config::parsed_in("KAFKA_SESSION_TIMEOUT_MS", 10_000, 1_000..=300_000)?;
+        let lag_ms: u64 = config::parsed_in("WORKER_LAG_INTERVAL_MS", 5_000, 100..=600_000)?;
+        let topic = config::kafka_topic()?;
         let dlq_topic =
             config::optional("KAFKA_DLQ_TOPIC")?.unwrap_or_else(|| "gamify.events.dlq".into());
         if topic == dlq_topic {
@@ -109,8 +73,7 @@ impl Config {
         }
         Ok(Self {
             database_url,
-            kafka_brokers: config::optional("KAFKA_BROKERS")?
-                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            kafka_brokers: config::kafka_brokers()?,
             topic,
             dlq_topic,
             group_id: config::optional("KAFKA_GROUP_ID")?.unwrap_or_else(|| "gamify-worker".into()),

@@ -79,6 +79,58 @@ pub fn flag(variable: &'static str) -> Result<bool, ConfigError> {
     }
 }
 
+/// Parses `variable` when set (otherwise `default`) and checks it lies in `range`.
+pub fn parsed_in<T>(
+    variable: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Display,
+    T::Err: Display,
+{
+    let value = parsed_or(variable, default)?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(
+            variable,
+            format!("must be between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
+pub const MIN_ENVELOPE_SECRET_BYTES: usize = 32;
+
+/// `ENVELOPE_SECRET`: the HMAC key shared by gateway and worker; required, at least 32 bytes.
+pub fn envelope_secret() -> Result<String, ConfigError> {
+    let secret = required("ENVELOPE_SECRET")?;
+    if secret.len() < MIN_ENVELOPE_SECRET_BYTES {
+        return Err(ConfigError::invalid(
+            "ENVELOPE_SECRET",
+            format!("must be at least {MIN_ENVELOPE_SECRET_BYTES} bytes"),
+        ));
+    }
+    Ok(secret)
+}
+
+/// `KAFKA_BROKERS`: comma-separated host:port, default the local development broker.
+pub fn kafka_brokers() -> Result<String, ConfigError> {
+    let brokers = optional("KAFKA_BROKERS")?.unwrap_or_else(|| "127.0.0.1:9092".to_owned());
+    if brokers.split(',').any(|b| !b.trim().contains(':')) {
+        return Err(ConfigError::invalid(
+            "KAFKA_BROKERS",
+            "expected a comma-separated list of host:port",
+        ));
+    }
+    Ok(brokers)
+}
+
+/// `KAFKA_TOPIC`: where accepted events go, default `gamify.events`.
+pub fn kafka_topic() -> Result<String, ConfigError> {
+    Ok(optional("KAFKA_TOPIC")?.unwrap_or_else(|| "gamify.events".to_owned()))
+}
+
 /// librdkafka properties as `key=value,key=value` (e.g. SASL/TLS settings for a managed Kafka, or
 /// broker-specific workarounds), applied over the built-in defaults.
 pub fn kafka_properties(variable: &'static str) -> Result<Vec<(String, String)>, ConfigError> {

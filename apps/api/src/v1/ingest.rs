@@ -183,16 +183,21 @@ pub struct BatchAccepted {
     ids: Vec<Uuid>,
 }
 
+/// The path of a single-event request: read, parse with `parse`, guard, produce, acknowledge.
 async fn accept_one(
     state: &AppState,
     key: &KeyRecord,
-    event: Event,
-    received: &Received,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    body: Body,
+    parse: impl FnOnce(Value) -> Result<Event, Vec<FieldError>>,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
+    let value = read_json(headers, body).await?;
+    let event = parse(value).map_err(|errors| rejected(errors, None))?;
     if requires_secret(key, &event) {
         return Err(secret_key_required(vec![event.event], None));
     }
-    let envelope = Envelope::new(event, source(key), received);
+    let envelope = Envelope::new(event, source(key), &received(headers, peer));
     produce(state, std::slice::from_ref(&envelope)).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -210,11 +215,10 @@ async fn track(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
-    let value = read_json(&headers, body).await?;
-    let event = ingest::parse_track(value, &BatchDefaults::default())
-        .map_err(|errors| rejected(errors, None))?;
-    let received = received(&headers, peer);
-    accept_one(&state, &key, event, &received).await
+    accept_one(&state, &key, peer, &headers, body, |value| {
+        ingest::parse_track(value, &BatchDefaults::default())
+    })
+    .await
 }
 
 async fn identify(
@@ -224,10 +228,7 @@ async fn identify(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
-    let value = read_json(&headers, body).await?;
-    let event = ingest::parse_identify(value).map_err(|errors| rejected(errors, None))?;
-    let received = received(&headers, peer);
-    accept_one(&state, &key, event, &received).await
+    accept_one(&state, &key, peer, &headers, body, ingest::parse_identify).await
 }
 
 /// One verdict for the whole batch: any invalid item → 400 naming the indexes; any trusted item
