@@ -9,6 +9,10 @@ cd "$ROOT"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
+# cargo and cargo-installed tools (tansu) live here even when the caller's PATH lacks it.
+HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
+export HOME PATH="$HOME/.cargo/bin:$PATH"
+
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
@@ -126,7 +130,6 @@ BROKER_PORT=9092
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 ensure_tansu() {
-  export PATH="$HOME/.cargo/bin:$PATH"
   if command -v tansu >/dev/null 2>&1; then return; fi
   log "building the Tansu broker from crates.io (once per machine, about 18 minutes on 2 cores)"
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
