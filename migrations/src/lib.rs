@@ -10,6 +10,7 @@ use sea_orm_migration::{
 mod m20261123_000001_tenancy_and_events;
 mod m20261123_000002_api_key_allowed_origins;
 mod m20261123_000003_partition_upkeep_by_the_application;
+mod m20261123_000004_partition_creation_without_deadlocks;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_tenancy_and_events::Migration),
             Box::new(m20261123_000002_api_key_allowed_origins::Migration),
             Box::new(m20261123_000003_partition_upkeep_by_the_application::Migration),
+            Box::new(m20261123_000004_partition_creation_without_deadlocks::Migration),
         ]
     }
 }

@@ -50,6 +50,19 @@ pub enum Error {
     },
     #[error("database error: {0}")]
     Database(#[from] gamify_db::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time or is between reconnection attempts.
+    #[error("redis is not reachable")]
+    RedisUnreachable,
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the local produce queue is full")]
+    ProduceQueueFull,
+    #[error("the broker did not acknowledge in time")]
+    ProduceTimeout,
+    #[error("cannot serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
 }
 
 impl Error {
@@ -101,7 +114,13 @@ impl Error {
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Error::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            Error::Database(_)
+            | Error::Redis(_)
+            | Error::RedisUnreachable
+            | Error::Kafka(_)
+            | Error::ProduceQueueFull
+            | Error::ProduceTimeout
+            | Error::Serialize(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::redis::Redis;
+use crate::{Error, redis::Redis};
 
 /// Channel on which revocations and rolls are announced to every gateway instance.
 pub const INVALIDATION_CHANNEL: &str = "gamify:apikey:invalidate";
@@ -73,12 +73,6 @@ impl Expiry<String, Lookup> for LookupExpiry {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum KeyLookupError {
-    #[error("postgres: {0}")]
-    Database(#[from] gamify_db::sea_orm::DbErr),
-}
-
 pub struct KeyResolver {
     l0: Cache<String, Lookup>,
     redis: Arc<Redis>,
@@ -123,10 +117,7 @@ impl KeyResolver {
 
     /// The key's record, or `None` when it is unknown or revoked. Expiry is the caller's check, so
     /// that an expired key is refused the moment it expires, whatever the caches hold.
-    pub async fn resolve(
-        &self,
-        hash: &KeyHash,
-    ) -> Result<Option<Arc<KeyRecord>>, Arc<KeyLookupError>> {
+    pub async fn resolve(&self, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, Arc<Error>> {
         let entry = self
             .l0
             .entry_by_ref(hash.as_str())
@@ -142,7 +133,7 @@ impl KeyResolver {
     }
 
     /// L1, then L2; fills L1 on the way back.
-    async fn load(&self, hash: &KeyHash) -> Result<Lookup, KeyLookupError> {
+    async fn load(&self, hash: &KeyHash) -> Result<Lookup, Error> {
         let redis_key = format!("apikey:{hash}");
         match self
             .redis
@@ -199,10 +190,7 @@ impl KeyResolver {
         Ok(lookup)
     }
 
-    async fn load_from_postgres(
-        &self,
-        hash: &KeyHash,
-    ) -> Result<Option<KeyRecord>, KeyLookupError> {
+    async fn load_from_postgres(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, Error> {
         let db = self.db.shared();
         let row = db
             .query_one(Statement::from_sql_and_values(

@@ -1,5 +1,5 @@
-//! gamify-api: the management API (organizations, projects, keys) and, in later issues, event
-//! ingestion.
+//! gamify-api: event ingestion (track, batch, identify), the tenant read API, and the management
+//! API for organizations, projects and keys.
 
 pub mod config;
 pub mod error;
@@ -23,23 +23,12 @@ use tower_http::trace::TraceLayer;
 
 pub use crate::error::{Error, Result};
 use crate::{
-    config::Settings,
-    key_cache::KeyResolver,
-    producer::{EventProducer, ProduceError},
-    rate_limit::RateLimiter,
-    redis::{Redis, RedisError},
+    config::Settings, key_cache::KeyResolver, producer::EventProducer, rate_limit::RateLimiter,
+    redis::Redis,
 };
 
 /// Request bodies of the management API are small; ingestion sets its own limits.
 pub const MANAGEMENT_BODY_LIMIT: usize = 64 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("REDIS_URL: {0}")]
-    Redis(#[from] RedisError),
-    #[error("kafka producer: {0}")]
-    Producer(#[from] ProduceError),
-}
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -58,11 +47,7 @@ struct Inner {
 impl AppState {
     /// Builds the state; background tasks (key invalidations, last-used writes) stop with
     /// `shutdown`.
-    pub fn new(
-        db: Db,
-        settings: &Settings,
-        shutdown: &CancellationToken,
-    ) -> Result<Self, StartError> {
+    pub fn new(db: Db, settings: &Settings, shutdown: &CancellationToken) -> Result<Self> {
         let redis = Arc::new(Redis::new(&settings.redis_url)?);
         let keys = KeyResolver::start(
             db.clone(),

@@ -27,8 +27,8 @@ enum Error {
     Bind { port: u16, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
-    #[error(transparent)]
-    Start(#[from] gamify_api::StartError),
+    #[error("cannot start: {0}")]
+    Start(#[from] gamify_api::Error),
 }
 
 #[tokio::main]

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Error;
 use gamify_common::envelope::{Envelope, SIGNATURE_HEADER, sign};
 use rdkafka::{
     ClientConfig,
@@ -10,26 +11,13 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProduceError {
-    #[error("the local produce queue is full")]
-    QueueFull,
-    #[error("the broker did not acknowledge in time")]
-    Timeout,
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("cannot serialize the envelope: {0}")]
-    Serialize(#[from] serde_json::Error),
-}
-
-impl ProduceError {
-    fn reason(&self) -> &'static str {
-        match self {
-            ProduceError::QueueFull => "queue_full",
-            ProduceError::Timeout => "timeout",
-            ProduceError::Kafka(_) => "broker_error",
-            ProduceError::Serialize(_) => "serialize",
-        }
+/// Label of a produce failure in `gamify_produce_failures_total`.
+fn failure_reason(err: &Error) -> &'static str {
+    match err {
+        Error::ProduceQueueFull => "queue_full",
+        Error::ProduceTimeout => "timeout",
+        Error::Serialize(_) => "serialize",
+        _ => "broker_error",
     }
 }
 
@@ -47,7 +35,7 @@ impl EventProducer {
         properties: &[(String, String)],
         secret: &str,
         timeout: Duration,
-    ) -> Result<Self, ProduceError> {
+    ) -> Result<Self, Error> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -77,7 +65,7 @@ impl EventProducer {
 
     /// Enqueues every envelope at once, then waits for all delivery reports together, so a batch
     /// costs one linger and one round trip, not one per event.
-    pub async fn produce(&self, envelopes: &[Envelope]) -> Result<(), ProduceError> {
+    pub async fn produce(&self, envelopes: &[Envelope]) -> Result<(), Error> {
         let started = Instant::now();
         let result = self.produce_all(envelopes).await;
         metrics::histogram!("gamify_produce_duration_seconds").record(started.elapsed());
@@ -86,7 +74,7 @@ impl EventProducer {
                 metrics::counter!("gamify_produced_events_total").increment(envelopes.len() as u64)
             }
             Err(err) => {
-                metrics::counter!("gamify_produce_failures_total", "reason" => err.reason())
+                metrics::counter!("gamify_produce_failures_total", "reason" => failure_reason(err))
                     .increment(1);
                 tracing::warn!(error = %err, events = envelopes.len(), topic = %self.topic, "produce failed");
             }
@@ -94,7 +82,7 @@ impl EventProducer {
         result
     }
 
-    async fn produce_all(&self, envelopes: &[Envelope]) -> Result<(), ProduceError> {
+    async fn produce_all(&self, envelopes: &[Envelope]) -> Result<(), Error> {
         let mut deliveries = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             let payload = serde_json::to_vec(envelope)?;
@@ -110,20 +98,20 @@ impl EventProducer {
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    return Err(ProduceError::QueueFull);
+                    return Err(Error::ProduceQueueFull);
                 }
                 Err((err, _)) => return Err(err.into()),
             }
         }
         let acknowledged =
             tokio::time::timeout(self.timeout, futures::future::join_all(deliveries)).await;
-        let reports = acknowledged.map_err(|_| ProduceError::Timeout)?;
+        let reports = acknowledged.map_err(|_| Error::ProduceTimeout)?;
         for report in reports {
             match report {
                 Ok(Ok(_)) => {}
                 Ok(Err((err, _))) => return Err(err.into()),
                 // The producer dropped the message without a report.
-                Err(_canceled) => return Err(ProduceError::Timeout),
+                Err(_canceled) => return Err(Error::ProduceTimeout),
             }
         }
         Ok(())

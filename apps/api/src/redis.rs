@@ -12,20 +12,12 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
+use crate::Error;
+
 /// Upper bound on any one Redis round trip from the request path.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// After a failed connection attempt, requests skip Redis for this long instead of each waiting.
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
-
-#[derive(Debug, thiserror::Error)]
-pub enum RedisError {
-    #[error("redis is not connected")]
-    NotConnected,
-    #[error("redis call timed out")]
-    Timeout,
-    #[error("redis error: {0}")]
-    Redis(#[from] redis::RedisError),
-}
 
 pub struct Redis {
     client: redis::Client,
@@ -35,7 +27,7 @@ pub struct Redis {
 
 impl Redis {
     /// Parses the URL; connecting happens on first use, so the gateway starts without Redis.
-    pub fn new(url: &str) -> Result<Self, RedisError> {
+    pub fn new(url: &str) -> Result<Self, Error> {
         Ok(Self {
             client: redis::Client::open(url)?,
             manager: OnceCell::new(),
@@ -47,7 +39,7 @@ impl Redis {
         &self.client
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+    async fn connection(&self) -> Result<ConnectionManager, Error> {
         if let Some(manager) = self.manager.get() {
             return Ok(manager.clone());
         }
@@ -57,7 +49,7 @@ impl Redis {
             .map(|last| last.is_some_and(|at| at.elapsed() < RECONNECT_BACKOFF))
             .unwrap_or(false);
         if recently_failed {
-            return Err(RedisError::NotConnected);
+            return Err(Error::RedisUnreachable);
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CALL_TIMEOUT)
@@ -75,19 +67,19 @@ impl Redis {
                 }
                 match failure {
                     Ok(Err(err)) => Err(err.into()),
-                    _ => Err(RedisError::Timeout),
+                    _ => Err(Error::RedisUnreachable),
                 }
             }
         }
     }
 
     /// Runs one command with the call timeout.
-    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         let mut connection = self.connection().await?;
         let result: RedisResult<T> =
             match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async(&mut connection)).await {
                 Ok(result) => result,
-                Err(_) => return Err(RedisError::Timeout),
+                Err(_) => return Err(Error::RedisUnreachable),
             };
         Ok(result?)
     }
@@ -96,20 +88,20 @@ impl Redis {
     pub async fn invoke<T: FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, RedisError> {
+    ) -> Result<T, Error> {
         let mut connection = self.connection().await?;
         match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut connection)).await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(RedisError::Timeout),
+            Err(_) => Err(Error::RedisUnreachable),
         }
     }
 
-    pub async fn ping(&self) -> Result<(), RedisError> {
+    pub async fn ping(&self) -> Result<(), Error> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(RedisError::NotConnected)
+            Err(Error::RedisUnreachable)
         }
     }
 }

@@ -366,13 +366,43 @@ async fn events_land_in_monthly_partitions() {
 
 #[tokio::test]
 async fn the_application_role_creates_partitions_only_through_the_function() {
-    let db = connect(1).await;
-    db.ensure_event_partitions(6).await.unwrap();
+    let db = connect(4).await;
+    let (a, _) = two_tenants(&db).await;
+    // Writers keep inserting users and events while partitions are created: neither side may
+    // deadlock or fail.
+    let writer_db = db.clone();
+    let project = a.project;
+    let key = a.key;
+    let writer = tokio::spawn(async move {
+        for i in 0..40 {
+            let txn = writer_db.tenant(project).await.unwrap();
+            exec(
+                &*txn,
+                INSERT_USER,
+                vec![project.into(), format!("w{i}").into()],
+            )
+            .await
+            .unwrap();
+            exec(
+                &*txn,
+                INSERT_EVENT,
+                vec![project.into(), format!("w{i}").into(), key.into()],
+            )
+            .await
+            .unwrap();
+            txn.commit().await.unwrap();
+        }
+    });
+    for months_ahead in [6, 7, 8, 9] {
+        db.ensure_event_partitions(months_ahead).await.unwrap();
+    }
+    writer.await.unwrap();
+
     let name = db
         .shared()
         .query_one(Statement::from_string(
             db.shared().get_database_backend(),
-            "SELECT to_regclass(format('events_%s', to_char((now() AT TIME ZONE 'UTC') + interval '6 months', 'YYYY_MM')))::text AS name",
+            "SELECT to_regclass(format('events_%s', to_char((now() AT TIME ZONE 'UTC') + interval '9 months', 'YYYY_MM')))::text AS name",
         ))
         .await
         .unwrap()
@@ -381,8 +411,8 @@ async fn the_application_role_creates_partitions_only_through_the_function() {
         .unwrap();
     assert!(
         name.is_some(),
-        "the partition six months ahead was not created"
+        "the partition nine months ahead was not created"
     );
     // Idempotent.
-    db.ensure_event_partitions(6).await.unwrap();
+    db.ensure_event_partitions(9).await.unwrap();
 }
