@@ -3,7 +3,7 @@
 //! never alter the schema nor bypass row-level security.
 
 use sea_orm_migration::{
-    MigrationTrait, MigratorTrait, async_trait,
+    MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait,
     sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement},
 };
 
@@ -18,11 +18,44 @@ pub struct Migrator;
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
-            Box::new(m20261123_000001_tenancy_and_events::Migration),
-            Box::new(m20261123_000002_api_key_allowed_origins::Migration),
-            Box::new(m20261123_000003_partition_upkeep_by_the_application::Migration),
-            Box::new(m20261123_000004_partition_creation_without_deadlocks::Migration),
+            Box::new(m20261123_000001_tenancy_and_events::migration()),
+            Box::new(m20261123_000002_api_key_allowed_origins::migration()),
+            Box::new(m20261123_000003_partition_upkeep_by_the_application::migration()),
+            Box::new(m20261123_000004_partition_creation_without_deadlocks::migration()),
         ]
+    }
+}
+
+/// A migration written as SQL: partitioning, policies and functions have no schema-builder form,
+/// and SQL is what an operator reads when auditing tenant isolation.
+pub struct SqlMigration {
+    name: &'static str,
+    up: &'static str,
+    /// Empty when going down deliberately changes nothing.
+    down: &'static str,
+}
+
+impl MigrationName for SqlMigration {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SqlMigration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(self.up).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if !self.down.is_empty() {
+            manager
+                .get_connection()
+                .execute_unprepared(self.down)
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -1,15 +1,6 @@
-use sea_orm_migration::prelude::*;
+use crate::SqlMigration;
 
-pub struct Migration;
-
-impl MigrationName for Migration {
-    fn name(&self) -> &str {
-        "m20261123_000001_tenancy_and_events"
-    }
-}
-
-/// Written as SQL because partitioning, policies and functions have no schema-builder form and the
-/// SQL is what an operator reads when auditing tenant isolation.
+/// Tenancy tables, monthly-partitioned events with their dedup keys, and row-level security.
 const UP: &str = r#"
 CREATE TABLE organizations (
     id          uuid PRIMARY KEY,
@@ -152,15 +143,10 @@ DROP TABLE IF EXISTS projects;
 DROP TABLE IF EXISTS organizations;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
+pub fn migration() -> SqlMigration {
+    SqlMigration {
+        name: "m20261123_000001_tenancy_and_events",
+        up: UP,
+        down: DOWN,
     }
 }

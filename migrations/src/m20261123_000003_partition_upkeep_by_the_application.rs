@@ -1,12 +1,4 @@
-use sea_orm_migration::prelude::*;
-
-pub struct Migration;
-
-impl MigrationName for Migration {
-    fn name(&self) -> &str {
-        "m20261123_000003_partition_upkeep_by_the_application"
-    }
-}
+use crate::SqlMigration;
 
 /// The application role may not create tables, yet the worker should keep monthly partitions
 /// ahead of time without an operator. The function runs with its owner's rights instead, with a
@@ -22,15 +14,10 @@ ALTER FUNCTION gamify_ensure_event_partitions(integer) SECURITY INVOKER RESET se
 GRANT EXECUTE ON FUNCTION gamify_ensure_event_partitions(integer) TO PUBLIC;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
+pub fn migration() -> SqlMigration {
+    SqlMigration {
+        name: "m20261123_000003_partition_upkeep_by_the_application",
+        up: UP,
+        down: DOWN,
     }
 }

@@ -1,12 +1,4 @@
-use sea_orm_migration::prelude::*;
-
-pub struct Migration;
-
-impl MigrationName for Migration {
-    fn name(&self) -> &str {
-        "m20261123_000004_partition_creation_without_deadlocks"
-    }
-}
+use crate::SqlMigration;
 
 /// Creating a partition adds its foreign keys, which takes SHARE ROW EXCLUSIVE on the referenced
 /// tables, after the function already holds locks on `events`; a writer that inserted an end user
@@ -50,16 +42,14 @@ END
 $fn$;
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
+/// Going down leaves this (compatible) body in place rather than restoring one that can
+/// deadlock.
+const DOWN: &str = "";
 
-    /// The earlier definition is still in migration 000001 and 000003; going down leaves this
-    /// (compatible) body in place rather than restoring one that can deadlock.
-    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
-        Ok(())
+pub fn migration() -> SqlMigration {
+    SqlMigration {
+        name: "m20261123_000004_partition_creation_without_deadlocks",
+        up: UP,
+        down: DOWN,
     }
 }
