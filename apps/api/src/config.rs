@@ -33,6 +33,8 @@ pub struct Settings {
     pub key_cache_ttl: Duration,
     /// How long an unknown key is remembered as unknown, in-process and in Redis.
     pub negative_cache_ttl: Duration,
+    /// Proxies in front of the gateway that append to `X-Forwarded-For`; 0 ignores the header.
+    pub trusted_proxy_hops: usize,
 }
 
 /// Token bucket per API key: `per_second` sustained, `burst` at once.
@@ -108,6 +110,7 @@ impl Config {
                 rate_limit: RateLimit { per_second, burst },
                 key_cache_ttl: Duration::from_secs(config::parsed_or("KEY_CACHE_TTL_SECONDS", 10)?),
                 negative_cache_ttl: Duration::from_secs(5),
+                trusted_proxy_hops: config::parsed_in("TRUSTED_PROXY_HOPS", 0, 0..=10)?,
             },
         })
     }

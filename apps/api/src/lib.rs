@@ -42,6 +42,7 @@ struct Inner {
     rate_limiter: RateLimiter,
     metrics: PrometheusHandle,
     readiness_timeout: Duration,
+    trusted_proxy_hops: usize,
 }
 
 impl AppState {
@@ -72,6 +73,7 @@ impl AppState {
             producer,
             metrics: metrics::handle(),
             readiness_timeout: Duration::from_secs(2),
+            trusted_proxy_hops: settings.trusted_proxy_hops,
         })))
     }
 
@@ -108,6 +110,10 @@ impl AppState {
 
     fn redis(&self) -> &Redis {
         &self.0.redis
+    }
+
+    fn proxy_hops(&self) -> usize {
+        self.0.trusted_proxy_hops
     }
 
     fn rate_limiter(&self) -> &RateLimiter {

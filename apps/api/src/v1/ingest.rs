@@ -1,7 +1,11 @@
 //! Event ingestion: `POST /v1/events/track`, `POST /v1/events/batch`, `POST /v1/identify`.
 //! A request is answered 202 only after the broker acknowledged every one of its events.
 
-use std::{io::Read, net::SocketAddr, time::Duration};
+use std::{
+    io::Read,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -89,15 +93,36 @@ async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value> {
     serde_json::from_slice(&json).map_err(|err| Error::invalid(format!("malformed JSON: {err}")))
 }
 
-fn received(headers: &HeaderMap, peer: Option<SocketAddr>) -> Received {
+fn received(headers: &HeaderMap, peer: Option<SocketAddr>, proxy_hops: usize) -> Received {
     Received {
         at: Utc::now(),
-        ip: peer.map(|addr| addr.ip().to_string()),
+        ip: client_ip(headers, peer, proxy_hops).map(|ip| ip.to_string()),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     }
+}
+
+/// The client's address. Behind `proxy_hops` trusted proxies, each appending to
+/// `X-Forwarded-For`, it is the entry that many places from the right; entries further left were
+/// written by the client and prove nothing. Without trusted proxies the header is ignored.
+fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, proxy_hops: usize) -> Option<IpAddr> {
+    if proxy_hops > 0 {
+        let forwarded: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        if let Some(index) = forwarded.len().checked_sub(proxy_hops) {
+            if let Ok(ip) = forwarded[index].parse() {
+                return Some(ip);
+            }
+        }
+    }
+    peer.map(|addr| addr.ip())
 }
 
 fn source(record: &KeyRecord) -> Source {
@@ -197,7 +222,11 @@ async fn accept_one(
     if requires_secret(key, &event) {
         return Err(secret_key_required(vec![event.event], None));
     }
-    let envelope = Envelope::new(event, source(key), &received(headers, peer));
+    let envelope = Envelope::new(
+        event,
+        source(key),
+        &received(headers, peer, state.proxy_hops()),
+    );
     produce(state, std::slice::from_ref(&envelope)).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -311,7 +340,7 @@ async fn batch(
         return Err(secret_key_required(names, Some(trusted)));
     }
 
-    let received = received(&headers, peer);
+    let received = received(&headers, peer, state.proxy_hops());
     let envelopes: Vec<Envelope> = events
         .into_iter()
         .map(|event| Envelope::new(event, source(&key), &received))

@@ -52,6 +52,7 @@ pub fn settings() -> Settings {
         },
         key_cache_ttl: Duration::from_secs(10),
         negative_cache_ttl: Duration::from_secs(5),
+        trusted_proxy_hops: 0,
     }
 }
 

@@ -647,3 +647,39 @@ async fn rate_limit_is_per_key_and_shared_across_instances() {
     let response = first.track(other["key"].as_str().unwrap(), body).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn forwarded_for_is_trusted_only_behind_configured_proxies() {
+    let topic = create_topic(1).await;
+    let mut behind_proxy = settings();
+    behind_proxy.kafka_topic = topic.clone();
+    behind_proxy.trusted_proxy_hops = 1;
+    let proxied = TestServer::with_settings(behind_proxy).await;
+    let mut direct = settings();
+    direct.kafka_topic = topic.clone();
+    let direct = TestServer::with_settings(direct).await;
+    let (_, pk, _) = proxied.project_with_keys().await;
+
+    for (server, user) in [(&proxied, "via-proxy"), (&direct, "direct")] {
+        let response = server
+            .request(Method::POST, "/v1/events/track")
+            .header("x-api-key", &pk)
+            // The client forged the first entry; the proxy appended the address it saw.
+            .header("x-forwarded-for", "10.9.9.9, 203.0.113.7")
+            .json(&json!({ "event": "page_view", "userId": user }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let envelopes: Vec<Value> = read_topic(&topic, 2, Duration::from_secs(10))
+        .await
+        .iter()
+        .map(|m| m.envelope())
+        .collect();
+    let ip_of = |user: &str| {
+        envelopes.iter().find(|e| e["userId"] == user).unwrap()["context"]["ip"].clone()
+    };
+    assert_eq!(ip_of("via-proxy"), "203.0.113.7");
+    assert_eq!(ip_of("direct"), "127.0.0.1");
+}

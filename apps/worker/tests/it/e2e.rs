@@ -49,6 +49,7 @@ impl Gateway {
             },
             key_cache_ttl: Duration::from_secs(10),
             negative_cache_ttl: Duration::from_secs(5),
+            trusted_proxy_hops: 0,
         };
         let db = connect(&database_url()).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
