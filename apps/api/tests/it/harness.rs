@@ -298,6 +298,31 @@ impl TestServer {
         (id, pk, sk)
     }
 
+    /// `DELETE /v1/projects/{project}/api-keys/{key["id"]}`.
+    pub async fn revoke_key(&self, project_id: &str, key: &Value) -> Response {
+        let path = format!(
+            "/v1/projects/{project_id}/api-keys/{}",
+            key["id"].as_str().unwrap()
+        );
+        self.admin(Method::DELETE, &path).send().await.unwrap()
+    }
+
+    /// `POST /v1/projects/{project}/api-keys/{key["id"]}/roll` with `body`, or with no body.
+    pub async fn roll_key(&self, project_id: &str, key: &Value, body: Option<Value>) -> Response {
+        let path = format!(
+            "/v1/projects/{project_id}/api-keys/{}/roll",
+            key["id"].as_str().unwrap()
+        );
+        let request = self.admin(Method::POST, &path);
+        match body {
+            Some(body) => request.json(&body),
+            None => request,
+        }
+        .send()
+        .await
+        .unwrap()
+    }
+
     pub async fn create_key(&self, project_id: &str, key_type: &str) -> Value {
         let response = self
             .admin(Method::POST, &format!("/v1/projects/{project_id}/api-keys"))

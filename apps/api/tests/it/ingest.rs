@@ -128,29 +128,9 @@ async fn api_key_failures_are_401_and_indistinguishable() {
     let unknown = format!("pk_live_{}", "0".repeat(64));
 
     let revoked = server.create_key(&project, "publishable").await;
-    server
-        .admin(
-            Method::DELETE,
-            &format!(
-                "/v1/projects/{project}/api-keys/{}",
-                revoked["id"].as_str().unwrap()
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
+    server.revoke_key(&project, &revoked).await;
     let expired = server.create_key(&project, "publishable").await;
-    server
-        .admin(
-            Method::POST,
-            &format!(
-                "/v1/projects/{project}/api-keys/{}/roll",
-                expired["id"].as_str().unwrap()
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
+    server.roll_key(&project, &expired, None).await;
 
     let mut messages = Vec::new();
     let no_key = server

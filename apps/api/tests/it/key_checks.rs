@@ -30,17 +30,7 @@ async fn a_revoked_key_is_refused_by_another_instance_within_a_second() {
     }
 
     let revoked_at = Instant::now();
-    let response = first
-        .admin(
-            Method::DELETE,
-            &format!(
-                "/v1/projects/{project}/api-keys/{}",
-                key["id"].as_str().unwrap()
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = first.revoke_key(project, &key).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     loop {
         let status = second.track(pk, page_view()).await.status();
@@ -70,17 +60,8 @@ async fn a_rolled_key_is_refused_as_soon_as_it_expires() {
     let key = server.create_key(project, "secret").await;
     let old = key["key"].as_str().unwrap();
     let response = server
-        .admin(
-            Method::POST,
-            &format!(
-                "/v1/projects/{project}/api-keys/{}/roll",
-                key["id"].as_str().unwrap()
-            ),
-        )
-        .json(&json!({ "expiresInSeconds": 2 }))
-        .send()
-        .await
-        .unwrap();
+        .roll_key(project, &key, Some(json!({ "expiresInSeconds": 2 })))
+        .await;
     let rolled = expect_json(response, StatusCode::CREATED).await;
     // During the overlap both keys work, and the old one is now cached.
     assert_eq!(
@@ -140,17 +121,7 @@ async fn keys_authenticate_through_postgres_when_redis_is_down() {
         "invalid_api_key",
     )
     .await;
-    server
-        .admin(
-            Method::DELETE,
-            &format!(
-                "/v1/projects/{project}/api-keys/{}",
-                fresh["id"].as_str().unwrap()
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
+    server.revoke_key(&project, &fresh).await;
     expect_error(
         server
             .track(fresh["key"].as_str().unwrap(), page_view())
