@@ -9,7 +9,7 @@ cd "$ROOT"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
-# cargo and cargo-installed tools (tansu) live here even when the caller's PATH lacks it.
+# cargo lives here even when the caller's PATH lacks it.
 HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 export HOME PATH="$HOME/.cargo/bin:$PATH"
 
@@ -109,12 +109,7 @@ provision() { # provision DATABASE [fresh]
   export KAFKA_DLQ_TOPIC=${KAFKA_DLQ_TOPIC:-gamify.events.dlq}
   ensure_broker
   export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
-  export KAFKA_BROKERS=${KAFKA_BROKERS:-$BROKER_HOST:$BROKER_PORT}
   export ENVELOPE_SECRET=${ENVELOPE_SECRET:-dev-envelope-secret-change-me-0123456789}
-  # Tansu 0.6 answers a fetch that starts inside a record batch with the next batch, silently
-  # skipping the rest: a worker resuming mid-batch would lose events. One message per batch keeps
-  # every offset at a batch start. Not needed with Apache Kafka; set it empty there.
-  export KAFKA_PRODUCER_PROPERTIES=${KAFKA_PRODUCER_PROPERTIES-batch.num.messages=1}
 }
 
 migrate() {
@@ -122,40 +117,34 @@ migrate() {
   "$ROOT/target/debug/gamify-api" migrate
 }
 
-# --- Kafka-protocol broker for development and tests: Tansu (Apache Kafka cannot be installed here).
-TANSU_VERSION=0.6.0
-BROKER_HOST=127.0.0.1
-BROKER_PORT=9092
+# --- Kafka-protocol broker for development and tests: gamify-dev-broker, librdkafka's mock cluster
+# (apps/dev-broker). With KAFKA_BROKERS set in the environment, that broker (Apache Kafka) is used
+# instead and the topics must exist there or be auto-created.
+export DEV_BROKER_DIR=${DEV_BROKER_DIR:-$ROOT/target/dev-broker}
 
-port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+dev_broker() { "$ROOT/target/debug/gamify-dev-broker" "$@"; }
 
-ensure_tansu() {
-  if command -v tansu >/dev/null 2>&1; then return; fi
-  log "building the Tansu broker from crates.io (once per machine, about 18 minutes on 2 cores)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
-}
+dev_broker_running() { dev_broker ctl --dir "$DEV_BROKER_DIR" bootstrap >/dev/null 2>&1; }
 
-# Starts Tansu with in-memory storage unless something already listens on the broker port, then
-# creates the events and dead-letter topics.
+# Starts the development broker unless one answers on its control socket, creates the events and
+# dead-letter topics, and exports KAFKA_BROKERS.
 ensure_broker() {
-  if ! port_open "$BROKER_HOST" "$BROKER_PORT"; then
-    ensure_tansu
-    mkdir -p "$ROOT/target/tansu"
-    log "starting Tansu on $BROKER_HOST:$BROKER_PORT (log: target/tansu/broker.log)"
-    setsid nohup tansu broker \
-      --listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
-      --advertised-listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
-      --storage-engine memory://tansu/ >"$ROOT/target/tansu/broker.log" 2>&1 < /dev/null &
-    wait_for 30 "the broker on $BROKER_HOST:$BROKER_PORT" port_open "$BROKER_HOST" "$BROKER_PORT"
+  if [ -n "${KAFKA_BROKERS:-}" ]; then
+    log "using the broker at KAFKA_BROKERS=$KAFKA_BROKERS"
+    unset DEV_BROKER_DIR
+    return
   fi
-  ensure_tansu
-  create_topic "$KAFKA_TOPIC" 12
-  create_topic "$KAFKA_DLQ_TOPIC" 3
-}
-
-create_topic() { # create_topic NAME PARTITIONS
-  local out
-  if ! out=$(tansu topic create "$1" --broker "tcp://$BROKER_HOST:$BROKER_PORT" --partitions "$2" 2>&1); then
-    grep -q "already exists" <<<"$out" || die "cannot create topic $1: $out"
+  cargo build -p gamify-dev-broker --bin gamify-dev-broker --quiet
+  if ! dev_broker_running; then
+    mkdir -p "$DEV_BROKER_DIR"
+    rm -f "$DEV_BROKER_DIR/bootstrap"
+    log "starting gamify-dev-broker (log: ${DEV_BROKER_DIR#"$ROOT"/}/broker.log)"
+    setsid nohup "$ROOT/target/debug/gamify-dev-broker" serve --dir "$DEV_BROKER_DIR" \
+      >"$DEV_BROKER_DIR/broker.log" 2>&1 </dev/null &
+    wait_for 30 "gamify-dev-broker" dev_broker_running
   fi
+  dev_broker ctl --dir "$DEV_BROKER_DIR" create-topic "$KAFKA_TOPIC" 12 >/dev/null
+  dev_broker ctl --dir "$DEV_BROKER_DIR" create-topic "$KAFKA_DLQ_TOPIC" 3 >/dev/null
+  KAFKA_BROKERS=$(cat "$DEV_BROKER_DIR/bootstrap")
+  export KAFKA_BROKERS
 }

@@ -7,8 +7,6 @@ use gamify_api::{
 use gamify_db::{Db, PoolOptions};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     message::Headers,
 };
@@ -59,20 +57,9 @@ pub fn settings() -> Settings {
 /// A topic of this test's own, so what it finds there is only its own.
 pub async fn create_topic(partitions: i32) -> String {
     let name = format!("test.{}", uuid::Uuid::new_v4().simple());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    gamify_dev_broker::create_topics(&brokers(), &[(&name, partitions)])
         .await
         .unwrap();
-    for result in results {
-        result.unwrap();
-    }
     name
 }
 

@@ -15,8 +15,6 @@ use gamify_db::{
 use gamify_worker::{Config, Stats, Worker};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     message::{Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
@@ -263,24 +261,12 @@ impl Topics {
             dlq: format!("worker-test.{id}.dlq"),
             group: format!("worker-test-{id}"),
         };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("broker.address.family", "v4")
-            .create()
-            .unwrap();
-        let results = admin
-            .create_topics(
-                &[
-                    NewTopic::new(&topics.topic, partitions, TopicReplication::Fixed(1)),
-                    NewTopic::new(&topics.dlq, 1, TopicReplication::Fixed(1)),
-                ],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .unwrap();
-        for result in results {
-            result.unwrap();
-        }
+        gamify_dev_broker::create_topics(
+            &brokers(),
+            &[(&topics.topic, partitions), (&topics.dlq, 1)],
+        )
+        .await
+        .unwrap();
         topics
     }
 
