@@ -11,6 +11,7 @@ mod m20261123_000001_tenancy_and_events;
 mod m20261123_000002_api_key_allowed_origins;
 mod m20261123_000003_partition_upkeep_by_the_application;
 mod m20261123_000004_partition_creation_without_deadlocks;
+mod m20261124_000005_dedup_scoped_by_key_class;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_api_key_allowed_origins::migration()),
             Box::new(m20261123_000003_partition_upkeep_by_the_application::migration()),
             Box::new(m20261123_000004_partition_creation_without_deadlocks::migration()),
+            Box::new(m20261124_000005_dedup_scoped_by_key_class::migration()),
         ]
     }
 }

@@ -1,4 +1,5 @@
-//! Writes one project's share of a batch in one tenant transaction, exactly once per messageId.
+//! Writes one project's share of a batch in one tenant transaction, exactly once per messageId and
+//! key class.
 //!
 //! Rows travel as one jsonb array per statement (`jsonb_to_recordset`), so a batch of any size is
 //! three statements with two bind parameters each: no 65,535-parameter limit to chunk around, and
@@ -25,6 +26,15 @@ pub struct Item {
     pub envelope: Envelope,
     pub status: Status,
     pub key_type: KeyType,
+}
+
+impl Item {
+    /// messageIds are unique per project and key class, so nothing sent with a publishable key
+    /// can claim (and so suppress) the messageId of an event sent with a secret key, or the
+    /// reverse. The class is the one Postgres knows for the key, not the one the envelope claims.
+    pub fn dedup_key(&self) -> (&'static str, &str) {
+        (self.key_type.as_str(), self.envelope.message_id.as_str())
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +81,7 @@ pub async fn persist_project(db: &Db, project_id: Uuid, items: &[&Item]) -> Resu
     let mut seen = HashSet::new();
     let mut unique = Vec::with_capacity(items.len());
     for item in items {
-        if seen.insert(item.envelope.message_id.as_str()) {
+        if seen.insert(item.dedup_key()) {
             unique.push(*item);
         } else {
             outcome.duplicates += 1;
@@ -86,6 +96,7 @@ pub async fn persist_project(db: &Db, project_id: Uuid, items: &[&Item]) -> Resu
         .iter()
         .map(|item| {
             json!({
+                "key_type": item.key_type.as_str(),
                 "message_id": item.envelope.message_id,
                 "event_id": item.envelope.id,
                 "occurred_at": timestamp(item.envelope.occurred_at),
@@ -95,22 +106,26 @@ pub async fn persist_project(db: &Db, project_id: Uuid, items: &[&Item]) -> Resu
     let rows = txn
         .query_all(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "INSERT INTO event_message_ids (project_id, message_id, event_id, occurred_at)
-             SELECT $1::uuid, r.message_id, r.event_id, r.occurred_at
+            "INSERT INTO event_message_ids (project_id, key_type, message_id, event_id, occurred_at)
+             SELECT $1::uuid, r.key_type, r.message_id, r.event_id, r.occurred_at
              FROM jsonb_to_recordset($2::jsonb)
-                  AS r(message_id text, event_id uuid, occurred_at timestamptz)
-             ON CONFLICT (project_id, message_id) DO NOTHING
-             RETURNING message_id",
+                  AS r(key_type text, message_id text, event_id uuid, occurred_at timestamptz)
+             ON CONFLICT (project_id, key_type, message_id) DO NOTHING
+             RETURNING key_type, message_id",
             [project_id.into(), Value::Array(ids).into()],
         ))
         .await?;
     let mut new_ids = HashSet::with_capacity(rows.len());
     for row in rows {
-        new_ids.insert(row.try_get::<String>("", "message_id")?);
+        let key_type: String = row.try_get("", "key_type")?;
+        new_ids.insert((key_type, row.try_get::<String>("", "message_id")?));
     }
     let fresh: Vec<&Item> = unique
         .into_iter()
-        .filter(|item| new_ids.contains(&item.envelope.message_id))
+        .filter(|item| {
+            let (key_type, message_id) = item.dedup_key();
+            new_ids.contains(&(key_type.to_owned(), message_id.to_owned()))
+        })
         .collect();
     outcome.duplicates = (items.len() - fresh.len()) as u64;
     if fresh.is_empty() {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     KeyType,
-    ingest::{Event, FieldError, Kind, validate_fields},
+    ingest::{Event, FieldError, Kind, storable_problem, storable_times, validate_fields},
 };
 
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -135,6 +135,22 @@ impl Envelope {
             self.anonymous_id.as_deref(),
             Some(&self.message_id),
         ));
+        for (field, map) in [("properties", &self.properties), ("traits", &self.traits)] {
+            if let Some(map) = map {
+                errors.extend(storable_problem(field, map));
+            }
+        }
+        errors.extend(storable_problem("context", &self.context.client));
+        if let Some(library) = &self.context.library {
+            let mut wrapped = Map::new();
+            wrapped.insert("library".to_owned(), library.clone());
+            errors.extend(storable_problem("context", &wrapped));
+        }
+        for (field, at) in [("occurredAt", self.occurred_at), ("receivedAt", self.received_at)] {
+            if !storable_times().contains(&at) {
+                errors.push(FieldError::new(field, "lies outside the years 0001–9999"));
+            }
+        }
         errors
     }
 }
@@ -188,6 +204,7 @@ mod tests {
             json!({ "event": "page_view", "userId": "u1", "properties": { "page": "/" },
                     "context": { "library": { "name": "@gamify/core" }, "ip": "10.0.0.1", "locale": "de" } }),
             &BatchDefaults::default(),
+            Utc::now(),
         )
         .unwrap();
         let source = source(KeyType::Publishable);
@@ -223,6 +240,7 @@ mod tests {
     fn identify_envelope_carries_traits() {
         let event = parse_identify(
             json!({ "userId": "u1", "traits": { "plan": "pro" }, "messageId": "m-1" }),
+            Utc::now(),
         )
         .unwrap();
         let envelope = Envelope::new(event, source(KeyType::Secret), &received());
@@ -251,6 +269,7 @@ mod tests {
         let event = parse_track(
             json!({ "event": "x", "userId": "u" }),
             &BatchDefaults::default(),
+            Utc::now(),
         )
         .unwrap();
         let mut envelope = Envelope::new(event, source(KeyType::Secret), &received());

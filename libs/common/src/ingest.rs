@@ -13,8 +13,20 @@ pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 pub const MAX_BATCH_EVENTS: usize = 500;
 /// A whole request body after decompression.
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Everything one request produces, after a batch's shared fields are merged into every event:
+/// a small body cannot fan out into megabytes on the topic.
+pub const MAX_PRODUCED_BYTES_PER_REQUEST: usize = 1024 * 1024;
 /// Client timestamps further ahead than this are not believed.
 pub const MAX_FUTURE_SKEW: Duration = Duration::hours(24);
+
+/// The times Postgres can store and RFC 3339 can write: years 0001 to 9999. (timestamptz reaches
+/// further, but not through the four-digit years every client and the worker exchange.)
+pub fn storable_times() -> std::ops::RangeInclusive<DateTime<Utc>> {
+    let min = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0);
+    let max = DateTime::<Utc>::from_timestamp(253_402_300_799, 999_999_000);
+    // Both constants are valid instants (0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z).
+    min.unwrap_or(DateTime::<Utc>::MIN_UTC)..=max.unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,6 +125,38 @@ impl Event {
         }
     }
 
+    /// Serialized size of the event as the gateway produces it, shared context merged in.
+    pub fn produced_len(&self) -> usize {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Produced<'a> {
+            event: &'a str,
+            user_id: Option<&'a str>,
+            anonymous_id: Option<&'a str>,
+            message_id: Option<&'a str>,
+            timestamp: Option<DateTime<Utc>>,
+            sent_at: Option<DateTime<Utc>>,
+            properties: &'a Map<String, Value>,
+            context: &'a Map<String, Value>,
+        }
+        let mut counter = ByteCounter(0);
+        // Writing to a sink that cannot fail cannot fail.
+        let _ = serde_json::to_writer(
+            &mut counter,
+            &Produced {
+                event: &self.event,
+                user_id: self.user_id.as_deref(),
+                anonymous_id: self.anonymous_id.as_deref(),
+                message_id: self.message_id.as_deref(),
+                timestamp: self.timestamp,
+                sent_at: self.sent_at,
+                properties: &self.data,
+                context: &self.context,
+            },
+        );
+        counter.0
+    }
+
     /// The user the event is about, for ordering and storage.
     pub fn subject(&self) -> &str {
         self.user_id
@@ -122,8 +166,12 @@ impl Event {
     }
 }
 
-/// Parses and validates one track call (`value` is one JSON object).
-pub fn parse_track(value: Value, defaults: &BatchDefaults) -> Result<Event, Vec<FieldError>> {
+/// Parses and validates one track call (`value` is one JSON object) received at `received_at`.
+pub fn parse_track(
+    value: Value,
+    defaults: &BatchDefaults,
+    received_at: DateTime<Utc>,
+) -> Result<Event, Vec<FieldError>> {
     check_size(&value)?;
     let body: TrackBody = deserialize(value)?;
     let mut errors = Vec::new();
@@ -140,7 +188,32 @@ pub fn parse_track(value: Value, defaults: &BatchDefaults) -> Result<Event, Vec<
         sent_at,
         context: merged_context(defaults.context.as_ref(), body.context),
     };
+    finish(event, errors, received_at)
+}
+
+/// The checks that need the whole event: field rules, storability, the corrected time and the
+/// size as produced (after a batch's context was merged in).
+fn finish(
+    event: Event,
+    mut errors: Vec<FieldError>,
+    received_at: DateTime<Utc>,
+) -> Result<Event, Vec<FieldError>> {
     errors.extend(validate(&event));
+    let data_field = match event.kind {
+        Kind::Track => "properties",
+        Kind::Identify => "traits",
+    };
+    errors.extend(storable_problem(data_field, &event.data));
+    errors.extend(storable_problem("context", &event.context));
+    if errors.is_empty() && !storable_times().contains(&event.occurred_at(received_at)) {
+        errors.push(FieldError::new(
+            "timestamp",
+            "corrected for the client's clock (sentAt), lies outside the years 0001–9999",
+        ));
+    }
+    if errors.is_empty() && event.produced_len() > MAX_EVENT_BYTES {
+        errors.push(FieldError::new("", EVENT_TOO_LARGE));
+    }
     if errors.is_empty() {
         Ok(event)
     } else {
@@ -148,8 +221,8 @@ pub fn parse_track(value: Value, defaults: &BatchDefaults) -> Result<Event, Vec<
     }
 }
 
-/// Parses and validates one identify call.
-pub fn parse_identify(value: Value) -> Result<Event, Vec<FieldError>> {
+/// Parses and validates one identify call received at `received_at`.
+pub fn parse_identify(value: Value, received_at: DateTime<Utc>) -> Result<Event, Vec<FieldError>> {
     check_size(&value)?;
     let body: IdentifyBody = deserialize(value)?;
     let mut errors = Vec::new();
@@ -166,12 +239,7 @@ pub fn parse_identify(value: Value) -> Result<Event, Vec<FieldError>> {
         sent_at,
         context: body.context.unwrap_or_default(),
     };
-    errors.extend(validate(&event));
-    if errors.is_empty() {
-        Ok(event)
-    } else {
-        Err(errors)
-    }
+    finish(event, errors, received_at)
 }
 
 /// The rules every event obeys, wherever it comes from (gateway request or envelope on the topic).
@@ -219,9 +287,57 @@ pub fn validate_fields(
     if let Some(message_id) = message_id {
         if message_id.is_empty() || message_id.chars().count() > MAX_MESSAGE_ID_CHARS {
             errors.push(FieldError::new("messageId", "must be 1–100 characters"));
+        } else if message_id.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                "messageId",
+                "must not contain control characters",
+            ));
         }
     }
     errors
+}
+
+/// The first place in `map` that Postgres cannot store, as a field error under `field`. text and
+/// jsonb refuse the NUL character, in keys and values alike; everything else JSON can say, jsonb
+/// holds.
+pub fn storable_problem(field: &str, map: &Map<String, Value>) -> Option<FieldError> {
+    fn walk(path: &mut String, value: &Value) -> Option<String> {
+        match value {
+            Value::String(text) if text.contains('\0') => Some(path.clone()),
+            Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                let found = walk(path, item);
+                path.truncate(len);
+                found
+            }),
+            Value::Object(map) => walk_map(path, map),
+            _ => None,
+        }
+    }
+    fn walk_map(path: &mut String, map: &Map<String, Value>) -> Option<String> {
+        map.iter().find_map(|(key, value)| {
+            let len = path.len();
+            if key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                path.push('.');
+                path.push_str(key);
+            } else {
+                // Quoted as JSON, so a key with dots, spaces or a NUL is still named exactly.
+                path.push_str(&format!("[{}]", Value::String(key.clone())));
+            }
+            let found = if key.contains('\0') {
+                Some(path.clone())
+            } else {
+                walk(path, value)
+            };
+            path.truncate(len);
+            found
+        })
+    }
+    let mut path = field.to_owned();
+    walk_map(&mut path, map).map(|path| {
+        FieldError::new(path, "must not contain the NUL character (\\u0000)")
+    })
 }
 
 fn validate(event: &Event) -> Vec<FieldError> {
@@ -242,7 +358,13 @@ pub fn parse_time(
 ) -> Option<DateTime<Utc>> {
     let raw = raw?;
     match DateTime::parse_from_rfc3339(raw) {
-        Ok(time) => Some(time.with_timezone(&Utc)),
+        Ok(time) if storable_times().contains(&time.with_timezone(&Utc)) => {
+            Some(time.with_timezone(&Utc))
+        }
+        Ok(_) => {
+            errors.push(FieldError::new(field, "must lie within the years 0001–9999"));
+            None
+        }
         Err(_) => {
             errors.push(FieldError::new(field, "must be an RFC 3339 date-time"));
             None
@@ -293,7 +415,7 @@ pub fn serialized_len(value: &Value) -> usize {
 }
 
 /// Marker message for the one size error, so the gateway can answer 413 instead of 400.
-pub const EVENT_TOO_LARGE: &str = "event is larger than 32 KB serialized";
+pub const EVENT_TOO_LARGE: &str = "event is larger than 32 KB serialized (a batch's shared context counts in every event)";
 
 fn check_size(value: &Value) -> Result<(), Vec<FieldError>> {
     if serialized_len(value) > MAX_EVENT_BYTES {
@@ -313,7 +435,7 @@ mod tests {
     }
 
     fn track(value: Value) -> Result<Event, Vec<FieldError>> {
-        parse_track(value, &BatchDefaults::default())
+        parse_track(value, &BatchDefaults::default(), Utc::now())
     }
 
     #[test]
@@ -430,6 +552,7 @@ mod tests {
         let event = parse_track(
             json!({ "event": "x", "userId": "u", "timestamp": "2026-11-23T12:55:00Z", "context": { "locale": "fr" } }),
             &defaults,
+            at("2026-11-23T13:00:00Z"),
         )
         .unwrap();
         assert_eq!(event.sent_at, defaults.sent_at);
@@ -439,12 +562,172 @@ mod tests {
 
     #[test]
     fn identify_requires_a_user_id() {
-        let event = parse_identify(json!({ "userId": "u1", "traits": { "plan": "pro" } })).unwrap();
+        let now = Utc::now();
+        let event =
+            parse_identify(json!({ "userId": "u1", "traits": { "plan": "pro" } }), now).unwrap();
         assert_eq!(event.kind, Kind::Identify);
         assert_eq!(event.event, IDENTIFY_EVENT);
         assert_eq!(event.data["plan"], "pro");
-        assert!(parse_identify(json!({ "traits": {} })).is_err());
-        assert!(parse_identify(json!({ "userId": "" })).is_err());
+        assert!(parse_identify(json!({ "traits": {} }), now).is_err());
+        assert!(parse_identify(json!({ "userId": "" }), now).is_err());
+    }
+
+    fn fields_of(result: Result<Event, Vec<FieldError>>) -> Vec<String> {
+        result.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn what_postgres_cannot_store_is_refused_naming_the_field() {
+        let fields = |value| fields_of(track(value));
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u", "properties": { "note": "a\0b" } })),
+            ["properties.note"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u", "properties": { "a\0": 1 } })),
+            ["properties[\"a\\u0000\"]"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u",
+                "properties": { "items": [ { "name": "ok" }, { "name": "\0" } ] } })),
+            ["properties.items[1].name"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u", "context": { "page": { "title": "\0" } } })),
+            ["context.page.title"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u", "messageId": "m\0" })),
+            ["messageId"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u", "messageId": "m\n1" })),
+            ["messageId"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "anonymousId": "a\0" })),
+            ["anonymousId"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u", "timestamp": "0000-01-01T00:00:00Z" })),
+            ["timestamp"]
+        );
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u", "sentAt": "0000-06-01T00:00:00Z" })),
+            ["sentAt"]
+        );
+        // Each time is fine alone, but the clock correction would move the event before year 1.
+        assert_eq!(
+            fields(json!({ "event": "x", "userId": "u",
+                "timestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-01-01T00:00:00Z" })),
+            ["timestamp"]
+        );
+        assert_eq!(
+            fields_of(parse_identify(
+                json!({ "userId": "u", "traits": { "k\0": "v" } }),
+                Utc::now()
+            )),
+            ["traits[\"k\\u0000\"]"]
+        );
+        // Other control characters are ordinary data in properties.
+        assert!(track(json!({ "event": "x", "userId": "u", "properties": { "tab": "a\tb\u{1}" } })).is_ok());
+        assert!(track(json!({ "event": "x", "userId": "u", "timestamp": "0001-01-01T00:00:00Z" })).is_ok());
+    }
+
+    #[test]
+    fn a_batch_context_counts_in_every_event() {
+        let context = json!({ "page": { "title": "t".repeat(20_000) } });
+        let defaults = BatchDefaults {
+            sent_at: None,
+            context: Some(context.as_object().unwrap().clone()),
+        };
+        let item = json!({ "event": "x", "userId": "u", "properties": { "p": "a".repeat(15_000) } });
+        // Alone each part is small; merged, the event as produced is over 32 KB.
+        assert!(track(item.clone()).is_ok());
+        let err = parse_track(item, &defaults, Utc::now()).unwrap_err();
+        assert_eq!(err[0].message, EVENT_TOO_LARGE);
+        let small = json!({ "event": "x", "userId": "u" });
+        let event = parse_track(small, &defaults, Utc::now()).unwrap();
+        assert!(event.produced_len() > 20_000);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,12}",
+                "[a-z]{1,8}",
+                proptest::collection::vec(
+                    prop_oneof![Just('\0'), Just('\n'), Just('\u{7f}'), any::<char>()],
+                    0..6
+                )
+                .prop_map(|chars| chars.into_iter().collect()),
+            ]
+        }
+
+        fn contains_nul(value: &Value) -> bool {
+            match value {
+                Value::String(text) => text.contains('\0'),
+                Value::Array(items) => items.iter().any(contains_nul),
+                Value::Object(map) => map
+                    .iter()
+                    .any(|(key, value)| key.contains('\0') || contains_nul(value)),
+                _ => false,
+            }
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                text().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(6, 48, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(text(), inner, 0..6)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn accepted_events_hold_nothing_postgres_refuses(
+                event in text(), user in text(), message in text(),
+                properties in proptest::collection::btree_map(text(), json_value(), 0..4),
+                context in proptest::collection::btree_map(text(), json_value(), 0..3),
+                seconds in -70_000_000_000i64..260_000_000_000i64,
+            ) {
+                let timestamp = DateTime::<Utc>::from_timestamp(seconds, 0)
+                    .map(|t| t.to_rfc3339());
+                let value = json!({
+                    "event": event, "userId": user, "messageId": message,
+                    "properties": properties, "context": context, "timestamp": timestamp,
+                });
+                let now = Utc::now();
+                if let Ok(accepted) = parse_track(value, &BatchDefaults::default(), now) {
+                    let stored = json!({ "properties": accepted.data, "context": accepted.context });
+                    prop_assert!(!contains_nul(&stored));
+                    prop_assert!(!accepted.event.contains('\0'));
+                    prop_assert!(!accepted.user_id.as_deref().unwrap().chars().any(char::is_control));
+                    prop_assert!(!accepted.message_id.as_deref().unwrap().chars().any(char::is_control));
+                    prop_assert!(storable_times().contains(&accepted.occurred_at(now)));
+                }
+            }
+
+            #[test]
+            fn storable_problem_finds_every_nul(map in proptest::collection::btree_map(text(), json_value(), 0..4)) {
+                let map: Map<String, Value> = map.into_iter().collect();
+                let has_nul = contains_nul(&Value::Object(map.clone()));
+                prop_assert_eq!(storable_problem("properties", &map).is_some(), has_nul);
+            }
+        }
     }
 
     #[test]

@@ -14,13 +14,14 @@ use axum::{
     http::{HeaderMap, HeaderName, Method, StatusCode, header},
     routing::post,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use gamify_common::{
     Envelope, KeyType,
     envelope::{Received, Source},
     events::requires_secret_key,
     ingest::{
         self, BatchDefaults, EVENT_TOO_LARGE, Event, FieldError, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+        MAX_PRODUCED_BYTES_PER_REQUEST,
     },
 };
 use serde::Serialize;
@@ -215,18 +216,15 @@ async fn accept_one(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     body: Body,
-    parse: impl FnOnce(Value) -> Result<Event, Vec<FieldError>>,
+    parse: impl FnOnce(Value, DateTime<Utc>) -> Result<Event, Vec<FieldError>>,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
     let value = read_json(headers, body).await?;
-    let event = parse(value).map_err(|errors| rejected(errors, None))?;
+    let received = received(headers, peer, state.proxy_hops());
+    let event = parse(value, received.at).map_err(|errors| rejected(errors, None))?;
     if requires_secret(key, &event) {
         return Err(secret_key_required(vec![event.event], None));
     }
-    let envelope = Envelope::new(
-        event,
-        source(key),
-        &received(headers, peer, state.proxy_hops()),
-    );
+    let envelope = Envelope::new(event, source(key), &received);
     produce(state, std::slice::from_ref(&envelope)).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -244,8 +242,8 @@ async fn track(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
-    accept_one(&state, &key, peer, &headers, body, |value| {
-        ingest::parse_track(value, &BatchDefaults::default())
+    accept_one(&state, &key, peer, &headers, body, |value, received_at| {
+        ingest::parse_track(value, &BatchDefaults::default(), received_at)
     })
     .await
 }
@@ -313,12 +311,17 @@ async fn batch(
         return Err(rejected(errors, None));
     }
     let defaults = BatchDefaults { sent_at, context };
+    let received = received(&headers, peer, state.proxy_hops());
 
     let mut events = Vec::with_capacity(items.len());
     let mut invalid = Vec::new();
+    let mut produced_bytes = 0;
     for (index, item) in items.into_iter().enumerate() {
-        match ingest::parse_track(item, &defaults) {
-            Ok(event) => events.push(event),
+        match ingest::parse_track(item, &defaults, received.at) {
+            Ok(event) => {
+                produced_bytes += event.produced_len();
+                events.push(event);
+            }
             Err(item_errors) => {
                 invalid.push(index);
                 errors.extend(item_errors.into_iter().map(|e| e.within("batch", index)));
@@ -327,6 +330,13 @@ async fn batch(
     }
     if !invalid.is_empty() {
         return Err(rejected(errors, Some(invalid)));
+    }
+    if produced_bytes > MAX_PRODUCED_BYTES_PER_REQUEST {
+        return Err(Error::too_large(format!(
+            "the batch would produce {produced_bytes} bytes once its shared context is merged into \
+             every event; at most {MAX_PRODUCED_BYTES_PER_REQUEST} per request: send fewer events \
+             per batch or a smaller context"
+        )));
     }
 
     let trusted: Vec<usize> = events
@@ -340,7 +350,6 @@ async fn batch(
         return Err(secret_key_required(names, Some(trusted)));
     }
 
-    let received = received(&headers, peer, state.proxy_hops());
     let envelopes: Vec<Envelope> = events
         .into_iter()
         .map(|event| Envelope::new(event, source(&key), &received))

@@ -326,3 +326,83 @@ async fn a_worker_killed_mid_stream_loses_and_duplicates_no_acknowledged_event()
     assert_eq!(ids, acknowledged);
     worker.start_kill().unwrap();
 }
+
+/// A browser (publishable key) that guesses a trusted event's messageId must not suppress, replace
+/// or alter it, whichever arrives first; retries within one key class stay exactly-once.
+#[tokio::test]
+async fn a_publishable_key_cannot_claim_the_message_id_of_a_trusted_event() {
+    let topics = Topics::create(3).await;
+    let gateway = Gateway::start(&topics.topic).await;
+    let worker = Running::start(config(&topics)).await;
+    let (_, pk, sk) = gateway.project().await;
+
+    let page_view = |message_id: &str| {
+        json!({ "event": "page_view", "userId": "u1", "messageId": message_id,
+                "properties": { "page": "/forged" } })
+    };
+    let purchase = |message_id: &str| {
+        json!({ "event": "purchase", "userId": "u1", "messageId": message_id,
+                "properties": { "orderId": message_id, "amount": 4200 } })
+    };
+    // Browser first, then server; server first, then browser; each sent twice (client retries).
+    // One user, so one partition: the sentinel is stored after everything sent before it.
+    let sends = [
+        (&pk, page_view("order-o-1")),
+        (&sk, purchase("order-o-1")),
+        (&sk, purchase("order-o-2")),
+        (&pk, page_view("order-o-2")),
+        (&pk, page_view("order-o-1")),
+        (&sk, purchase("order-o-1")),
+        (&sk, purchase("order-o-2")),
+        (&pk, page_view("order-o-2")),
+        (&pk, json!({ "event": "page_view", "userId": "u1", "messageId": "sentinel" })),
+    ];
+    for (key, body) in sends {
+        let (status, response) = gateway.send(key, "/v1/events/track", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{response}");
+    }
+    wait_until(Duration::from_secs(20), "the sentinel event", || async {
+        gateway
+            .events(&sk)
+            .await
+            .iter()
+            .any(|e| e["messageId"] == "sentinel")
+    })
+    .await;
+
+    let events = gateway.events(&sk).await;
+    assert_eq!(events.len(), 5, "{events:#?}");
+    for order in ["order-o-1", "order-o-2"] {
+        let mut stored: Vec<(&str, &str, &Value)> = events
+            .iter()
+            .filter(|e| e["messageId"] == order)
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap(),
+                    e["source"]["keyType"].as_str().unwrap(),
+                    &e["properties"],
+                )
+            })
+            .collect();
+        stored.sort_by_key(|(event, _, _)| *event);
+        assert_eq!(
+            stored,
+            [
+                ("page_view", "publishable", &json!({ "page": "/forged" })),
+                (
+                    "purchase",
+                    "secret",
+                    &json!({ "orderId": order, "amount": 4200 })
+                ),
+            ],
+            "{order}"
+        );
+        assert!(
+            events
+                .iter()
+                .filter(|e| e["messageId"] == order)
+                .all(|e| e["status"] == "processed")
+        );
+    }
+    worker.stop().await;
+}
