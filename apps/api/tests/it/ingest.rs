@@ -405,6 +405,121 @@ async fn size_limits_are_413() {
     expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
 
+/// The shared context of a batch is merged into every event before anything is produced: the
+/// per-event limit holds for the event as produced and a request cannot fan out into megabytes.
+#[tokio::test]
+async fn a_batch_context_cannot_fan_out() {
+    let (server, topic) = server_with_topic().await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let tiny = |count: usize| -> Vec<Value> {
+        (0..count)
+            .map(|i| json!({ "event": "click", "userId": format!("u{i}") }))
+            .collect()
+    };
+    // 460 KB of context and 500 tiny items: under the body limit, 230 MB once merged.
+    let huge_context = json!({ "page": { "title": "t".repeat(460 * 1024) } });
+    let response = send_batch(
+        &server,
+        &pk,
+        json!({ "context": huge_context, "batch": tiny(500) }),
+    )
+    .await;
+    let body = expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert_eq!(
+        body["error"]["details"]["indexes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        500
+    );
+
+    // Every event fits within 32 KB once merged, but 200 × 20 KB is more than a request may produce.
+    let context = json!({ "page": { "title": "t".repeat(20 * 1024) } });
+    let response = send_batch(
+        &server,
+        &pk,
+        json!({ "context": context, "batch": tiny(200) }),
+    )
+    .await;
+    let body = expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shared context"),
+        "{body}"
+    );
+    // The same context with 20 events is fine.
+    let response = send_batch(
+        &server,
+        &pk,
+        json!({ "context": context, "batch": tiny(20) }),
+    )
+    .await;
+    expect_json(response, StatusCode::ACCEPTED).await;
+    assert_eq!(topic_message_count(&topic).await, 20);
+}
+
+/// Whatever the gateway acknowledges the worker can store: input Postgres cannot hold is a 400
+/// naming the field, never a 202 followed by a dead letter.
+#[tokio::test]
+async fn input_postgres_cannot_store_is_400_naming_the_field() {
+    let (server, topic) = server_with_topic().await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let cases = [
+        (
+            json!({ "event": "x", "userId": "u", "properties": { "note": "a\u{0}" } }),
+            "properties.note",
+        ),
+        (
+            json!({ "event": "x", "userId": "u", "properties": { "k\u{0}": 1 } }),
+            "properties[\"k\\u0000\"]",
+        ),
+        (
+            json!({ "event": "x", "userId": "u", "properties": { "a": { "b": ["\u{0}"] } } }),
+            "properties.a.b[0]",
+        ),
+        (
+            json!({ "event": "x", "userId": "u", "context": { "page": "\u{0}" } }),
+            "context.page",
+        ),
+        (
+            json!({ "event": "x", "userId": "u", "messageId": "m\u{0}" }),
+            "messageId",
+        ),
+        (json!({ "event": "x", "userId": "u\u{0}" }), "userId"),
+        (
+            json!({ "event": "x", "anonymousId": "a\u{1b}" }),
+            "anonymousId",
+        ),
+        (
+            json!({ "event": "x", "userId": "u", "timestamp": "0000-01-01T00:00:00Z" }),
+            "timestamp",
+        ),
+    ];
+    for (body, field) in cases {
+        let response = server.track(&pk, body.clone()).await;
+        let error = expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert_eq!(
+            error["error"]["details"]["errors"][0]["field"], field,
+            "{body}: {error}"
+        );
+    }
+    let response = server
+        .request(Method::POST, "/v1/identify")
+        .header("x-api-key", &pk)
+        .json(&json!({ "userId": "u", "traits": { "k\u{0}": "v" } }))
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert_eq!(
+        error["error"]["details"]["errors"][0]["field"],
+        "traits[\"k\\u0000\"]"
+    );
+    assert_eq!(topic_message_count(&topic).await, 0);
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(bytes).unwrap();

@@ -9,4 +9,5 @@ mod group;
 mod harness;
 mod outage;
 mod process;
+mod storable;
 mod store;
