@@ -19,9 +19,6 @@ pub struct Config {
     pub batch_max_wait: Duration,
     /// Port of `/metrics` and `/healthz`; 0 picks a free one.
     pub port: u16,
-    /// How often a message that Postgres keeps rejecting (not because it is down) is tried before
-    /// it goes to the dead-letter topic.
-    pub max_attempts: u32,
     /// How long a looked-up API key or project is trusted before it is read again.
     pub source_cache_ttl: Duration,
     pub session_timeout: Duration,
@@ -43,7 +40,6 @@ impl std::fmt::Debug for Config {
             .field("batch_size", &self.batch_size)
             .field("batch_max_wait", &self.batch_max_wait)
             .field("port", &self.port)
-            .field("max_attempts", &self.max_attempts)
             .field("source_cache_ttl", &self.source_cache_ttl)
             .field("session_timeout", &self.session_timeout)
             .field("lag_interval", &self.lag_interval)
@@ -57,7 +53,6 @@ impl Config {
         let envelope_secret = config::envelope_secret()?;
         let batch_size: usize = config::parsed_in("WORKER_BATCH_SIZE", 500, 1..=100_000)?;
         let batch_ms: u64 = config::parsed_in("WORKER_BATCH_MS", 200, 1..=60_000)?;
-        let max_attempts: u32 = config::parsed_in("WORKER_MAX_ATTEMPTS", 5, 1..=1_000)?;
         let cache_ms: u64 = config::parsed_or("WORKER_SOURCE_CACHE_MS", 10_000)?;
         let session_ms: u64 =
             config::parsed_in("KAFKA_SESSION_TIMEOUT_MS", 10_000, 1_000..=300_000)?;
@@ -81,7 +76,6 @@ impl Config {
             batch_size,
             batch_max_wait: Duration::from_millis(batch_ms),
             port: config::parsed_or("WORKER_PORT", 3001)?,
-            max_attempts,
             source_cache_ttl: Duration::from_millis(cache_ms),
             session_timeout: Duration::from_millis(session_ms),
             lag_interval: Duration::from_millis(lag_ms),

@@ -150,13 +150,9 @@ pub struct Loop {
     pub generation: u64,
 }
 
-/// Why a round of persisting did not finish the batch.
-enum Retry {
-    /// Postgres is unreachable or failing: nothing about the messages is wrong.
-    Database(sea_orm::DbErr),
-    /// Some messages were rejected and have attempts left.
-    Rejected,
-}
+/// Why a round of persisting did not finish the batch: Postgres is unreachable or failing in a
+/// way that passes, and nothing about the messages is wrong.
+struct Retry(sea_orm::DbErr);
 
 impl Loop {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
@@ -224,30 +220,19 @@ impl Loop {
         }
 
         let mut done = HashSet::new();
-        let mut attempts = HashMap::new();
         let mut backoff = MIN_BACKOFF;
         loop {
-            let retry = match self
-                .persist_round(&batch, &envelopes, &mut done, &mut dead, &mut attempts)
+            let Retry(err) = match self
+                .persist_round(&batch, &envelopes, &mut done, &mut dead)
                 .await
             {
                 Ok(()) => break,
                 Err(retry) => retry,
             };
-            match &retry {
-                Retry::Database(err) => {
-                    m::Stats::add(&self.stats.db_retries, 1);
-                    metrics::counter!(m::DB_RETRIES).increment(1);
-                    tracing::error!(error = %err, retry_in_ms = backoff.as_millis() as u64,
-                        "cannot persist the batch: Postgres is failing; keeping the batch and retrying, no offsets committed");
-                }
-                Retry::Rejected => {
-                    tracing::warn!(
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "retrying rejected messages"
-                    );
-                }
-            }
+            m::Stats::add(&self.stats.db_retries, 1);
+            metrics::counter!(m::DB_RETRIES).increment(1);
+            tracing::error!(error = %err, retry_in_ms = backoff.as_millis() as u64,
+                "cannot persist the batch: Postgres is failing; keeping the batch and retrying, no offsets committed");
             if !self.pause(&mut backoff, shutdown).await {
                 tracing::warn!(
                     "stopping with an unfinished batch: its offsets stay uncommitted and it will be redelivered"
@@ -361,7 +346,6 @@ impl Loop {
         envelopes: &[(usize, gamify_common::Envelope)],
         done: &mut HashSet<usize>,
         dead: &mut Vec<(Record, String)>,
-        attempts: &mut HashMap<usize, u32>,
     ) -> Result<(), Retry> {
         let pending: Vec<&(usize, gamify_common::Envelope)> = envelopes
             .iter()
@@ -373,7 +357,7 @@ impl Loop {
         self.sources
             .load(&self.db, pending.iter().map(|(_, envelope)| envelope))
             .await
-            .map_err(Retry::Database)?;
+            .map_err(Retry)?;
 
         let mut groups: BTreeMap<Uuid, Vec<(usize, Item)>> = BTreeMap::new();
         for (index, envelope) in pending {
@@ -405,7 +389,6 @@ impl Loop {
             ));
         }
 
-        let mut rejected = false;
         for (project_id, items) in groups {
             let refs: Vec<&Item> = items.iter().map(|(_, item)| item).collect();
             match persist::persist_project(&self.db, project_id, &refs).await {
@@ -413,7 +396,7 @@ impl Loop {
                     self.record(project_id, outcome);
                     done.extend(items.iter().map(|(index, _)| *index));
                 }
-                Err(err) if persist::is_transient(&err) => return Err(Retry::Database(err)),
+                Err(err) if persist::is_transient(&err) => return Err(Retry(err)),
                 Err(err) => {
                     tracing::warn!(project_id = %project_id, error = %err,
                         "Postgres rejected the project's batch; storing its events one at a time");
@@ -424,35 +407,27 @@ impl Loop {
                                 self.record(project_id, outcome);
                                 done.insert(*index);
                             }
-                            Err(err) if persist::is_transient(&err) => {
-                                return Err(Retry::Database(err));
-                            }
+                            Err(err) if persist::is_transient(&err) => return Err(Retry(err)),
                             Err(err) => {
-                                let attempt = attempts.entry(*index).or_insert(0u32);
-                                *attempt += 1;
-                                tracing::warn!(project_id = %project_id, partition = record.partition,
-                                    offset = record.offset, attempt = *attempt, error = %err,
-                                    "Postgres rejected an event");
-                                if *attempt >= self.config.max_attempts {
-                                    dead.push((
-                                        record.clone(),
-                                        format!("rejected by Postgres {attempt} times: {err}"),
-                                    ));
-                                    done.insert(*index);
-                                } else {
-                                    rejected = true;
-                                }
+                                // Deterministic: the same message fails the same way every time,
+                                // so it is set aside at once and the partition moves on.
+                                let sqlstate =
+                                    persist::sqlstate(&err).unwrap_or_else(|| "none".to_owned());
+                                tracing::error!(project_id = %project_id, partition = record.partition,
+                                    offset = record.offset, %sqlstate, error = %err,
+                                    "Postgres rejected an event; dead-lettering it");
+                                dead.push((
+                                    record.clone(),
+                                    format!("rejected by Postgres (SQLSTATE {sqlstate}): {err}"),
+                                ));
+                                done.insert(*index);
                             }
                         }
                     }
                 }
             }
         }
-        if rejected {
-            Err(Retry::Rejected)
-        } else {
-            Ok(())
-        }
+        Ok(())
     }
 
     fn record(&self, project_id: Uuid, outcome: Outcome) {

@@ -45,17 +45,18 @@ pub struct Outcome {
     pub duplicates: u64,
 }
 
-/// Whether retrying can help: connection loss, pool exhaustion, shutdowns and serialization
-/// failures pass; data and constraint errors (SQLSTATE classes 22 and 23) and decoding errors
-/// come back identically every time.
+/// Whether retrying can help. Only conditions known to pass are retried: lost connections, an
+/// exhausted pool, shutdowns, serialization failures and deadlocks, lock and statement timeouts,
+/// and resource shortages. Anything else is deterministic for the message (a data, constraint,
+/// limit or privilege error comes back identically every time) and must not block its partition.
 pub fn is_transient(err: &DbErr) -> bool {
     match err {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
             match err {
-                sqlx::Error::Database(db) => !db
-                    .code()
-                    .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+                sqlx::Error::Database(db) => {
+                    db.code().is_some_and(|code| is_transient_sqlstate(&code))
+                }
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_)
@@ -66,6 +67,37 @@ pub fn is_transient(err: &DbErr) -> bool {
             }
         }
         _ => false,
+    }
+}
+
+/// SQLSTATEs that describe the server's condition, not the statement's.
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources: disk, memory, connections
+        || matches!(
+            code,
+            "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+                | "55P03" // lock_not_available
+                | "57014" // query_canceled (statement_timeout)
+                | "25P03" // idle_in_transaction_session_timeout
+                | "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now
+                | "57P05" // idle_session_timeout
+                | "58000" // system_error
+                | "58030" // io_error
+        )
+}
+
+/// The SQLSTATE of a database error, for the dead-letter reason.
+pub fn sqlstate(err: &DbErr) -> Option<String> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(db)))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(db))) => {
+            db.code().map(|code| code.into_owned())
+        }
+        _ => None,
     }
 }
 

@@ -146,7 +146,10 @@ impl Envelope {
             wrapped.insert("library".to_owned(), library.clone());
             errors.extend(storable_problem("context", &wrapped));
         }
-        for (field, at) in [("occurredAt", self.occurred_at), ("receivedAt", self.received_at)] {
+        for (field, at) in [
+            ("occurredAt", self.occurred_at),
+            ("receivedAt", self.received_at),
+        ] {
             if !storable_times().contains(&at) {
                 errors.push(FieldError::new(field, "lies outside the years 0001–9999"));
             }

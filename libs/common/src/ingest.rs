@@ -318,7 +318,10 @@ pub fn storable_problem(field: &str, map: &Map<String, Value>) -> Option<FieldEr
     fn walk_map(path: &mut String, map: &Map<String, Value>) -> Option<String> {
         map.iter().find_map(|(key, value)| {
             let len = path.len();
-            if key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            if key
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+            {
                 path.push('.');
                 path.push_str(key);
             } else {
@@ -335,9 +338,8 @@ pub fn storable_problem(field: &str, map: &Map<String, Value>) -> Option<FieldEr
         })
     }
     let mut path = field.to_owned();
-    walk_map(&mut path, map).map(|path| {
-        FieldError::new(path, "must not contain the NUL character (\\u0000)")
-    })
+    walk_map(&mut path, map)
+        .map(|path| FieldError::new(path, "must not contain the NUL character (\\u0000)"))
 }
 
 fn validate(event: &Event) -> Vec<FieldError> {
@@ -362,7 +364,10 @@ pub fn parse_time(
             Some(time.with_timezone(&Utc))
         }
         Ok(_) => {
-            errors.push(FieldError::new(field, "must lie within the years 0001–9999"));
+            errors.push(FieldError::new(
+                field,
+                "must lie within the years 0001–9999",
+            ));
             None
         }
         Err(_) => {
@@ -415,7 +420,8 @@ pub fn serialized_len(value: &Value) -> usize {
 }
 
 /// Marker message for the one size error, so the gateway can answer 413 instead of 400.
-pub const EVENT_TOO_LARGE: &str = "event is larger than 32 KB serialized (a batch's shared context counts in every event)";
+pub const EVENT_TOO_LARGE: &str =
+    "event is larger than 32 KB serialized (a batch's shared context counts in every event)";
 
 fn check_size(value: &Value) -> Result<(), Vec<FieldError>> {
     if serialized_len(value) > MAX_EVENT_BYTES {
@@ -593,7 +599,9 @@ mod tests {
             ["properties.items[1].name"]
         );
         assert_eq!(
-            fields(json!({ "event": "x", "userId": "u", "context": { "page": { "title": "\0" } } })),
+            fields(
+                json!({ "event": "x", "userId": "u", "context": { "page": { "title": "\0" } } })
+            ),
             ["context.page.title"]
         );
         assert_eq!(
@@ -630,8 +638,14 @@ mod tests {
             ["traits[\"k\\u0000\"]"]
         );
         // Other control characters are ordinary data in properties.
-        assert!(track(json!({ "event": "x", "userId": "u", "properties": { "tab": "a\tb\u{1}" } })).is_ok());
-        assert!(track(json!({ "event": "x", "userId": "u", "timestamp": "0001-01-01T00:00:00Z" })).is_ok());
+        assert!(
+            track(json!({ "event": "x", "userId": "u", "properties": { "tab": "a\tb\u{1}" } }))
+                .is_ok()
+        );
+        assert!(
+            track(json!({ "event": "x", "userId": "u", "timestamp": "0001-01-01T00:00:00Z" }))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -641,7 +655,8 @@ mod tests {
             sent_at: None,
             context: Some(context.as_object().unwrap().clone()),
         };
-        let item = json!({ "event": "x", "userId": "u", "properties": { "p": "a".repeat(15_000) } });
+        let item =
+            json!({ "event": "x", "userId": "u", "properties": { "p": "a".repeat(15_000) } });
         // Alone each part is small; merged, the event as produced is over 32 KB.
         assert!(track(item.clone()).is_ok());
         let err = parse_track(item, &defaults, Utc::now()).unwrap_err();
@@ -684,7 +699,9 @@ mod tests {
                 any::<bool>().prop_map(Value::from),
                 any::<i64>().prop_map(Value::from),
                 any::<u64>().prop_map(Value::from),
-                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
                 text().prop_map(Value::from),
             ];
             leaf.prop_recursive(6, 48, 6, |inner| {

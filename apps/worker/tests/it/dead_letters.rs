@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use gamify_common::KeyType;
+use gamify_db::sea_orm::ConnectionTrait;
 use gamify_worker::dlq;
 use serde_json::json;
 
@@ -133,7 +134,7 @@ async fn a_message_postgres_keeps_rejecting_is_dead_lettered_without_blocking() 
     assert_eq!(letters.len(), 1);
     let reason = letters[0].header(dlq::REASON_HEADER).unwrap();
     assert!(
-        reason.starts_with("rejected by Postgres 3 times"),
+        reason.starts_with("rejected by Postgres (SQLSTATE 22P05)"),
         "{reason}"
     );
     assert_eq!(letters[0].header(dlq::OFFSET_HEADER), Some("1"));
@@ -146,4 +147,81 @@ async fn a_message_postgres_keeps_rejecting_is_dead_lettered_without_blocking() 
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&before.message_id) && ids.contains(&after.message_id));
     assert_eq!(topics.committed().await, 3);
+}
+
+/// Postgres errors outside the data and constraint classes can be just as deterministic: a
+/// program limit or a missing privilege fails the same message the same way every time. Such a
+/// message is dead-lettered on its first failure, with its SQLSTATE, and the partition moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deterministic_errors_of_any_class_dead_letter_at_once_and_never_stall_the_partition() {
+    let db = connect(&database_url()).await;
+    // A trigger that fails chosen messageIds with chosen SQLSTATEs, as the owner role.
+    let owner = connect(&crate::harness::var("DATABASE_OWNER_URL")).await;
+    owner
+        .shared()
+        .execute_unprepared(
+            "CREATE OR REPLACE FUNCTION gamify_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.message_id LIKE 'poison-%' THEN
+                     RAISE EXCEPTION 'injected by the test' USING ERRCODE = split_part(NEW.message_id, '-', 2);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE OR REPLACE TRIGGER gamify_test_poison BEFORE INSERT ON event_message_ids
+                 FOR EACH ROW EXECUTE FUNCTION gamify_test_poison();",
+        )
+        .await
+        .unwrap();
+    let tenant = Tenant::create(&db, &[]).await;
+    let topics = Topics::create(1).await;
+    let event = |message_id: &str| {
+        let mut envelope = tenant.track(KeyType::Secret, "page_view", "u", json!({}));
+        envelope.message_id = message_id.to_owned();
+        envelope
+    };
+    crate::harness::produce_envelopes(
+        &topics.topic,
+        &[
+            event("ok-1"),
+            event("poison-54000-limit"),
+            event("ok-2"),
+            event("poison-42501-privilege"),
+            event("ok-3"),
+        ],
+    )
+    .await;
+    let worker = Running::start(config(&topics)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the two poison messages",
+        || async { stat(&worker.stats.dead_lettered) == 2 && tenant.events(&db).await == 3 },
+    )
+    .await;
+    // The partition is not blocked: a later event is stored too.
+    crate::harness::produce_envelopes(&topics.topic, &[event("ok-4")]).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the event after the poison",
+        || async { tenant.events(&db).await == 4 },
+    )
+    .await;
+    assert_eq!(stat(&worker.stats.db_retries), 0);
+    worker.stop().await;
+
+    let letters = topics.dead_letters(2, Duration::from_secs(20)).await;
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|l| l.header(dlq::REASON_HEADER).unwrap())
+        .collect();
+    assert!(
+        reasons[0].starts_with("rejected by Postgres (SQLSTATE 54000)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("rejected by Postgres (SQLSTATE 42501)"),
+        "{reasons:?}"
+    );
+    assert_eq!(letters[0].header(dlq::OFFSET_HEADER), Some("1"));
+    assert_eq!(letters[1].header(dlq::OFFSET_HEADER), Some("3"));
+    assert_eq!(topics.committed().await, 6);
 }

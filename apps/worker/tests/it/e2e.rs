@@ -355,7 +355,10 @@ async fn a_publishable_key_cannot_claim_the_message_id_of_a_trusted_event() {
         (&sk, purchase("order-o-1")),
         (&sk, purchase("order-o-2")),
         (&pk, page_view("order-o-2")),
-        (&pk, json!({ "event": "page_view", "userId": "u1", "messageId": "sentinel" })),
+        (
+            &pk,
+            json!({ "event": "page_view", "userId": "u1", "messageId": "sentinel" }),
+        ),
     ];
     for (key, body) in sends {
         let (status, response) = gateway.send(key, "/v1/events/track", body).await;

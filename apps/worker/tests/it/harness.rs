@@ -460,7 +460,6 @@ pub fn config(topics: &Topics) -> Config {
         batch_size: 500,
         batch_max_wait: Duration::from_millis(50),
         port: 0,
-        max_attempts: 3,
         source_cache_ttl: Duration::from_secs(10),
         session_timeout: Duration::from_secs(6),
         lag_interval: Duration::from_millis(200),
