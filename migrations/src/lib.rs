@@ -12,6 +12,7 @@ mod m20261123_000002_api_key_allowed_origins;
 mod m20261123_000003_partition_upkeep_by_the_application;
 mod m20261123_000004_partition_creation_without_deadlocks;
 mod m20261124_000005_dedup_scoped_by_key_class;
+mod m20261124_000006_project_rate_limits;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_partition_upkeep_by_the_application::migration()),
             Box::new(m20261123_000004_partition_creation_without_deadlocks::migration()),
             Box::new(m20261124_000005_dedup_scoped_by_key_class::migration()),
+            Box::new(m20261124_000006_project_rate_limits::migration()),
         ]
     }
 }

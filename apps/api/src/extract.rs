@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use chrono::Utc;
-use gamify_common::{ApiKey, KeyType, keys::constant_time_eq};
+use gamify_common::{ApiKey, KeyType, events::NameList, keys::constant_time_eq};
 
 use crate::{AppState, Result, error::Error, key_cache::KeyRecord};
 
@@ -104,20 +104,23 @@ impl FromRequestParts<AppState> for IngestKey {
     }
 }
 
-/// A publishable key with allowed origins refuses browser requests from any other origin.
+/// A publishable key with allowed origins refuses browser requests from any other origin; one
+/// whose list cannot be read refuses every browser origin.
 fn check_origin(record: &KeyRecord, headers: &HeaderMap) -> Result<()> {
-    if record.key_type != KeyType::Publishable || record.allowed_origins.is_empty() {
+    if record.key_type != KeyType::Publishable
+        || record.allowed_origins == NameList::Listed(Vec::new())
+    {
         return Ok(());
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         // Not a browser request; origins restrict browsers only.
         return Ok(());
     };
-    if record
-        .allowed_origins
-        .iter()
-        .any(|allowed| allowed == origin)
-    {
+    let allowed = match &record.allowed_origins {
+        NameList::Listed(origins) => origins.iter().any(|allowed| allowed == origin),
+        NameList::Unreadable => false,
+    };
+    if allowed {
         Ok(())
     } else {
         Err(Error::Forbidden {

@@ -7,10 +7,11 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use gamify_common::{KeyHash, KeyType};
+use gamify_common::{KeyHash, KeyType, events::NameList};
 use gamify_db::{
     Db,
     sea_orm::{ConnectionTrait, Statement},
+    sources::ProjectRateLimit,
 };
 use moka::{Expiry, future::Cache};
 use serde::{Deserialize, Serialize};
@@ -37,9 +38,11 @@ pub struct KeyRecord {
     pub key_type: KeyType,
     pub expires_at: Option<DateTime<Utc>>,
     /// The project's extra server-only event names.
-    pub trusted_events: Vec<String>,
+    pub trusted_events: NameList,
     /// Browser origins allowed to use a publishable key; empty: any.
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: NameList,
+    /// The project's own ceiling on accepted events, if it set one.
+    pub project_rate_limit: Option<ProjectRateLimit>,
 }
 
 impl KeyRecord {
@@ -190,35 +193,22 @@ impl KeyResolver {
         Ok(lookup)
     }
 
+    /// Through the one source lookup the worker uses too; a revoked key is unknown here.
     async fn load_from_postgres(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, Error> {
-        let db = self.db.shared();
-        let row = db
-            .query_one(Statement::from_sql_and_values(
-                db.get_database_backend(),
-                "SELECT k.id, k.project_id, k.type, k.expires_at, k.allowed_origins, p.trusted_events
-                 FROM api_keys k JOIN projects p ON p.id = k.project_id
-                 WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-                [hash.as_str().into()],
-            ))
-            .await?;
-        let Some(row) = row else {
+        let Some(source) = self.db.key_source_by_hash(hash.as_str()).await? else {
             return Ok(None);
         };
-        let key_type: String = row.try_get("", "type")?;
-        let Some(key_type) = KeyType::from_name(&key_type) else {
-            tracing::error!(key_type, "api key with an unknown type in the database");
+        if source.revoked_at.is_some() {
             return Ok(None);
-        };
-        let names = |value: serde_json::Value| -> Vec<String> {
-            serde_json::from_value(value).unwrap_or_default()
-        };
+        }
         Ok(Some(KeyRecord {
-            key_id: row.try_get("", "id")?,
-            project_id: row.try_get("", "project_id")?,
-            key_type,
-            expires_at: row.try_get("", "expires_at")?,
-            trusted_events: names(row.try_get("", "trusted_events")?),
-            allowed_origins: names(row.try_get("", "allowed_origins")?),
+            key_id: source.key_id,
+            project_id: source.project_id,
+            key_type: source.key_type,
+            expires_at: source.expires_at,
+            trusted_events: source.trusted_events,
+            allowed_origins: source.allowed_origins,
+            project_rate_limit: source.rate_limit,
         }))
     }
 

@@ -6,14 +6,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
 use gamify_common::{
     Envelope, KeyType,
     envelope::{SIGNATURE_HEADER, verify},
     events::requires_secret_key,
 };
-use gamify_db::Db;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use gamify_db::{Db, sources::KeySource};
+use sea_orm::DbErr;
 use uuid::Uuid;
 
 /// One message as read from the topic, owned so a batch can outlive the consumer's buffers and be
@@ -51,27 +50,14 @@ pub fn decode(secret: &[u8], record: &Record) -> Result<Envelope, String> {
     serde_json::from_slice(payload).map_err(|err| format!("unparseable envelope: {err}"))
 }
 
-#[derive(Debug, Clone)]
-pub struct KeyInfo {
-    pub project_id: Uuid,
-    pub key_type: KeyType,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProjectInfo {
-    pub trusted_events: Vec<String>,
-}
-
-/// API keys and projects, cached briefly: a batch of 500 events from one key costs one lookup, and
-/// a revoked key or changed trusted-event list takes effect within the TTL. Absence is not cached,
-/// so a key created a moment ago is found on the next batch.
+/// API keys with their projects' trusted events, cached briefly: a batch of 500 events from one
+/// key costs one lookup, and a revoked key or changed trusted-event list takes effect within the
+/// TTL. Absence is not cached, so a key created a moment ago is found on the next batch. Read
+/// through `gamify_db::sources`, the same lookup the gateway uses.
 #[derive(Debug)]
 pub struct Sources {
     ttl: Duration,
-    keys: HashMap<Uuid, (Instant, KeyInfo)>,
-    projects: HashMap<Uuid, (Instant, ProjectInfo)>,
+    keys: HashMap<Uuid, (Instant, KeySource)>,
 }
 
 impl Sources {
@@ -79,19 +65,14 @@ impl Sources {
         Self {
             ttl,
             keys: HashMap::new(),
-            projects: HashMap::new(),
         }
     }
 
-    pub fn key(&self, id: Uuid) -> Option<&KeyInfo> {
+    pub fn key(&self, id: Uuid) -> Option<&KeySource> {
         self.keys.get(&id).map(|(_, key)| key)
     }
 
-    pub fn project(&self, id: Uuid) -> Option<&ProjectInfo> {
-        self.projects.get(&id).map(|(_, project)| project)
-    }
-
-    /// Reads every key and project of `envelopes` that is not cached or has expired.
+    /// Reads every key of `envelopes` that is not cached or has expired.
     pub async fn load<'a>(
         &mut self,
         db: &Db,
@@ -100,7 +81,6 @@ impl Sources {
         let now = Instant::now();
         let fresh = |at: &Instant| now.duration_since(*at) < self.ttl;
         let mut key_ids = HashSet::new();
-        let mut project_ids = HashSet::new();
         for envelope in envelopes {
             if !self
                 .keys
@@ -109,70 +89,21 @@ impl Sources {
             {
                 key_ids.insert(envelope.key_id);
             }
-            if !self
-                .projects
-                .get(&envelope.project_id)
-                .is_some_and(|(at, _)| fresh(at))
-            {
-                project_ids.insert(envelope.project_id);
-            }
         }
-        if !key_ids.is_empty() {
-            self.keys.retain(|_, (at, _)| fresh(at));
-            let rows = db
-                .shared()
-                .query_all(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT id, project_id, type, revoked_at, expires_at FROM api_keys
-                     WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)",
-                    [ids_json(&key_ids).into()],
-                ))
-                .await?;
-            for row in rows {
-                let id: Uuid = row.try_get("", "id")?;
-                let key_type: String = row.try_get("", "type")?;
-                let Some(key_type) = KeyType::from_name(&key_type) else {
-                    continue;
-                };
-                let info = KeyInfo {
-                    project_id: row.try_get("", "project_id")?,
-                    key_type,
-                    revoked_at: row.try_get("", "revoked_at")?,
-                    expires_at: row.try_get("", "expires_at")?,
-                };
-                self.keys.insert(id, (now, info));
-            }
+        if key_ids.is_empty() {
+            return Ok(());
         }
-        if !project_ids.is_empty() {
-            self.projects.retain(|_, (at, _)| fresh(at));
-            let rows = db
-                .shared()
-                .query_all(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT id, trusted_events FROM projects
-                     WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)",
-                    [ids_json(&project_ids).into()],
-                ))
-                .await?;
-            for row in rows {
-                let id: Uuid = row.try_get("", "id")?;
-                let trusted: serde_json::Value = row.try_get("", "trusted_events")?;
-                let info = ProjectInfo {
-                    trusted_events: serde_json::from_value(trusted).unwrap_or_default(),
-                };
-                self.projects.insert(id, (now, info));
-            }
+        self.keys.retain(|_, (at, _)| fresh(at));
+        let ids: Vec<Uuid> = key_ids.into_iter().collect();
+        let sources = db
+            .key_sources_by_id(&ids)
+            .await
+            .map_err(|gamify_db::Error::Db(err)| err)?;
+        for source in sources {
+            self.keys.insert(source.key_id, (now, source));
         }
         Ok(())
     }
-}
-
-fn ids_json(ids: &HashSet<Uuid>) -> serde_json::Value {
-    serde_json::Value::Array(
-        ids.iter()
-            .map(|id| serde_json::Value::String(id.to_string()))
-            .collect(),
-    )
 }
 
 /// What happens to a correctly signed envelope.
@@ -193,9 +124,6 @@ pub fn stored_key_type(envelope: &Envelope, sources: &Sources) -> KeyType {
 }
 
 pub fn judge(envelope: &Envelope, sources: &Sources) -> Verdict {
-    let Some(project) = sources.project(envelope.project_id) else {
-        return Verdict::DeadLetter(format!("unknown project {}", envelope.project_id));
-    };
     let Some(key) = sources.key(envelope.key_id) else {
         return Verdict::DeadLetter(format!("unknown API key {}", envelope.key_id));
     };
@@ -231,8 +159,7 @@ pub fn judge(envelope: &Envelope, sources: &Sources) -> Verdict {
             envelope.key_id
         ));
     }
-    if key.key_type != KeyType::Secret
-        && requires_secret_key(&envelope.event, &project.trusted_events)
+    if key.key_type != KeyType::Secret && requires_secret_key(&envelope.event, &key.trusted_events)
     {
         return Verdict::Failed(format!(
             "trusted event {:?} requires a secret key, but was sent with a {} key",

@@ -1,6 +1,8 @@
 //! Event names and event classes. The trusted (server-only) list lives here once; gateway and
 //! worker both decide with [`requires_secret_key`].
 
+use serde::{Deserialize, Serialize};
+
 pub const MAX_EVENT_NAME_CHARS: usize = 200;
 
 /// Behavioural events that a browser may send with a publishable key. Documented for SDK authors;
@@ -36,10 +38,49 @@ pub const BUILTIN_TRUSTED_EVENTS: &[&str] = &[
 /// The event type under which an identify call travels.
 pub const IDENTIFY_EVENT: &str = "$identify";
 
+/// A list of names stored as a JSON array of strings (a project's trusted events, a key's allowed
+/// origins). A stored value that is anything else is `Unreadable`, and every check on it refuses:
+/// a list that cannot be read must never let through what it might have forbidden.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NameList {
+    Listed(Vec<String>),
+    Unreadable,
+}
+
+impl NameList {
+    pub fn from_json(value: &serde_json::Value) -> Self {
+        let names = value.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+        });
+        match names {
+            Some(names) => Self::Listed(names),
+            None => Self::Unreadable,
+        }
+    }
+
+    pub fn listed(names: &[&str]) -> Self {
+        Self::Listed(names.iter().map(|name| (*name).to_owned()).collect())
+    }
+}
+
+impl Default for NameList {
+    fn default() -> Self {
+        Self::Listed(Vec::new())
+    }
+}
+
 /// Whether `event` may be sent only with a secret key: a built-in trusted name or one of the
-/// project's own `trustedEvents`.
-pub fn requires_secret_key(event: &str, project_trusted_events: &[String]) -> bool {
-    BUILTIN_TRUSTED_EVENTS.contains(&event) || project_trusted_events.iter().any(|e| e == event)
+/// project's own `trustedEvents` — or any event at all when that list cannot be read.
+pub fn requires_secret_key(event: &str, project_trusted_events: &NameList) -> bool {
+    BUILTIN_TRUSTED_EVENTS.contains(&event)
+        || match project_trusted_events {
+            NameList::Listed(names) => names.iter().any(|e| e == event),
+            NameList::Unreadable => true,
+        }
 }
 
 /// An event name is 1–200 characters with no control characters.
@@ -73,7 +114,7 @@ mod tests {
 
     #[test]
     fn trusted_events_need_a_secret_key() {
-        let none: Vec<String> = vec![];
+        let none = NameList::default();
         for event in BUILTIN_TRUSTED_EVENTS {
             assert!(requires_secret_key(event, &none), "{event}");
         }
@@ -81,10 +122,32 @@ mod tests {
             assert!(!requires_secret_key(event, &none), "{event}");
         }
         assert!(!requires_secret_key(IDENTIFY_EVENT, &none));
-        let project = vec!["bonus.granted".to_owned()];
+        let project = NameList::listed(&["bonus.granted"]);
         assert!(requires_secret_key("bonus.granted", &project));
         assert!(!requires_secret_key("bonus.granted", &none));
+        assert!(!requires_secret_key("page_view", &project));
         // Names are exact: no case folding that a browser could use to slip past.
         assert!(!requires_secret_key("Purchase", &none));
+    }
+
+    #[test]
+    fn an_unreadable_list_refuses_rather_than_allows() {
+        use serde_json::json;
+        assert_eq!(
+            NameList::from_json(&json!(["a", "b"])),
+            NameList::listed(&["a", "b"])
+        );
+        for unreadable in [
+            json!([1]),
+            json!(["a", null]),
+            json!({ "a": 1 }),
+            json!("a"),
+            json!(null),
+        ] {
+            let list = NameList::from_json(&unreadable);
+            assert_eq!(list, NameList::Unreadable, "{unreadable}");
+            assert!(requires_secret_key("page_view", &list));
+            assert!(requires_secret_key("click", &list));
+        }
     }
 }

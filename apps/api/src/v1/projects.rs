@@ -5,13 +5,14 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
-use gamify_common::events::validate_event_name;
+use gamify_common::{events::validate_event_name, ingest::MAX_BATCH_EVENTS};
 use gamify_db::{
     entities::{api_keys, organizations, projects},
     sea_orm::{
         ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
         QueryFilter, QuerySelect, Set,
     },
+    sources::ProjectRateLimit,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -24,6 +25,7 @@ use crate::{
 
 const MAX_DESCRIPTION_CHARS: usize = 2000;
 const MAX_TRUSTED_EVENTS: usize = 200;
+const MAX_EVENTS_PER_SECOND: u32 = 10_000_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,6 +43,9 @@ pub struct UpdateProject {
     #[serde(default, deserialize_with = "nullable")]
     description: Option<Option<String>>,
     trusted_events: Option<Vec<String>>,
+    /// The project's ceiling on accepted events; `null` returns to the gateway's default.
+    #[serde(default, deserialize_with = "nullable")]
+    rate_limit: Option<Option<ProjectRateLimit>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,14 +56,24 @@ pub struct ProjectOut {
     name: String,
     description: Option<String>,
     trusted_events: Vec<String>,
+    /// The project's own ceiling on accepted events; `null`: the gateway's default applies.
+    rate_limit: Option<ProjectRateLimit>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 impl From<projects::Model> for ProjectOut {
     fn from(model: projects::Model) -> Self {
+        let rate_limit = match (model.rate_limit_events_per_second, model.rate_limit_burst) {
+            (Some(per_second), Some(burst)) => Some(ProjectRateLimit {
+                events_per_second: u32::try_from(per_second).unwrap_or(0),
+                burst: u32::try_from(burst).unwrap_or(0),
+            }),
+            _ => None,
+        };
         Self {
             trusted_events: model.trusted_event_names(),
+            rate_limit,
             id: model.id,
             organization_id: model.organization_id,
             name: model.name,
@@ -96,6 +111,27 @@ fn normalize_trusted_events(names: Vec<String>) -> Result<Vec<String>> {
         }
     }
     Ok(unique)
+}
+
+/// A batch counts as many events as it holds, so the burst must let a full batch through.
+fn validate_rate_limit(limit: &ProjectRateLimit) -> Result<()> {
+    if !(1..=MAX_EVENTS_PER_SECOND).contains(&limit.events_per_second) {
+        return Err(Error::invalid_field(
+            "rateLimit.eventsPerSecond",
+            format_args!("must be 1–{MAX_EVENTS_PER_SECOND}"),
+        ));
+    }
+    let min_burst = MAX_BATCH_EVENTS as u32;
+    if !(min_burst..=MAX_EVENTS_PER_SECOND * 10).contains(&limit.burst) {
+        return Err(Error::invalid_field(
+            "rateLimit.burst",
+            format_args!(
+                "must be {min_burst}–{} (at least one full batch)",
+                MAX_EVENTS_PER_SECOND * 10
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Project names are unique within their organization.
@@ -141,6 +177,8 @@ async fn create_project(
         name: Set(body.name),
         description: Set(body.description),
         trusted_events: Set(serde_json::json!([])),
+        rate_limit_events_per_second: Set(None),
+        rate_limit_burst: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -176,6 +214,9 @@ async fn update_project(
         .trusted_events
         .map(normalize_trusted_events)
         .transpose()?;
+    if let Some(Some(limit)) = &body.rate_limit {
+        validate_rate_limit(limit)?;
+    }
 
     let db = state.db().shared();
     let mut project = find_project(db, project_id).await?.into_active_model();
@@ -185,14 +226,21 @@ async fn update_project(
     if let Some(description) = body.description {
         project.description = Set(description);
     }
-    let trusted_events_changed = trusted_events.is_some();
+    // Cached keys carry their project's trusted list and rate limit.
+    let cached_fields_changed = trusted_events.is_some() || body.rate_limit.is_some();
     if let Some(trusted_events) = trusted_events {
         project.trusted_events = Set(serde_json::json!(trusted_events));
     }
+    if let Some(limit) = body.rate_limit {
+        let to_column = |value: u32| i32::try_from(value).ok();
+        project.rate_limit_events_per_second =
+            Set(limit.and_then(|l| to_column(l.events_per_second)));
+        project.rate_limit_burst = Set(limit.and_then(|l| to_column(l.burst)));
+    }
     project.updated_at = Set(Utc::now());
     let project = project.update(db).await.map_err(name_taken)?;
-    if trusted_events_changed {
-        // Cached keys carry their project's trusted list: the change must reach the gateway now.
+    if cached_fields_changed {
+        // The change must reach every gateway now, not when its cache entry expires.
         let hashes = api_keys::Entity::find()
             .select_only()
             .column(api_keys::Column::KeyHash)

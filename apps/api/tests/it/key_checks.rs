@@ -264,3 +264,47 @@ async fn last_used_at_is_recorded_off_the_request_path() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A trusted-event list or origin list that cannot be read refuses what it might have forbidden,
+/// instead of decoding to "nothing is trusted" and letting a browser key through.
+#[tokio::test]
+async fn unreadable_trusted_events_or_origins_refuse_rather_than_allow() {
+    use gamify_db::sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let server = TestServer::start().await;
+    let (project, pk, sk) = server.project_with_keys().await;
+    let db = crate::harness::connect().await;
+    // Valid jsonb arrays (the CHECK holds) whose elements are not names.
+    db.shared()
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE projects SET trusted_events = '[1, {\"name\": \"purchase\"}]'::jsonb WHERE id = $1::uuid",
+            [project.clone().into()],
+        ))
+        .await
+        .unwrap();
+    let response = server.track(&pk, page_view()).await;
+    expect_error(response, StatusCode::FORBIDDEN, "event_requires_secret_key").await;
+    // A secret key may send anything, list or no list.
+    let response = server.track(&sk, page_view()).await;
+    expect_json(response, StatusCode::ACCEPTED).await;
+
+    let other = TestServer::start().await;
+    let (project, pk, _) = other.project_with_keys().await;
+    db.shared()
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE api_keys SET allowed_origins = '[null]'::jsonb WHERE project_id = $1::uuid",
+            [project.into()],
+        ))
+        .await
+        .unwrap();
+    let response = other
+        .request(Method::POST, "/v1/events/track")
+        .header("x-api-key", &pk)
+        .header("origin", "https://shop.example")
+        .json(&page_view())
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::FORBIDDEN, "origin_not_allowed").await;
+}

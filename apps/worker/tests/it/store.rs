@@ -279,3 +279,39 @@ async fn the_same_message_id_is_stored_once() {
         1
     );
 }
+
+/// The worker reads a key's source through the same lookup as the gateway, and an unreadable
+/// trusted-event list refuses publishable events instead of letting them through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_trusted_list_fails_publishable_events() {
+    use gamify_db::sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let db = connect(&database_url()).await;
+    let tenant = Tenant::create(&db, &[]).await;
+    db.shared()
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE projects SET trusted_events = '[true]'::jsonb WHERE id = $1",
+            [tenant.project.into()],
+        ))
+        .await
+        .unwrap();
+    let topics = Topics::create(1).await;
+    let browser = tenant.track(KeyType::Publishable, "page_view", "u", json!({}));
+    let server = tenant.track(KeyType::Secret, "page_view", "u", json!({}));
+    produce_envelopes(&topics.topic, &[browser.clone(), server.clone()]).await;
+    let worker = Running::start(config(&topics)).await;
+    wait_until(Duration::from_secs(30), "both events", || async {
+        tenant.events(&db).await == 2
+    })
+    .await;
+    worker.stop().await;
+    let rows = tenant.rows(&db).await;
+    let status = |message_id: &str| {
+        rows.iter()
+            .find(|r| r.message_id == message_id)
+            .map(|r| r.status.clone())
+            .unwrap()
+    };
+    assert_eq!(status(&browser.message_id), "failed");
+    assert_eq!(status(&server.message_id), "processed");
+}
