@@ -96,6 +96,15 @@ impl Redis {
         }
     }
 
+    /// Runs a pipeline in one round trip with the call timeout.
+    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
+        let mut connection = self.connection().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut connection)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Error::RedisUnreachable),
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), Error> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
