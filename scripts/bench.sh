@@ -16,7 +16,8 @@ cargo build --release -p gamify-api --bin gamify-api -p gamify-worker --bin gami
 "$ROOT/target/release/gamify-api" migrate
 
 export PORT ADMIN_TOKEN="adm_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 RUST_LOG=warn
+export CLIENT_RATE_LIMIT_PER_SECOND=10000000 CLIENT_RATE_LIMIT_BURST=100000000 RUST_LOG=warn
+export PROJECT_RATE_LIMIT_PER_SECOND=10000000 PROJECT_RATE_LIMIT_BURST=100000000
 mkdir -p "$ROOT/target/bench"
 "$ROOT/target/release/gamify-api" serve >"$ROOT/target/bench/api.log" 2>&1 &
 api_pid=$!

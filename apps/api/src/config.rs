@@ -28,7 +28,7 @@ pub struct Settings {
     pub envelope_secret: String,
     /// How long a request waits for the broker to acknowledge its events before answering 503.
     pub produce_timeout: Duration,
-    pub rate_limit: RateLimit,
+    pub rate_limit: Limits,
     /// How long a resolved key stays in the in-process cache (invalidations end it sooner).
     pub key_cache_ttl: Duration,
     /// How long an unknown key is remembered as unknown, in-process and in Redis.
@@ -37,12 +37,7 @@ pub struct Settings {
     pub trusted_proxy_hops: usize,
 }
 
-/// Token bucket per API key: `per_second` sustained, `burst` at once.
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
-    pub per_second: u32,
-    pub burst: u32,
-}
+pub use crate::rate_limit::{Limits, Quota};
 
 /// What `gamify-api migrate` needs.
 #[derive(Clone)]
@@ -93,8 +88,7 @@ impl Config {
         let envelope_secret = config::envelope_secret()?;
         let port = config::parsed_or("PORT", DEFAULT_PORT)?;
         let produce_timeout_ms: u64 = config::parsed_in("PRODUCE_TIMEOUT_MS", 5000, 1..=120_000)?;
-        let per_second: u32 = config::parsed_in("RATE_LIMIT_PER_SECOND", 100, 1..=u32::MAX)?;
-        let burst: u32 = config::parsed_in("RATE_LIMIT_BURST", 200, 1..=u32::MAX)?;
+        let rate_limit = rate_limits()?;
         let admin_token = admin_token(config::flag("GAMIFY_DEV_MODE")?)?;
         Ok(Self {
             database_url,
@@ -107,13 +101,52 @@ impl Config {
                 kafka_producer_properties: config::kafka_properties("KAFKA_PRODUCER_PROPERTIES")?,
                 envelope_secret,
                 produce_timeout: Duration::from_millis(produce_timeout_ms),
-                rate_limit: RateLimit { per_second, burst },
+                rate_limit,
                 key_cache_ttl: Duration::from_secs(config::parsed_or("KEY_CACHE_TTL_SECONDS", 10)?),
                 negative_cache_ttl: Duration::from_secs(5),
                 trusted_proxy_hops: config::parsed_in("TRUSTED_PROXY_HOPS", 0, 0..=10)?,
             },
         })
     }
+}
+
+/// Each default has its variable; a project's own limit (PATCH /v1/projects/{id}) overrides the
+/// project default.
+fn rate_limits() -> Result<Limits, ConfigError> {
+    fn quota(
+        (rate_variable, rate): (&'static str, u32),
+        (burst_variable, burst): (&'static str, u32),
+        min_burst: u32,
+    ) -> Result<Quota, ConfigError> {
+        Ok(Quota {
+            per_second: config::parsed_in(rate_variable, rate, 1..=10_000_000)?,
+            burst: config::parsed_in(burst_variable, burst, min_burst..=100_000_000)?,
+        })
+    }
+    let max_batch = gamify_common::ingest::MAX_BATCH_EVENTS as u32;
+    Ok(Limits {
+        client: quota(
+            ("CLIENT_RATE_LIMIT_PER_SECOND", 20),
+            ("CLIENT_RATE_LIMIT_BURST", 100),
+            1,
+        )?,
+        secret_key: quota(
+            ("SECRET_KEY_RATE_LIMIT_PER_SECOND", 1_000),
+            ("SECRET_KEY_RATE_LIMIT_BURST", 2_000),
+            1,
+        )?,
+        // A batch counts as many events as it holds: the burst must let a full batch through.
+        project: quota(
+            ("PROJECT_RATE_LIMIT_PER_SECOND", 5_000),
+            ("PROJECT_RATE_LIMIT_BURST", 10_000),
+            max_batch,
+        )?,
+        sync_interval: Duration::from_millis(config::parsed_in(
+            "RATE_LIMIT_SYNC_MS",
+            100,
+            10..=10_000,
+        )?),
+    })
 }
 
 fn admin_token(dev_mode: bool) -> Result<AdminToken, ConfigError> {

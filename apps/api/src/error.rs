@@ -41,8 +41,13 @@ pub enum Error {
     UnsupportedMediaType(String),
     #[error("{0}")]
     MethodNotAllowed(String),
-    #[error("too many requests for this key")]
-    RateLimited { retry_after_seconds: u64 },
+    /// `code` names the limit that was hit.
+    #[error("{message}")]
+    RateLimited {
+        code: &'static str,
+        message: &'static str,
+        retry_after_seconds: u64,
+    },
     #[error("{message}")]
     Unavailable {
         message: String,
@@ -99,6 +104,27 @@ impl Error {
         Self::NotFound(format!("{what} not found"))
     }
 
+    /// 429 naming the limit that `bucket` hit, with the wait rounded up to whole seconds.
+    pub fn rate_limited(bucket: crate::rate_limit::Bucket, wait: std::time::Duration) -> Self {
+        use crate::rate_limit::Bucket;
+        metrics::counter!("gamify_rate_limited_total", "limit" => bucket.code()).increment(1);
+        Error::RateLimited {
+            code: bucket.code(),
+            message: match bucket {
+                Bucket::Client(..) => {
+                    "too many requests from this client with this key; retry after Retry-After seconds"
+                }
+                Bucket::SecretKey(_) => {
+                    "too many requests with this secret key; retry after Retry-After seconds"
+                }
+                Bucket::Project(_) => {
+                    "the project's limit on accepted events is reached; retry after Retry-After seconds"
+                }
+            },
+            retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Error::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
@@ -112,7 +138,7 @@ impl Error {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::Database(_)
             | Error::Redis(_)
@@ -192,6 +218,7 @@ impl IntoResponse for Error {
         let retry_after = match self {
             Error::RateLimited {
                 retry_after_seconds,
+                ..
             } => Some(retry_after_seconds),
             Error::Unavailable {
                 retry_after_seconds,

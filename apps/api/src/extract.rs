@@ -1,6 +1,6 @@
 //! Extractors whose rejections are this API's JSON errors, and the admin authentication extractor.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use axum::{
     extract::{FromRequest, FromRequestParts},
@@ -9,7 +9,9 @@ use axum::{
 use chrono::Utc;
 use gamify_common::{ApiKey, KeyType, events::NameList, keys::constant_time_eq};
 
-use crate::{AppState, Result, error::Error, key_cache::KeyRecord};
+use crate::{
+    AppState, Result, client_ip::client_ip, error::Error, key_cache::KeyRecord, rate_limit::Bucket,
+};
 
 /// `axum::Json` with rejections as [`Error`] (400, 413, 415).
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
@@ -93,12 +95,24 @@ impl FromRequestParts<AppState> for IngestKey {
             return Err(Error::InvalidApiKey);
         }
         check_origin(&record, &parts.headers)?;
-        if let Err(wait) = state.rate_limiter().check(record.key_id).await {
-            metrics::counter!("gamify_rate_limited_total").increment(1);
-            return Err(Error::RateLimited {
-                retry_after_seconds: wait.as_secs_f64().ceil() as u64,
-            });
-        }
+        // One publishable key serves every visitor of a site: it is limited per client address.
+        let limits = state.limits();
+        let (bucket, quota) = match record.key_type {
+            KeyType::Publishable => {
+                let peer = Peer::from_request_parts(parts, state)
+                    .await
+                    .unwrap_or(Peer(None))
+                    .0;
+                let ip = client_ip(&parts.headers, peer, state.proxy_hops())
+                    .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                (Bucket::Client(record.key_id, ip), limits.client)
+            }
+            KeyType::Secret => (Bucket::SecretKey(record.key_id), limits.secret_key),
+        };
+        state
+            .rate_limiter()
+            .check(bucket, quota, 1)
+            .map_err(|wait| Error::rate_limited(bucket, wait))?;
         state.keys().mark_used(record.key_id);
         Ok(IngestKey(record))
     }

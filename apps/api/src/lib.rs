@@ -1,6 +1,7 @@
 //! gamify-api: event ingestion (track, batch, identify), the tenant read API, and the management
 //! API for organizations, projects and keys.
 
+mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -23,7 +24,10 @@ use tower_http::trace::TraceLayer;
 
 pub use crate::error::{Error, Result};
 use crate::{
-    config::Settings, key_cache::KeyResolver, producer::EventProducer, rate_limit::RateLimiter,
+    config::Settings,
+    key_cache::KeyResolver,
+    producer::EventProducer,
+    rate_limit::{Limits, RateLimiter, RedisCounters},
     redis::Redis,
 };
 
@@ -39,7 +43,8 @@ struct Inner {
     redis: Arc<Redis>,
     keys: Arc<KeyResolver>,
     producer: EventProducer,
-    rate_limiter: RateLimiter,
+    rate_limiter: Arc<RateLimiter>,
+    limits: Limits,
     metrics: PrometheusHandle,
     readiness_timeout: Duration,
     trusted_proxy_hops: usize,
@@ -64,10 +69,18 @@ impl AppState {
             &settings.envelope_secret,
             settings.produce_timeout,
         )?;
+        let rate_limiter = Arc::new(RateLimiter::default());
+        tokio::spawn(rate_limit::keep_in_step(
+            rate_limiter.clone(),
+            RedisCounters(redis.clone()),
+            settings.rate_limit.sync_interval,
+            shutdown.clone(),
+        ));
         Ok(Self(Arc::new(Inner {
             db,
             admin_token: settings.admin_token.value.clone(),
-            rate_limiter: RateLimiter::new(redis.clone(), settings.rate_limit),
+            rate_limiter,
+            limits: settings.rate_limit,
             redis,
             keys,
             producer,
@@ -118,6 +131,10 @@ impl AppState {
 
     fn rate_limiter(&self) -> &RateLimiter {
         &self.0.rate_limiter
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.0.limits
     }
 
     fn metrics(&self) -> &PrometheusHandle {

@@ -1,11 +1,7 @@
 //! Event ingestion: `POST /v1/events/track`, `POST /v1/events/batch`, `POST /v1/identify`.
 //! A request is answered 202 only after the broker acknowledged every one of its events.
 
-use std::{
-    io::Read,
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{io::Read, net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
@@ -31,8 +27,10 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Error, Result,
+    client_ip::client_ip,
     extract::{IngestKey, Peer},
     key_cache::KeyRecord,
+    rate_limit::{Bucket, Quota},
 };
 
 /// Seconds a client should wait before retrying after the broker did not acknowledge.
@@ -105,27 +103,6 @@ fn received(headers: &HeaderMap, peer: Option<SocketAddr>, proxy_hops: usize) ->
     }
 }
 
-/// The client's address. Behind `proxy_hops` trusted proxies, each appending to
-/// `X-Forwarded-For`, it is the entry that many places from the right; entries further left were
-/// written by the client and prove nothing. Without trusted proxies the header is ignored.
-fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, proxy_hops: usize) -> Option<IpAddr> {
-    if proxy_hops > 0 {
-        let forwarded: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .collect();
-        if let Some(index) = forwarded.len().checked_sub(proxy_hops) {
-            if let Ok(ip) = forwarded[index].parse() {
-                return Some(ip);
-            }
-        }
-    }
-    peer.map(|addr| addr.ip())
-}
-
 fn source(record: &KeyRecord) -> Source {
     Source {
         project_id: record.project_id,
@@ -187,6 +164,21 @@ fn secret_key_required(events: Vec<String>, indexes: Option<Vec<usize>>) -> Erro
     }
 }
 
+/// The project's ceiling on accepted events, counted in events, checked once a request is valid.
+fn within_project_limit(state: &AppState, key: &KeyRecord, events: usize) -> Result<()> {
+    let quota = key
+        .project_rate_limit
+        .map_or(state.limits().project, |own| Quota {
+            per_second: own.events_per_second,
+            burst: own.burst,
+        });
+    let cost = u32::try_from(events).unwrap_or(u32::MAX);
+    state
+        .rate_limiter()
+        .check(Bucket::Project(key.project_id), quota, cost)
+        .map_err(|wait| Error::rate_limited(Bucket::Project(key.project_id), wait))
+}
+
 async fn produce(state: &AppState, envelopes: &[Envelope]) -> Result<()> {
     state.producer().produce(envelopes).await.map_err(|_| {
         Error::unavailable(
@@ -224,6 +216,7 @@ async fn accept_one(
     if requires_secret(key, &event) {
         return Err(secret_key_required(vec![event.event], None));
     }
+    within_project_limit(state, key, 1)?;
     let envelope = Envelope::new(event, source(key), &received);
     produce(state, std::slice::from_ref(&envelope)).await?;
     Ok((
@@ -349,6 +342,7 @@ async fn batch(
         let names = trusted.iter().map(|&i| events[i].event.clone()).collect();
         return Err(secret_key_required(names, Some(trusted)));
     }
+    within_project_limit(&state, &key, events.len())?;
 
     let envelopes: Vec<Envelope> = events
         .into_iter()

@@ -90,10 +90,14 @@ fn rate_limit_settings_are_validated() {
         gamify_api()
             .env("DATABASE_URL", database_url())
             .env("ADMIN_TOKEN", "a-long-enough-admin-token")
-            .env("RATE_LIMIT_BURST", "0"),
+            .env("PROJECT_RATE_LIMIT_BURST", "499"),
     );
     assert!(!ok);
-    assert!(stderr.contains("RATE_LIMIT_BURST"), "stderr: {stderr}");
+    // A project's burst must let one full batch of 500 through.
+    assert!(
+        stderr.contains("PROJECT_RATE_LIMIT_BURST"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]

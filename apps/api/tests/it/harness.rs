@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use gamify_api::{
     AppState,
-    config::{AdminToken, RateLimit, Settings},
+    config::{AdminToken, Limits, Quota, Settings},
 };
 use gamify_db::{Db, PoolOptions};
 use rdkafka::{
@@ -44,9 +44,20 @@ pub fn settings() -> Settings {
         .unwrap(),
         envelope_secret: envelope_secret(),
         produce_timeout: Duration::from_secs(5),
-        rate_limit: RateLimit {
-            per_second: 1000,
-            burst: 1000,
+        rate_limit: Limits {
+            client: Quota {
+                per_second: 1000,
+                burst: 1000,
+            },
+            secret_key: Quota {
+                per_second: 1000,
+                burst: 1000,
+            },
+            project: Quota {
+                per_second: 1000,
+                burst: 1000,
+            },
+            sync_interval: Duration::from_millis(50),
         },
         key_cache_ttl: Duration::from_secs(10),
         negative_cache_ttl: Duration::from_secs(5),

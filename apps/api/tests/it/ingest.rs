@@ -710,37 +710,189 @@ async fn publishable_keys_can_be_restricted_to_origins() {
     expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
 }
 
+/// One publishable key serves every visitor of a site: an abusive client is throttled, the
+/// others are not.
 #[tokio::test]
-async fn rate_limit_is_per_key_and_shared_across_instances() {
+async fn publishable_keys_are_limited_per_client_address() {
     let mut limited = settings();
-    limited.rate_limit = gamify_api::config::RateLimit {
+    limited.trusted_proxy_hops = 1;
+    limited.rate_limit.client = gamify_api::config::Quota {
         per_second: 1,
         burst: 3,
     };
-    let first = TestServer::with_settings(limited.clone()).await;
-    let second = TestServer::with_settings(limited).await;
-    let (project, pk, _) = first.project_with_keys().await;
-    let other = first.create_key(&project, "publishable").await;
-    let body = json!({ "event": "page_view", "userId": "u" });
-
-    // The burst of 3 is shared by both instances through Redis.
-    let mut statuses = Vec::new();
-    for server in [&first, &second, &first, &second] {
-        statuses.push(server.track(&pk, body.clone()).await.status());
+    let server = TestServer::with_settings(limited).await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let from = |ip: &str| {
+        server
+            .request(Method::POST, "/v1/events/track")
+            .header("x-api-key", &pk)
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "event": "page_view", "userId": "u" }))
+    };
+    for _ in 0..3 {
+        let response = from("198.51.100.1").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
-    assert_eq!(&statuses[..3], &[StatusCode::ACCEPTED; 3]);
-    let response = second.track(&pk, body.clone()).await;
+    let response = from("198.51.100.1").send().await.unwrap();
     let retry_after: u64 = response.headers()[header::RETRY_AFTER]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     assert!(retry_after >= 1);
-    expect_error(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    expect_error(
+        response,
+        StatusCode::TOO_MANY_REQUESTS,
+        "client_rate_limited",
+    )
+    .await;
+    // 50 other visitors of the same site, 3 requests each: none throttled.
+    for visitor in 0..50 {
+        for _ in 0..3 {
+            let response = from(&format!("203.0.113.{visitor}")).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED, "visitor {visitor}");
+        }
+    }
+}
 
+#[tokio::test]
+async fn secret_keys_are_limited_per_key() {
+    let mut limited = settings();
+    limited.rate_limit.secret_key = gamify_api::config::Quota {
+        per_second: 1,
+        burst: 2,
+    };
+    let server = TestServer::with_settings(limited).await;
+    let (project, _, sk) = server.project_with_keys().await;
+    let other = server.create_key(&project, "secret").await;
+    let body = json!({ "event": "purchase", "userId": "u" });
+    for _ in 0..2 {
+        expect_json(server.track(&sk, body.clone()).await, StatusCode::ACCEPTED).await;
+    }
+    let response = server.track(&sk, body.clone()).await;
+    expect_error(response, StatusCode::TOO_MANY_REQUESTS, "key_rate_limited").await;
     // Another key has its own bucket.
-    let response = first.track(other["key"].as_str().unwrap(), body).await;
+    let response = server.track(other["key"].as_str().unwrap(), body).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+/// Every project has a ceiling on accepted events, counted in events, that it can set itself.
+#[tokio::test]
+async fn projects_have_a_ceiling_on_accepted_events() {
+    let mut limited = settings();
+    limited.rate_limit.project = gamify_api::config::Quota {
+        per_second: 1,
+        burst: 600,
+    };
+    let server = TestServer::with_settings(limited).await;
+    let (project, pk, sk) = server.project_with_keys().await;
+    let items = |count: usize| -> Vec<Value> {
+        (0..count)
+            .map(|i| json!({ "event": "click", "userId": format!("u{i}") }))
+            .collect()
+    };
+    // The default: 600 events at once, counted in events, whatever the key.
+    expect_json(
+        send_batch(&server, &pk, json!({ "batch": items(500) })).await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    expect_json(
+        send_batch(&server, &sk, json!({ "batch": items(100) })).await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let response = server
+        .track(&sk, json!({ "event": "click", "userId": "u" }))
+        .await;
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    expect_error(
+        response,
+        StatusCode::TOO_MANY_REQUESTS,
+        "project_rate_limited",
+    )
+    .await;
+
+    // The project's own limit, through the management API.
+    let patch = |body: Value| {
+        server
+            .admin(Method::PATCH, &format!("/v1/projects/{project}"))
+            .json(&body)
+            .send()
+    };
+    let response = patch(json!({ "rateLimit": { "eventsPerSecond": 100, "burst": 100 } }))
+        .await
+        .unwrap();
+    let error = expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(error.to_string().contains("rateLimit.burst"), "{error}");
+    let response = patch(json!({ "rateLimit": { "eventsPerSecond": 1000, "burst": 5000 } }))
+        .await
+        .unwrap();
+    let updated = expect_json(response, StatusCode::OK).await;
+    assert_eq!(
+        updated["rateLimit"],
+        json!({ "eventsPerSecond": 1000, "burst": 5000 })
+    );
+    // The change reaches the gateway's key cache at once: the larger burst applies.
+    expect_json(
+        send_batch(&server, &pk, json!({ "batch": items(500) })).await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let response = patch(json!({ "rateLimit": null })).await.unwrap();
+    let reset = expect_json(response, StatusCode::OK).await;
+    assert_eq!(reset["rateLimit"], Value::Null);
+}
+
+/// Gateway instances keep their local buckets in step through Redis: together they admit about
+/// what one bucket would, within the documented tolerance, with no Redis call per request.
+#[tokio::test]
+async fn instances_keep_their_buckets_in_step_through_redis() {
+    use gamify_api::rate_limit::{Bucket, Clock, Quota, RateLimiter, RedisCounters};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    #[derive(Clone, Default)]
+    struct TestClock(Arc<AtomicU64>);
+    impl Clock for TestClock {
+        fn now(&self) -> Duration {
+            Duration::from_nanos(self.0.load(Ordering::SeqCst))
+        }
+    }
+    let clock = TestClock::default();
+    let redis_url = settings().redis_url;
+    let counters = RedisCounters(Arc::new(gamify_api::redis::Redis::new(&redis_url).unwrap()));
+    let instances = [
+        RateLimiter::new(clock.clone()),
+        RateLimiter::new(clock.clone()),
+        RateLimiter::new(clock.clone()),
+    ];
+    let bucket = Bucket::SecretKey(uuid::Uuid::new_v4());
+    let quota = Quota {
+        per_second: 100,
+        burst: 50,
+    };
+    for instance in &instances {
+        assert!(instance.check(bucket, quota, 1).is_ok());
+        instance.exchange(&counters).await.unwrap();
+    }
+    // 5 s at 300 requests/s offered to each instance, exchanging every 100 ms.
+    let mut admitted = 0;
+    for _ in 0..50 {
+        for instance in &instances {
+            admitted += (0..30)
+                .filter(|_| instance.check(bucket, quota, 1).is_ok())
+                .count();
+        }
+        clock.0.fetch_add(100_000_000, Ordering::SeqCst);
+        for instance in &instances {
+            instance.exchange(&counters).await.unwrap();
+        }
+    }
+    // One bucket: 50 + 100 × 5 = 550. Tolerance: (N − 1) × (burst + rate × interval) = 120.
+    assert!((540..=550 + 120).contains(&admitted), "{admitted}");
 }
 
 #[tokio::test]

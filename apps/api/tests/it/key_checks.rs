@@ -141,7 +141,7 @@ async fn rate_limiting_falls_back_to_a_local_limiter_without_redis() {
     let mut redis = PrivateRedis::start().await;
     let mut settings = settings();
     settings.redis_url = redis.url.clone();
-    settings.rate_limit = gamify_api::config::RateLimit {
+    settings.rate_limit.client = gamify_api::config::Quota {
         per_second: 1,
         burst: 2,
     };

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use gamify_api::{
     AppState,
-    config::{AdminToken, RateLimit, Settings},
+    config::{AdminToken, Limits, Quota, Settings},
 };
 use gamify_db::sea_orm::{ConnectionTrait, Statement};
 use reqwest::{Method, StatusCode};
@@ -43,9 +43,20 @@ impl Gateway {
             .unwrap(),
             envelope_secret: secret(),
             produce_timeout: Duration::from_secs(10),
-            rate_limit: RateLimit {
-                per_second: 100_000,
-                burst: 100_000,
+            rate_limit: Limits {
+                client: Quota {
+                    per_second: 100_000,
+                    burst: 100_000,
+                },
+                secret_key: Quota {
+                    per_second: 100_000,
+                    burst: 100_000,
+                },
+                project: Quota {
+                    per_second: 100_000,
+                    burst: 100_000,
+                },
+                sync_interval: Duration::from_millis(50),
             },
             key_cache_ttl: Duration::from_secs(10),
             negative_cache_ttl: Duration::from_secs(5),
