@@ -10,7 +10,8 @@ use chrono::Utc;
 use gamify_common::{ApiKey, KeyType, events::NameList, keys::constant_time_eq};
 
 use crate::{
-    AppState, Result, client_ip::client_ip, error::Error, key_cache::KeyRecord, rate_limit::Bucket,
+    AppState, Result, body::read_json, client_ip::client_ip, error::Error, key_cache::KeyRecord,
+    rate_limit::Bucket,
 };
 
 /// `axum::Json` with rejections as [`Error`] (400, 413, 415).
@@ -65,6 +66,56 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// The API key a request carries in `x-api-key` or `Authorization: Bearer`.
+fn header_key(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .or_else(|| bearer_token(parts))
+}
+
+/// Checks `raw` as the request's API key: known, not revoked or expired, allowed from the
+/// request's origin, within its rate limit.
+async fn authenticate(parts: &mut Parts, raw: &str, state: &AppState) -> Result<Arc<KeyRecord>> {
+    // Malformed keys never reach Redis or Postgres.
+    let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
+    let record = state
+        .keys()
+        .resolve(&key.hash())
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, "cannot resolve api key");
+            Error::unavailable("cannot verify the API key right now", Some(1))
+        })?
+        .ok_or(Error::InvalidApiKey)?;
+    if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
+        return Err(Error::InvalidApiKey);
+    }
+    check_origin(&record, &parts.headers)?;
+    // One publishable key serves every visitor of a site: it is limited per client address.
+    let limits = state.limits();
+    let (bucket, quota) = match record.key_type {
+        KeyType::Publishable => {
+            let peer = Peer::from_request_parts(parts, state)
+                .await
+                .unwrap_or(Peer(None))
+                .0;
+            let ip = client_ip(&parts.headers, peer, state.proxy_hops())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            (Bucket::Client(record.key_id, ip), limits.client)
+        }
+        KeyType::Secret => (Bucket::SecretKey(record.key_id), limits.secret_key),
+    };
+    state
+        .rate_limiter()
+        .check(bucket, quota, 1)
+        .map_err(|wait| Error::rate_limited(bucket, wait))?;
+    state.keys().mark_used(record.key_id);
+    Ok(record)
+}
+
 /// A request authenticated with an API key (`x-api-key` or `Authorization: Bearer`), within its
 /// key's rate limit and, for publishable keys with allowed origins, from one of them.
 pub struct IngestKey(pub Arc<KeyRecord>);
@@ -73,48 +124,56 @@ impl FromRequestParts<AppState> for IngestKey {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let raw = parts
-            .headers
-            .get("x-api-key")
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-            .or_else(|| bearer_token(parts))
-            .ok_or(Error::InvalidApiKey)?;
-        // Malformed keys never reach Redis or Postgres.
-        let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
-        let record = state
-            .keys()
-            .resolve(&key.hash())
+        let raw = header_key(parts).ok_or(Error::InvalidApiKey)?.to_owned();
+        authenticate(parts, &raw, state).await.map(IngestKey)
+    }
+}
+
+/// An ingestion request: its authenticated key and its JSON body. The key comes from a header, or —
+/// for browsers delivering on page unload with `navigator.sendBeacon`, which cannot set headers and
+/// must avoid a CORS preflight — from a top-level `"apiKey"` field of a `text/plain` body. Either
+/// way the same checks apply; the field is removed before the body is validated.
+pub struct IngestRequest {
+    pub key: Arc<KeyRecord>,
+    pub peer: Option<std::net::SocketAddr>,
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl FromRequest<AppState> for IngestRequest {
+    type Rejection = Error;
+
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<Self> {
+        let (mut parts, body) = request.into_parts();
+        let peer = Peer::from_request_parts(&mut parts, state)
             .await
-            .map_err(|err| {
-                tracing::warn!(error = %err, "cannot resolve api key");
-                Error::unavailable("cannot verify the API key right now", Some(1))
-            })?
-            .ok_or(Error::InvalidApiKey)?;
-        if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
-            return Err(Error::InvalidApiKey);
-        }
-        check_origin(&record, &parts.headers)?;
-        // One publishable key serves every visitor of a site: it is limited per client address.
-        let limits = state.limits();
-        let (bucket, quota) = match record.key_type {
-            KeyType::Publishable => {
-                let peer = Peer::from_request_parts(parts, state)
-                    .await
-                    .unwrap_or(Peer(None))
-                    .0;
-                let ip = client_ip(&parts.headers, peer, state.proxy_hops())
-                    .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-                (Bucket::Client(record.key_id, ip), limits.client)
+            .unwrap_or(Peer(None))
+            .0;
+        let (key, body) = match header_key(&parts).map(str::to_owned) {
+            // Authenticated before the body is read, as every header-keyed request.
+            Some(raw) => {
+                let key = authenticate(&mut parts, &raw, state).await?;
+                let mut body = read_json(&parts.headers, body).await?;
+                if let Some(object) = body.as_object_mut() {
+                    object.remove("apiKey");
+                }
+                (key, body)
             }
-            KeyType::Secret => (Bucket::SecretKey(record.key_id), limits.secret_key),
+            None => {
+                let mut body = read_json(&parts.headers, body).await?;
+                let raw = match body.as_object_mut().and_then(|o| o.remove("apiKey")) {
+                    Some(serde_json::Value::String(raw)) => raw,
+                    _ => return Err(Error::InvalidApiKey),
+                };
+                (authenticate(&mut parts, &raw, state).await?, body)
+            }
         };
-        state
-            .rate_limiter()
-            .check(bucket, quota, 1)
-            .map_err(|wait| Error::rate_limited(bucket, wait))?;
-        state.keys().mark_used(record.key_id);
-        Ok(IngestKey(record))
+        Ok(Self {
+            key,
+            peer,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! gamify-api: event ingestion (track, batch, identify), the tenant read API, and the management
 //! API for organizations, projects and keys.
 
+mod body;
 mod client_ip;
 pub mod config;
 pub mod error;

@@ -1,11 +1,10 @@
 //! Event ingestion: `POST /v1/events/track`, `POST /v1/events/batch`, `POST /v1/identify`.
 //! A request is answered 202 only after the broker acknowledged every one of its events.
 
-use std::{io::Read, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
-    body::Body,
     extract::State,
     http::{HeaderMap, HeaderName, Method, StatusCode, header},
     routing::post,
@@ -16,7 +15,7 @@ use gamify_common::{
     envelope::{Received, Source},
     events::requires_secret_key,
     ingest::{
-        self, BatchDefaults, EVENT_TOO_LARGE, Event, FieldError, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
+        self, BatchDefaults, EVENT_TOO_LARGE, Event, FieldError, MAX_BATCH_EVENTS,
         MAX_PRODUCED_BYTES_PER_REQUEST,
     },
 };
@@ -28,69 +27,13 @@ use uuid::Uuid;
 use crate::{
     AppState, Error, Result,
     client_ip::client_ip,
-    extract::{IngestKey, Peer},
+    extract::IngestRequest,
     key_cache::KeyRecord,
     rate_limit::{Bucket, Quota},
 };
 
 /// Seconds a client should wait before retrying after the broker did not acknowledge.
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
-
-/// Reads a JSON body of at most 500 KB after decompression. gzip is inflated with the limit
-/// checked as it streams, so a small compressed bomb never grows past the limit in memory.
-async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json")
-                || (mime.to_ascii_lowercase().starts_with("application/")
-                    && mime.to_ascii_lowercase().ends_with("+json"))
-        });
-    if !is_json {
-        return Err(Error::UnsupportedMediaType(
-            "expected a request body with Content-Type: application/json".to_owned(),
-        ));
-    }
-    let too_large = || Error::too_large("request body is larger than 500 KB");
-    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES)
-        .await
-        .map_err(|err| {
-            let limit_hit = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if limit_hit {
-                too_large()
-            } else {
-                Error::invalid("cannot read the request body")
-            }
-        })?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let json = match encoding.as_deref() {
-        None | Some("" | "identity") => raw.to_vec(),
-        Some("gzip" | "x-gzip") => {
-            let mut inflated = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(MAX_BATCH_BYTES as u64 + 1)
-                .read_to_end(&mut inflated)
-                .map_err(|_| Error::invalid("request body is not valid gzip"))?;
-            if inflated.len() > MAX_BATCH_BYTES {
-                return Err(too_large());
-            }
-            inflated
-        }
-        Some(other) => {
-            return Err(Error::UnsupportedMediaType(format!(
-                "Content-Encoding {other} is not supported; use gzip or none"
-            )));
-        }
-    };
-    serde_json::from_slice(&json).map_err(|err| Error::invalid(format!("malformed JSON: {err}")))
-}
 
 fn received(headers: &HeaderMap, peer: Option<SocketAddr>, proxy_hops: usize) -> Received {
     Received {
@@ -204,14 +147,17 @@ pub struct BatchAccepted {
 /// The path of a single-event request: read, parse with `parse`, guard, produce, acknowledge.
 async fn accept_one(
     state: &AppState,
-    key: &KeyRecord,
-    peer: Option<SocketAddr>,
-    headers: &HeaderMap,
-    body: Body,
+    request: IngestRequest,
     parse: impl FnOnce(Value, DateTime<Utc>) -> Result<Event, Vec<FieldError>>,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
-    let value = read_json(headers, body).await?;
-    let received = received(headers, peer, state.proxy_hops());
+    let IngestRequest {
+        key,
+        peer,
+        headers,
+        body: value,
+    } = request;
+    let key = key.as_ref();
+    let received = received(&headers, peer, state.proxy_hops());
     let event = parse(value, received.at).map_err(|errors| rejected(errors, None))?;
     if requires_secret(key, &event) {
         return Err(secret_key_required(vec![event.event], None));
@@ -230,12 +176,9 @@ async fn accept_one(
 
 async fn track(
     State(state): State<AppState>,
-    IngestKey(key): IngestKey,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    body: Body,
+    request: IngestRequest,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
-    accept_one(&state, &key, peer, &headers, body, |value, received_at| {
+    accept_one(&state, request, |value, received_at| {
         ingest::parse_track(value, &BatchDefaults::default(), received_at)
     })
     .await
@@ -243,12 +186,9 @@ async fn track(
 
 async fn identify(
     State(state): State<AppState>,
-    IngestKey(key): IngestKey,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    body: Body,
+    request: IngestRequest,
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
-    accept_one(&state, &key, peer, &headers, body, ingest::parse_identify).await
+    accept_one(&state, request, ingest::parse_identify).await
 }
 
 /// One verdict for the whole batch: any invalid item → 400 naming the indexes; any trusted item
@@ -256,12 +196,14 @@ async fn identify(
 /// or 503 for all.
 async fn batch(
     State(state): State<AppState>,
-    IngestKey(key): IngestKey,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    body: Body,
+    IngestRequest {
+        key,
+        peer,
+        headers,
+        body,
+    }: IngestRequest,
 ) -> Result<(StatusCode, axum::Json<BatchAccepted>)> {
-    let Value::Object(mut body) = read_json(&headers, body).await? else {
+    let Value::Object(mut body) = body else {
         return Err(Error::invalid(
             "the body must be a JSON object with a batch array",
         ));

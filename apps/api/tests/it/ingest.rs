@@ -213,7 +213,7 @@ async fn invalid_events_are_400_with_field_details() {
     let response = server
         .request(Method::POST, "/v1/events/track")
         .header("x-api-key", &pk)
-        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::CONTENT_TYPE, "application/xml")
         .body(json!({ "event": "x", "userId": "u" }).to_string())
         .send()
         .await
@@ -929,4 +929,84 @@ async fn forwarded_for_is_trusted_only_behind_configured_proxies() {
     };
     assert_eq!(ip_of("via-proxy"), "203.0.113.7");
     assert_eq!(ip_of("direct"), "127.0.0.1");
+}
+
+/// Browsers deliver on page unload with `navigator.sendBeacon`, which cannot set headers and whose
+/// request must not need a CORS preflight: `text/plain` with the key inside the JSON body. Same
+/// checks, limits and errors as a header-keyed request.
+#[tokio::test]
+async fn text_plain_bodies_carry_the_key_for_unload_delivery() {
+    let (server, topic) = server_with_topic().await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let beacon = |body: Value| {
+        server
+            .request(Method::POST, "/v1/events/batch")
+            .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+            .header(header::ORIGIN, "https://shop.example")
+            .body(body.to_string())
+            .send()
+    };
+    let response = beacon(json!({ "apiKey": pk, "batch": [
+        { "event": "page_view", "anonymousId": "anon-1", "messageId": "beacon-1" }
+    ] }))
+    .await
+    .unwrap();
+    assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let accepted = expect_json(response, StatusCode::ACCEPTED).await;
+    assert_eq!(accepted["accepted"], 1);
+    let messages = read_topic(&topic, 1, Duration::from_secs(10)).await;
+    let envelope = messages[0].envelope();
+    assert_eq!(envelope["messageId"], "beacon-1");
+    assert_eq!(envelope["keyType"], "publishable");
+    assert!(!messages[0].payload.windows(6).any(|w| w == b"apiKey"));
+
+    // The single-event endpoints take it too.
+    let response = server
+        .request(Method::POST, "/v1/events/track")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(json!({ "apiKey": pk, "event": "click", "userId": "u1" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    expect_json(response, StatusCode::ACCEPTED).await;
+
+    // The same refusals as with a header.
+    let response = beacon(json!({ "batch": [{ "event": "x", "userId": "u" }] }))
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::UNAUTHORIZED, "invalid_api_key").await;
+    let response =
+        beacon(json!({ "apiKey": "pk_live_nope", "batch": [{ "event": "x", "userId": "u" }] }))
+            .await
+            .unwrap();
+    expect_error(response, StatusCode::UNAUTHORIZED, "invalid_api_key").await;
+    let response =
+        beacon(json!({ "apiKey": pk, "batch": [{ "event": "purchase", "userId": "u" }] }))
+            .await
+            .unwrap();
+    expect_error(response, StatusCode::FORBIDDEN, "event_requires_secret_key").await;
+    let response = beacon(json!({ "apiKey": pk, "batch": [{ "event": "", "userId": "u" }] }))
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let response = server
+        .request(Method::POST, "/v1/events/batch")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let response = server
+        .request(Method::POST, "/v1/events/batch")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(format!(
+            "{{\"apiKey\":\"{pk}\",\"batch\":[],\"pad\":\"{}\"}}",
+            "a".repeat(600 * 1024)
+        ))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert_eq!(topic_message_count(&topic).await, 2);
 }

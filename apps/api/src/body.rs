@@ -1,0 +1,71 @@
+//! Ingestion request bodies: JSON (or the same JSON sent as `text/plain`, which browsers can send
+//! without a CORS preflight), optionally gzip-compressed, at most 500 KB once inflated.
+
+use std::io::Read;
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, header},
+};
+use gamify_common::ingest::MAX_BATCH_BYTES;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// Reads a JSON body of at most 500 KB after decompression. gzip is inflated with the limit
+/// checked as it streams, so a small compressed bomb never grows past the limit in memory.
+pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || mime.eq_ignore_ascii_case("text/plain")
+                || (mime.to_ascii_lowercase().starts_with("application/")
+                    && mime.to_ascii_lowercase().ends_with("+json"))
+        });
+    if !is_json {
+        return Err(Error::UnsupportedMediaType(
+            "expected a request body with Content-Type: application/json (or text/plain)"
+                .to_owned(),
+        ));
+    }
+    let too_large = || Error::too_large("request body is larger than 500 KB");
+    let raw = axum::body::to_bytes(body, MAX_BATCH_BYTES)
+        .await
+        .map_err(|err| {
+            let limit_hit = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if limit_hit {
+                too_large()
+            } else {
+                Error::invalid("cannot read the request body")
+            }
+        })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = match encoding.as_deref() {
+        None | Some("" | "identity") => raw.to_vec(),
+        Some("gzip" | "x-gzip") => {
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(MAX_BATCH_BYTES as u64 + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|_| Error::invalid("request body is not valid gzip"))?;
+            if inflated.len() > MAX_BATCH_BYTES {
+                return Err(too_large());
+            }
+            inflated
+        }
+        Some(other) => {
+            return Err(Error::UnsupportedMediaType(format!(
+                "Content-Encoding {other} is not supported; use gzip or none"
+            )));
+        }
+    };
+    serde_json::from_slice(&json).map_err(|err| Error::invalid(format!("malformed JSON: {err}")))
+}
