@@ -96,7 +96,7 @@ pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<
             .set("bootstrap.servers", brokers())
             .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
-            // Tansu answers a fetch with little data at a time; do not idle between fetches.
+            // Do not idle between fetches: a test waits for the last message, not for a full fetch.
             .set("fetch.wait.max.ms", "10")
             .create()
             .unwrap();
@@ -135,7 +135,8 @@ pub async fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<
     .unwrap()
 }
 
-/// Every message on the topic, counted by reading it (Tansu's watermarks are not exact counts).
+/// Every message on the topic, counted by reading it (so a count never rests on a broker's
+/// watermarks; Tansu's, the earlier development broker's, were not exact).
 pub async fn topic_message_count(topic: &str) -> usize {
     read_topic(topic, usize::MAX, Duration::from_secs(2))
         .await

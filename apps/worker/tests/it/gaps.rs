@@ -10,8 +10,9 @@ use crate::harness::{
 };
 
 /// Two producer batches (offsets 0–19 and 20–49); the group resumes from offset 10, inside the
-/// first. Apache Kafka delivers 10–49. Tansu 0.6 delivers only 20–49: the worker must then report
-/// the ten skipped offsets as a gap. Either way, every message below the resume point that was not
+/// first. Apache Kafka and gamify-dev-broker deliver 10–49. A broker that skips the rest of a batch
+/// (Tansu 0.6, the earlier development broker) delivers only 20–49: the worker must then report the
+/// ten skipped offsets as a gap. Either way, every message below the resume point that was not
 /// stored is accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_inside_a_producer_batch_stores_everything_or_reports_the_gap() {

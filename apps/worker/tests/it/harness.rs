@@ -419,10 +419,10 @@ pub async fn produce_with(topic: &str, messages: Vec<Raw>, batch_messages: &str)
         .set("bootstrap.servers", brokers())
         .set("broker.address.family", "v4")
         .set("linger.ms", "20")
-        // Tansu 0.6 answers a fetch from an offset inside a record batch with the *next* batch,
-        // silently skipping the rest of the batch, so a consumer group resuming from a committed
-        // offset mid-batch loses messages. One record per batch makes every offset a batch start.
-        // Apache Kafka does not need this.
+        // One record per batch (what `produce` asks for) makes every offset a batch start; it was
+        // needed on Tansu 0.6, which skipped the rest of a batch when a fetch started inside one.
+        // Neither Apache Kafka nor gamify-dev-broker needs it (the broker contract suite checks
+        // resuming inside a batch); `produce_with` lets a test batch normally.
         .set("batch.num.messages", batch_messages)
         .create()
         .unwrap();
