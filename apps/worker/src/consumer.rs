@@ -268,7 +268,7 @@ impl Loop {
 
     /// Warns when a partition's messages do not start at the committed offset or skip offsets.
     /// Kafka leaves gaps only on compacted or transactional topics, which the events topic is not;
-    /// a gap here means the broker skipped messages (see docs/WORKER.md on Tansu) and they will
+    /// a gap here means the broker skipped messages (see the broker note in docs/WORKER.md) and they will
     /// not be stored unless re-produced.
     async fn check_gaps(&mut self, batch: &[Record]) {
         let generation = Stats::get(&self.stats.rebalances);
