@@ -150,10 +150,80 @@ fn parse_kafka_properties(
             Some((key, value)) if !key.trim().is_empty() => {
                 Ok((key.trim().to_owned(), value.trim().to_owned()))
             }
+            // The entry itself is not quoted: it may be the tail of a secret containing a comma.
             _ => Err(ConfigError::invalid(
                 variable,
-                format!("expected key=value pairs separated by commas, found {pair:?}"),
+                "expected key=value pairs separated by commas (values cannot contain commas)",
             )),
+        })
+        .collect()
+}
+
+/// What replaces a secret in logs and errors.
+pub const REDACTED: &str = "***";
+
+/// A URL fit for logs and errors: its password (and any query parameter that looks like a secret,
+/// such as Postgres' `?password=`) replaced by `***`, e.g. `postgres://user:***@host/db`. A value
+/// that does not parse as a URL with a host keeps only its scheme: `postgres://***`.
+pub fn redact_url(raw: &str) -> String {
+    let scheme_only = || match raw.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            format!("{scheme}://{REDACTED}")
+        }
+        _ => REDACTED.to_owned(),
+    };
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return scheme_only();
+    };
+    if url.cannot_be_a_base() || !url.has_host() {
+        return scheme_only();
+    }
+    if url.password().is_some() && url.set_password(Some(REDACTED)).is_err() {
+        return scheme_only();
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_secret_name(&name) {
+                    REDACTED.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// Whether a configuration or librdkafka property name carries a secret: any name containing
+/// "password" or "secret" (`sasl.password`, `ssl.key.password`, `ssl.keystore.password`,
+/// `sasl.oauthbearer.client.secret`), and the properties holding a private key or credentials.
+pub fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("password")
+        || name.contains("secret")
+        || matches!(name.as_str(), "ssl.key.pem" | "sasl.oauthbearer.config")
+}
+
+/// Properties fit for logs: the value of every secret one replaced by `***`.
+pub fn redact_properties(properties: &[(String, String)]) -> Vec<(&str, &str)> {
+    properties
+        .iter()
+        .map(|(name, value)| {
+            let value = if is_secret_name(name) {
+                REDACTED
+            } else {
+                value.as_str()
+            };
+            (name.as_str(), value)
         })
         .collect()
 }
@@ -176,5 +246,118 @@ mod tests {
         let err = parse_kafka_properties("KAFKA_PRODUCER_PROPERTIES", "linger.ms").unwrap_err();
         assert!(err.to_string().contains("KAFKA_PRODUCER_PROPERTIES"));
         assert!(parse_kafka_properties("X", "=1").is_err());
+    }
+
+    #[test]
+    fn a_malformed_property_list_does_not_echo_its_entries() {
+        // A comma inside a password splits it; the tail must not reach the error message.
+        let err = parse_kafka_properties("KAFKA_PRODUCER_PROPERTIES", "sasl.password=HEAD,TAIL")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KAFKA_PRODUCER_PROPERTIES"), "{err}");
+        assert!(!err.contains("TAIL") && !err.contains("HEAD"), "{err}");
+    }
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        for (raw, expected) in [
+            (
+                "postgres://gamify:hunter2@db.internal:5432/gamify",
+                "postgres://gamify:***@db.internal:5432/gamify",
+            ),
+            (
+                "postgresql://user:p%40ss@localhost/db?sslmode=require",
+                "postgresql://user:***@localhost/db?sslmode=require",
+            ),
+            (
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://default:hunter2@cache:6380",
+                "rediss://default:***@cache:6380",
+            ),
+            (
+                "postgres://user@host/db?password=hunter2&application_name=x",
+                "postgres://user@host/db?password=***&application_name=x",
+            ),
+            // Nothing secret: unchanged.
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("postgres://user@host/db", "postgres://user@host/db"),
+        ] {
+            assert_eq!(redact_url(raw), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn unparseable_urls_keep_only_their_scheme() {
+        for (raw, expected) in [
+            ("postgres://user:hunter2@host:notaport/db", "postgres://***"),
+            // No "://": not even the scheme is trusted.
+            ("postgres:user:hunter2@host", "***"),
+            ("redis://user:hun ter2@[::1/0", "redis://***"),
+            ("user:hunter2@host", "***"),
+            ("", "***"),
+        ] {
+            assert_eq!(redact_url(raw), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn secret_kafka_properties_are_redacted() {
+        let properties: Vec<(String, String)> = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "hunter3"),
+            ("ssl.keystore.password", "hunter4"),
+            ("sasl.oauthbearer.client.secret", "hunter5"),
+            ("Custom.Secret.Thing", "hunter6"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let redacted = format!("{:?}", redact_properties(&properties));
+        assert!(!redacted.contains("hunter"), "{redacted}");
+        assert!(!redacted.contains("PRIVATE KEY"), "{redacted}");
+        assert!(
+            redacted.contains("SASL_SSL") && redacted.contains("PLAIN"),
+            "{redacted}"
+        );
+        assert!(redacted.contains("sasl.password"), "names stay: {redacted}");
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Whatever surrounds it, a password written in a URL's userinfo never survives
+            /// redaction. The password is delimited by `Z`, which nothing else generated contains.
+            #[test]
+            fn no_password_survives_redaction(
+                scheme in prop::sample::select(vec!["postgres", "postgresql", "redis", "rediss"]),
+                user in "[a-z_.%0-9-]{0,8}",
+                password in "[^/?#@\\\\Z\\s]{0,16}",
+                host in "[a-z0-9.-]{0,12}",
+                rest in "[^Z]{0,24}",
+            ) {
+                let raw = format!("{scheme}://{user}:Z{password}Z@{host}{rest}");
+                let redacted = redact_url(&raw);
+                prop_assert!(!redacted.contains('Z'), "{raw} -> {redacted}");
+                prop_assert!(redacted.starts_with(scheme), "{raw} -> {redacted}");
+            }
+
+            /// Arbitrary input never panics and never grows a password.
+            #[test]
+            fn arbitrary_input_is_handled(raw in ".{0,64}") {
+                let redacted = redact_url(&raw);
+                if let Ok(url) = url::Url::parse(&redacted) {
+                    prop_assert!(url.password().is_none_or(|p| p == REDACTED), "{raw} -> {redacted}");
+                }
+            }
+        }
     }
 }
