@@ -14,39 +14,43 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when Postgres, Redis and the broker answer; 503 naming those that do not.
+/// 200 when Postgres and the broker answer: `"ready"`, or `"degraded"` when Redis does not, since
+/// the gateway serves without it (keys from Postgres, local rate limits). 503 naming the required
+/// dependencies that do not answer.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
     let timeout = state.0.readiness_timeout;
     let (postgres, redis, kafka) = tokio::join!(
         tokio::time::timeout(timeout, state.db().ping()),
+        // Through the breaker: while Redis is known to be down this answers at once.
         tokio::time::timeout(timeout, state.redis().ping()),
         state.producer().check(timeout),
     );
-    let results = [
+    let redis_ok = matches!(redis, Ok(Ok(())));
+    let required = [
         ("postgres", matches!(postgres, Ok(Ok(())))),
-        ("redis", matches!(redis, Ok(Ok(())))),
         ("kafka", kafka.is_ok()),
     ];
-    let checks: Map<String, Value> = results
-        .iter()
-        .map(|(name, ok)| {
-            (
-                (*name).to_owned(),
-                json!(if *ok { "ok" } else { "failing" }),
-            )
-        })
-        .collect();
-    let failing: Vec<&str> = results
+    let status = |ok: bool| json!(if ok { "ok" } else { "failing" });
+    let mut checks = Map::new();
+    checks.insert("postgres".to_owned(), status(required[0].1));
+    checks.insert("redis".to_owned(), status(redis_ok));
+    checks.insert("kafka".to_owned(), status(required[1].1));
+    let failing: Vec<&str> = required
         .iter()
         .filter(|(_, ok)| !ok)
         .map(|(name, _)| *name)
         .collect();
     if failing.is_empty() {
-        return Ok(Json(json!({ "status": "ready", "checks": checks })));
+        if !redis_ok {
+            tracing::debug!("ready without redis (degraded)");
+        }
+        let overall = if redis_ok { "ready" } else { "degraded" };
+        return Ok(Json(json!({ "status": overall, "checks": checks })));
     }
-    tracing::warn!(failing = ?failing, "readiness check failed");
+    tracing::warn!(failing = ?failing, redis_ok, "readiness check failed");
+    let degraded = if redis_ok { "" } else { "; redis degraded" };
     Err(Error::unavailable(
-        format!("not ready: {} not available", failing.join(", ")),
+        format!("not ready: {} not available{degraded}", failing.join(", ")),
         None,
     ))
 }

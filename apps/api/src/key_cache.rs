@@ -3,7 +3,11 @@
 //! does not reach Postgres. Revoke and roll delete the Redis entry and publish an invalidation that
 //! every gateway drops from its L0.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -25,6 +29,13 @@ use crate::{Error, redis::Redis};
 pub const INVALIDATION_CHANNEL: &str = "gamify:apikey:invalidate";
 const L1_TTL_SECONDS: u64 = 60;
 const NEGATIVE_MARKER: &str = "-";
+/// Invalidations that could not reach Redis wait here, retried until Redis takes them; beyond this
+/// many, new ones are dropped (and logged): other instances then drop the key when their L0 entry
+/// expires or their subscription reconnects, and Redis' L1 entry when it expires.
+const MAX_PENDING_INVALIDATIONS: usize = 10_000;
+/// How often pending invalidations are retried (through the breaker, so a retry while Redis is
+/// known to be down costs nothing).
+const INVALIDATION_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// last_used_at is written at most this often per key.
 const LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -83,6 +94,8 @@ pub struct KeyResolver {
     negative_ttl: Duration,
     recently_used: moka::sync::Cache<Uuid, ()>,
     used: mpsc::Sender<Uuid>,
+    /// Key hashes whose invalidation did not reach Redis yet.
+    pending_invalidations: Mutex<HashSet<String>>,
 }
 
 impl KeyResolver {
@@ -112,8 +125,10 @@ impl KeyResolver {
                 .time_to_live(LAST_USED_INTERVAL)
                 .build(),
             used,
+            pending_invalidations: Mutex::new(HashSet::new()),
         });
         tokio::spawn(listen_for_invalidations(resolver.clone(), shutdown.clone()));
+        tokio::spawn(retry_invalidations(resolver.clone(), shutdown.clone()));
         tokio::spawn(write_last_used(db, used_rx, shutdown.clone()));
         resolver
     }
@@ -224,55 +239,161 @@ impl KeyResolver {
     }
 
     /// Forgets keys everywhere: this instance's L0 now, Redis, and every other instance's L0 through
-    /// the invalidation channel.
+    /// the invalidation channel. What cannot reach Redis now is retried in the background until it
+    /// does, so other instances learn of it once Redis is back.
     pub async fn invalidate(&self, hashes: &[String]) {
         for hash in hashes {
             self.l0.invalidate(hash).await;
         }
+        let mut failed = Vec::new();
         for hash in hashes {
-            let deleted = self
-                .redis
-                .query::<()>(redis::cmd("DEL").arg(format!("apikey:{hash}")))
-                .await;
-            let published = self
-                .redis
-                .query::<()>(redis::cmd("PUBLISH").arg(INVALIDATION_CHANNEL).arg(hash))
-                .await;
-            if let Err(err) = deleted.and(published) {
-                tracing::warn!(error = %err, "cannot invalidate a key through redis; other instances drop it when their cache entry expires");
+            if let Err(err) = self.invalidate_in_redis(hash).await {
+                tracing::warn!(error = %err, "cannot invalidate a key through redis; retrying in the background");
+                failed.push(hash.clone());
             }
+        }
+        self.defer_invalidations(failed);
+    }
+
+    /// Deletes the L1 entry, then announces the key to every instance.
+    async fn invalidate_in_redis(&self, hash: &str) -> Result<(), Error> {
+        self.redis
+            .query::<()>(redis::cmd("DEL").arg(format!("apikey:{hash}")))
+            .await?;
+        self.redis
+            .query::<()>(redis::cmd("PUBLISH").arg(INVALIDATION_CHANNEL).arg(hash))
+            .await
+    }
+
+    fn defer_invalidations(&self, hashes: Vec<String>) {
+        if hashes.is_empty() {
+            return;
+        }
+        let Ok(mut pending) = self.pending_invalidations.lock() else {
+            tracing::error!(
+                keys = hashes.len(),
+                "pending key invalidations unavailable; dropped"
+            );
+            return;
+        };
+        let mut dropped = 0usize;
+        for hash in hashes {
+            if pending.len() < MAX_PENDING_INVALIDATIONS || pending.contains(&hash) {
+                pending.insert(hash);
+            } else {
+                dropped += 1;
+            }
+        }
+        metrics::gauge!("gamify_key_invalidations_pending").set(pending.len() as f64);
+        if dropped > 0 {
+            metrics::counter!("gamify_key_invalidations_dropped_total").increment(dropped as u64);
+            tracing::error!(
+                dropped,
+                pending = pending.len(),
+                "too many key invalidations waiting for redis; dropped some (other instances forget those keys when their cache entries expire)"
+            );
+        }
+    }
+
+    /// Invalidations still waiting for Redis.
+    pub fn pending_invalidations(&self) -> usize {
+        self.pending_invalidations
+            .lock()
+            .map(|pending| pending.len())
+            .unwrap_or(0)
+    }
+}
+
+/// Retries invalidations that did not reach Redis, until each does.
+async fn retry_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(INVALIDATION_RETRY_INTERVAL) => {}
+        }
+        let batch: Vec<String> = match resolver.pending_invalidations.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let mut remaining = batch.into_iter();
+        let mut delivered = 0usize;
+        let mut failed = Vec::new();
+        for hash in remaining.by_ref() {
+            if resolver.invalidate_in_redis(&hash).await.is_ok() {
+                delivered += 1;
+            } else {
+                // Redis is down again (and the breaker now open): keep the rest for later.
+                failed.push(hash);
+                break;
+            }
+        }
+        failed.extend(remaining);
+        if delivered > 0 {
+            tracing::info!(
+                delivered,
+                pending = failed.len(),
+                "delayed key invalidations reached redis"
+            );
+        }
+        resolver.defer_invalidations(failed);
+        if resolver.pending_invalidations() == 0 {
+            metrics::gauge!("gamify_key_invalidations_pending").set(0.0);
         }
     }
 }
 
 /// Drops announced keys from L0. After any disconnection the whole L0 is dropped, since
-/// announcements may have been missed meanwhile.
+/// announcements may have been missed meanwhile; a subscription that stops answering pings (a Redis
+/// that hangs rather than closes) counts as disconnected.
 async fn listen_for_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationToken) {
+    const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(2);
+    const PING_INTERVAL: Duration = Duration::from_secs(5);
     loop {
-        match resolver.redis.client().get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(INVALIDATION_CHANNEL).await {
-                Ok(()) => {
-                    resolver.l0.invalidate_all();
-                    tracing::debug!("listening for key invalidations");
-                    let mut messages = pubsub.on_message();
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            message = messages.next() => match message {
-                                Some(message) => {
-                                    if let Ok(hash) = message.get_payload::<String>() {
-                                        resolver.l0.invalidate(&hash).await;
-                                    }
+        let subscribed = tokio::time::timeout(SUBSCRIPTION_TIMEOUT, async {
+            let mut pubsub = resolver.redis.client().get_async_pubsub().await?;
+            pubsub.subscribe(INVALIDATION_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(pubsub)) => {
+                resolver.l0.invalidate_all();
+                tracing::debug!("listening for key invalidations");
+                let (mut sink, mut messages) = pubsub.split();
+                let mut ping = tokio::time::interval(PING_INTERVAL);
+                ping.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(message) => {
+                                if let Ok(hash) = message.get_payload::<String>() {
+                                    resolver.l0.invalidate(&hash).await;
                                 }
-                                None => break,
-                            },
+                            }
+                            None => break,
+                        },
+                        _ = ping.tick() => {
+                            let answered = tokio::time::timeout(
+                                SUBSCRIPTION_TIMEOUT,
+                                sink.ping::<redis::Value>(),
+                            )
+                            .await;
+                            if !matches!(answered, Ok(Ok(_))) {
+                                break;
+                            }
                         }
                     }
-                    tracing::warn!("key invalidation channel closed; reconnecting");
                 }
-                Err(err) => tracing::warn!(error = %err, "cannot subscribe to key invalidations"),
-            },
-            Err(err) => tracing::debug!(error = %err, "redis unavailable for key invalidations"),
+                tracing::warn!("key invalidation channel lost; reconnecting");
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "redis unavailable for key invalidations")
+            }
+            Err(_) => tracing::debug!("redis did not answer the key invalidation subscription"),
         }
         resolver.l0.invalidate_all();
         tokio::select! {

@@ -1,7 +1,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{TestServer, connect, expect_error, expect_json, settings};
+use crate::harness::{PrivateRedis, TestServer, connect, expect_error, expect_json, settings};
 
 #[tokio::test]
 async fn root_and_liveness_answer_ok() {
@@ -26,8 +26,9 @@ async fn readiness_checks_postgres() {
     );
 }
 
+/// Kafka is required: 503, and the message also says Redis is degraded.
 #[tokio::test]
-async fn readiness_names_redis_and_kafka_when_they_fail() {
+async fn readiness_names_kafka_when_it_fails_and_redis_as_degraded() {
     let mut settings = settings();
     settings.redis_url = "redis://127.0.0.1:1".to_owned();
     settings.kafka_brokers = "127.0.0.1:1".to_owned();
@@ -36,10 +37,36 @@ async fn readiness_names_redis_and_kafka_when_they_fail() {
     let body = expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("redis") && message.contains("kafka"),
+        message.contains("kafka not available") && message.contains("redis degraded"),
         "{message}"
     );
     assert!(!message.contains("postgres"), "{message}");
+}
+
+/// Redis is an accelerator: with it killed the gateway stays in rotation and says it is degraded.
+#[tokio::test]
+async fn readiness_stays_200_and_degraded_when_redis_dies() {
+    let mut redis = PrivateRedis::start().await;
+    let mut settings = settings();
+    settings.redis_url = redis.url.clone();
+    let server = TestServer::with_settings(settings).await;
+    let response = server.request(Method::GET, "/readyz").send().await.unwrap();
+    let body = expect_json(response, StatusCode::OK).await;
+    assert_eq!(body["status"], "ready", "{body}");
+
+    redis.stop().await;
+    // Twice: the first check finds Redis gone, the second meets the open breaker.
+    for _ in 0..2 {
+        let response = server.request(Method::GET, "/readyz").send().await.unwrap();
+        let body = expect_json(response, StatusCode::OK).await;
+        assert_eq!(
+            body,
+            json!({
+                "status": "degraded",
+                "checks": { "postgres": "ok", "redis": "failing", "kafka": "ok" }
+            })
+        );
+    }
 }
 
 #[tokio::test]

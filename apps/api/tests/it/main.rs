@@ -11,3 +11,4 @@ mod key_checks;
 mod organizations;
 mod projects;
 mod reads;
+mod redis_outage;
