@@ -61,14 +61,32 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl std::fmt::Debug for Settings {
+    // Fit for the start-up log: the Redis password and secret librdkafka properties are redacted,
+    // the admin token and envelope secret left out.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("redis_url", &self.redis_url)
+            .field("redis_url", &config::redact_url(&self.redis_url))
             .field("kafka_brokers", &self.kafka_brokers)
             .field("kafka_topic", &self.kafka_topic)
+            .field(
+                "kafka_producer_properties",
+                &config::redact_properties(&self.kafka_producer_properties),
+            )
             .field("produce_timeout", &self.produce_timeout)
             .field("rate_limit", &self.rate_limit)
+            .field("key_cache_ttl", &self.key_cache_ttl)
+            .field("trusted_proxy_hops", &self.trusted_proxy_hops)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &config::redact_url(&self.database_url))
+            .field("port", &self.port)
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 

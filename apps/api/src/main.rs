@@ -89,7 +89,8 @@ async fn serve() -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     tokio::spawn(gamify_common::shutdown::cancel_on_signal(shutdown.clone()));
     let state = AppState::new(db.clone(), &config.settings, &shutdown)?;
-    tracing::info!(port = config.port, settings = ?config.settings, "gamify-api listening");
+    // Config's Debug redacts passwords and secrets.
+    tracing::info!(port = config.port, config = ?config, "gamify-api listening");
     gamify_api::serve(listener, state, shutdown)
         .await
         .map_err(Error::Serve)?;

@@ -50,7 +50,7 @@ impl EventProducer {
         for (key, value) in properties {
             config.set(key, value);
         }
-        let producer: FutureProducer = config.create()?;
+        let producer: FutureProducer = config.create().map_err(redact_config_error)?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
@@ -142,5 +142,23 @@ impl EventProducer {
         if let Err(err) = self.producer.flush(timeout) {
             tracing::warn!(error = %err, "messages left unflushed at shutdown");
         }
+    }
+}
+
+/// librdkafka's configuration errors quote the offending property's value; a secret one is
+/// replaced by `***` before the error goes anywhere.
+fn redact_config_error(err: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use gamify_common::config::{REDACTED, is_secret_name};
+    use rdkafka::error::KafkaError;
+    match err {
+        KafkaError::ClientConfig(code, description, key, value) if is_secret_name(&key) => {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, REDACTED)
+            };
+            KafkaError::ClientConfig(code, description, key, REDACTED.to_owned())
+        }
+        other => other,
     }
 }

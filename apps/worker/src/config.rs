@@ -29,10 +29,11 @@ pub struct Config {
 }
 
 impl std::fmt::Debug for Config {
-    // The database URL carries a password and the envelope secret signs messages: neither is
-    // printed.
+    // The database URL's password is redacted and the envelope secret, which signs messages, left
+    // out.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
+            .field("database_url", &config::redact_url(&self.database_url))
             .field("kafka_brokers", &self.kafka_brokers)
             .field("topic", &self.topic)
             .field("dlq_topic", &self.dlq_topic)

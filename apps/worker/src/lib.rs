@@ -73,6 +73,8 @@ impl Worker {
             %addr,
             topic = %self.config.topic,
             group_id = %self.config.group_id,
+            // Config's Debug redacts the database password and leaves the envelope secret out.
+            config = ?self.config,
             "gamify-worker ready"
         );
         let worker_loop = consumer::Loop {

@@ -12,3 +12,4 @@ mod organizations;
 mod projects;
 mod reads;
 mod redis_outage;
+mod secrets_in_logs;
