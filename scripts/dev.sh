@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Gamify locally: provisions Postgres, Redis and the broker, migrates, and starts gamify-api on
 # PORT (default 3000) and gamify-worker (metrics on WORKER_PORT, default 3001). Honours ADMIN_TOKEN
-# and PORT from the environment. Ctrl-C stops everything.
+# and PORT from the environment. Ctrl-C stops gamify-api and gamify-worker; the development broker
+# keeps running (see the message it prints).
 source "$(dirname "$0")/lib.sh"
 
 provision gamify
@@ -17,8 +18,35 @@ cargo build --workspace --bins --quiet
 migrate
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait; }
-trap cleanup EXIT INT TERM
+# Stops what this script started: SIGTERM (both finish in-flight work: requests, the current batch),
+# SIGKILL after 15 s. Waits on those pids only; the development broker is not a child to wait for.
+cleanup() {
+  trap - EXIT INT TERM
+  [ ${#pids[@]} -gt 0 ] || return 0
+  log "stopping gamify-api and gamify-worker"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 75); do
+    alive=0
+    for pid in "${pids[@]}"; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
+    [ "$alive" = 1 ] || break
+    sleep 0.2
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  broker_note
+}
+broker_note() {
+  if [ -z "${DEV_BROKER_DIR:-}" ]; then
+    log "the broker at $KAFKA_BROKERS is not managed by this script"
+  elif [ -s "$DEV_BROKER_DIR/broker.pid" ] && kill -0 "$(cat "$DEV_BROKER_DIR/broker.pid")" 2>/dev/null; then
+    log "gamify-dev-broker keeps running (pid $(cat "$DEV_BROKER_DIR/broker.pid"), $KAFKA_BROKERS) so the next run reuses it; stop it with: kill \$(cat ${DEV_BROKER_DIR#"$ROOT"/}/broker.pid)"
+  else
+    log "gamify-dev-broker keeps running ($KAFKA_BROKERS) so the next run reuses it; stop it with: pkill -f 'gamify-dev-broker serve'"
+  fi
+}
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap cleanup EXIT
 
 export WORKER_PORT=${WORKER_PORT:-3001}
 "$ROOT/target/debug/gamify-worker" &
@@ -42,4 +70,11 @@ Create an organization:
 
 Then follow "Your first event" in README.md. Ctrl-C stops it.
 TXT
-wait
+
+# --- examples/browser: serving the browser example belongs here (SDK work, not done yet).
+
+# Returns when either process exits (or on Ctrl-C, through the trap); the EXIT trap stops the other.
+status=0
+wait -n "${pids[@]}" || status=$?
+log "gamify-api or gamify-worker stopped (status $status)"
+exit "$status"

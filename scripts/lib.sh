@@ -141,6 +141,10 @@ ensure_broker() {
     log "starting gamify-dev-broker (log: ${DEV_BROKER_DIR#"$ROOT"/}/broker.log)"
     setsid nohup "$ROOT/target/debug/gamify-dev-broker" serve --dir "$DEV_BROKER_DIR" \
       >"$DEV_BROKER_DIR/broker.log" 2>&1 </dev/null &
+    # It outlives the script on purpose (topics and offsets survive between runs): recorded for
+    # `kill "$(cat target/dev-broker/broker.pid)"`, and disowned so no `wait` waits for it.
+    echo $! >"$DEV_BROKER_DIR/broker.pid"
+    disown $!
     wait_for 30 "gamify-dev-broker" dev_broker_running
   fi
   dev_broker ctl --dir "$DEV_BROKER_DIR" create-topic "$KAFKA_TOPIC" 12 >/dev/null
