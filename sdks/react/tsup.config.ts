@@ -8,4 +8,6 @@ export default defineConfig({
   target: 'es2019',
   sourcemap: true,
   external: ['react', '@gamify/core'],
+  // @gamify/core's own declarations, not a copy: a copied class would not accept the user's Gamify.
+  tsconfig: 'tsconfig.build.json',
 });
