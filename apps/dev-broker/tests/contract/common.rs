@@ -67,9 +67,11 @@ pub fn development_broker() -> bool {
 ///
 /// Apache Kafka completes a rebalance as soon as every remaining member has rejoined, within a
 /// heartbeat or two. librdkafka's mock cluster, the development broker, always waits for its join
-/// timer instead: session.timeout.ms − 1 s, whoever has rejoined. That is the one point where the
-/// suite holds the two to different bounds; both bounds still separate a broker that handles the
-/// event from one that ignores it.
+/// timer instead: session.timeout.ms − 1 s, whoever has rejoined
+/// (`rd_kafka_mock_cgrp_classic_rebalance` in librdkafka 2.12.1's `src/rdkafka_mock_cgrp.c`; no
+/// mock property or safe rdkafka call changes it). That is the one point where the suite holds the
+/// two to different bounds; both bounds still separate a broker that handles the event from one
+/// that ignores it.
 pub fn rebalance_bound(session: Duration) -> Duration {
     let slack = Duration::from_secs(5);
     if development_broker() {
