@@ -26,6 +26,11 @@ pub struct Config {
     pub lag_interval: Duration,
     /// Longest pause between two attempts at persisting a batch while Postgres fails.
     pub max_backoff: Duration,
+    /// librdkafka properties over the consumer's defaults (`KAFKA_CONSUMER_PROPERTIES`).
+    pub kafka_consumer_properties: Vec<(String, String)>,
+    /// librdkafka properties over the dead-letter producer's defaults (`KAFKA_PRODUCER_PROPERTIES`,
+    /// the variable gamify-api's producer reads too).
+    pub kafka_producer_properties: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -44,6 +49,14 @@ impl std::fmt::Debug for Config {
             .field("source_cache_ttl", &self.source_cache_ttl)
             .field("session_timeout", &self.session_timeout)
             .field("lag_interval", &self.lag_interval)
+            .field(
+                "kafka_consumer_properties",
+                &config::redact_properties(&self.kafka_consumer_properties),
+            )
+            .field(
+                "kafka_producer_properties",
+                &config::redact_properties(&self.kafka_producer_properties),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +94,8 @@ impl Config {
             session_timeout: Duration::from_millis(session_ms),
             lag_interval: Duration::from_millis(lag_ms),
             max_backoff: Duration::from_secs(5),
+            kafka_consumer_properties: config::kafka_properties("KAFKA_CONSUMER_PROPERTIES")?,
+            kafka_producer_properties: config::kafka_properties("KAFKA_PRODUCER_PROPERTIES")?,
         })
     }
 }

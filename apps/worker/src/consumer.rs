@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gamify_common::ConfigError;
 use gamify_db::Db;
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
@@ -24,7 +25,7 @@ use crate::{
     check::{self, Record, Sources, Verdict},
     config::Config,
     dlq::DeadLetters,
-    error::Result,
+    error::{Result, client_config_error},
     metrics::{self as m, Stats},
     persist::{self, Item, Outcome, Status},
 };
@@ -84,13 +85,31 @@ impl ConsumerContext for Context {
 
 pub type KafkaConsumer = StreamConsumer<Context>;
 
-pub fn consumer(config: &Config, stats: Arc<Stats>) -> Result<KafkaConsumer> {
+/// Consumer properties `KAFKA_CONSUMER_PROPERTIES` may not set: their own variables set them, or
+/// at-least-once delivery depends on them.
+const FIXED_CONSUMER_PROPERTIES: [(&str, &str); 4] = [
+    ("bootstrap.servers", "set by KAFKA_BROKERS"),
+    ("group.id", "set by KAFKA_GROUP_ID"),
+    (
+        "enable.auto.commit",
+        "offsets are committed after Postgres commits",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed after Postgres commits",
+    ),
+];
+
+/// The consumer's librdkafka configuration: the defaults below, then `KAFKA_CONSUMER_PROPERTIES`
+/// (e.g. SASL/TLS for a managed Kafka, `broker.address.family=v4`).
+pub fn consumer_config(config: &Config) -> Result<ClientConfig> {
+    const VARIABLE: &str = "KAFKA_CONSUMER_PROPERTIES";
     let session_ms = config.session_timeout.as_millis();
-    let consumer: KafkaConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("group.id", &config.group_id)
         .set("client.id", "gamify-worker")
-        .set("broker.address.family", "v4")
         // Offsets are committed by hand, after Postgres has committed the events they cover.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -109,10 +128,33 @@ pub fn consumer(config: &Config, stats: Arc<Stats>) -> Result<KafkaConsumer> {
         .set(
             "statistics.interval.ms",
             config.lag_interval.as_millis().to_string(),
-        )
+        );
+    for (key, value) in &config.kafka_consumer_properties {
+        if let Some((_, why)) = FIXED_CONSUMER_PROPERTIES
+            .iter()
+            .find(|(name, _)| name == key)
+        {
+            return Err(
+                ConfigError::invalid(VARIABLE, format!("{key} cannot be set here: {why}")).into(),
+            );
+        }
+        client.set(key, value);
+    }
+    Ok(client)
+}
+
+pub fn consumer(config: &Config, stats: Arc<Stats>) -> Result<KafkaConsumer> {
+    let consumer: KafkaConsumer = consumer_config(config)?
         .create_with_context(Context {
             stats,
             topic: config.topic.clone(),
+        })
+        .map_err(|err| {
+            client_config_error(
+                "KAFKA_CONSUMER_PROPERTIES",
+                &config.kafka_consumer_properties,
+                err,
+            )
         })?;
     consumer.subscribe(&[&config.topic])?;
     Ok(consumer)
@@ -475,4 +517,100 @@ impl Loop {
 fn log_commit_failure(err: &KafkaError) {
     tracing::warn!(error = %err,
         "cannot commit offsets (partitions may have moved to another worker); the batch will be redelivered and deduplicated");
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    pub(crate) fn config(consumer: &[(&str, &str)], producer: &[(&str, &str)]) -> Config {
+        let owned = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        Config {
+            database_url: "postgres://gamify_app@127.0.0.1/gamify".into(),
+            kafka_brokers: "127.0.0.1:9".into(),
+            topic: "t".into(),
+            dlq_topic: "t.dlq".into(),
+            group_id: "g".into(),
+            envelope_secret: "x".repeat(32),
+            batch_size: 500,
+            batch_max_wait: Duration::from_millis(200),
+            port: 0,
+            source_cache_ttl: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(10),
+            lag_interval: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5),
+            kafka_consumer_properties: owned(consumer),
+            kafka_producer_properties: owned(producer),
+        }
+    }
+
+    #[tokio::test]
+    async fn consumer_properties_reach_the_client_over_the_defaults() {
+        let config = config(
+            &[
+                ("fetch.min.bytes", "4321"),
+                ("client.id", "custom"),
+                ("broker.address.family", "v6"),
+            ],
+            &[],
+        );
+        let client = consumer_config(&config).unwrap();
+        let native = client.create_native_config().unwrap();
+        assert_eq!(native.get("fetch.min.bytes").unwrap(), "4321");
+        assert_eq!(native.get("client.id").unwrap(), "custom");
+        assert_eq!(native.get("broker.address.family").unwrap(), "v6");
+        // Offsets stay manual.
+        assert_eq!(native.get("enable.auto.commit").unwrap(), "false");
+        let _consumer = consumer(&config, Arc::default()).unwrap();
+    }
+
+    #[test]
+    fn ipv4_is_not_forced() {
+        let client = consumer_config(&config(&[], &[])).unwrap();
+        assert_eq!(client.get("broker.address.family"), None);
+        let native = client.create_native_config().unwrap();
+        assert_eq!(native.get("broker.address.family").unwrap(), "any");
+    }
+
+    #[tokio::test]
+    async fn a_refused_property_names_the_variable() {
+        let err = consumer(&config(&[("no.such.property", "1")], &[]), Arc::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("KAFKA_CONSUMER_PROPERTIES") && err.contains("no.such.property"),
+            "{err}"
+        );
+
+        let err = consumer(
+            &config(&[("security.protocol", "bogus")], &[]),
+            Arc::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("KAFKA_CONSUMER_PROPERTIES") && err.contains("security.protocol"),
+            "{err}"
+        );
+
+        for fixed in ["enable.auto.commit", "group.id"] {
+            let err = consumer_config(&config(&[(fixed, "true")], &[]))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("KAFKA_CONSUMER_PROPERTIES") && err.contains(fixed),
+                "{err}"
+            );
+        }
+    }
 }

@@ -8,12 +8,33 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
-use crate::{check::Record, config::Config, error::Result};
+use crate::{
+    check::Record,
+    config::Config,
+    error::{Result, client_config_error},
+};
 
 pub const REASON_HEADER: &str = "gamify-dlq-reason";
 pub const TOPIC_HEADER: &str = "gamify-dlq-original-topic";
 pub const PARTITION_HEADER: &str = "gamify-dlq-original-partition";
 pub const OFFSET_HEADER: &str = "gamify-dlq-original-offset";
+
+/// The dead-letter producer's librdkafka configuration: the defaults below, then
+/// `KAFKA_PRODUCER_PROPERTIES` (the gateway's producer reads the same variable).
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("client.id", "gamify-worker-dlq")
+        // A dead letter must not be lost once its offset is committed.
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("message.timeout.ms", "10000");
+    for (key, value) in &config.kafka_producer_properties {
+        client.set(key, value);
+    }
+    client
+}
 
 pub struct DeadLetters {
     producer: FutureProducer,
@@ -22,15 +43,13 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub fn new(config: &Config) -> Result<Self> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka_brokers)
-            .set("client.id", "gamify-worker-dlq")
-            .set("broker.address.family", "v4")
-            // A dead letter must not be lost once its offset is committed.
-            .set("acks", "all")
-            .set("enable.idempotence", "false")
-            .set("message.timeout.ms", "10000")
-            .create()?;
+        let producer = producer_config(config).create().map_err(|err| {
+            client_config_error(
+                "KAFKA_PRODUCER_PROPERTIES",
+                &config.kafka_producer_properties,
+                err,
+            )
+        })?;
         Ok(Self {
             producer,
             topic: config.dlq_topic.clone(),
@@ -84,5 +103,33 @@ impl DeadLetters {
             result.map_err(|(err, _)| err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::tests::config;
+
+    #[test]
+    fn producer_properties_reach_the_dead_letter_producer() {
+        let config = config(&[], &[("linger.ms", "17"), ("acks", "all")]);
+        let native = producer_config(&config).create_native_config().unwrap();
+        assert_eq!(native.get("linger.ms").unwrap(), "17");
+        assert_eq!(native.get("broker.address.family").unwrap(), "any");
+        DeadLetters::new(&config).unwrap();
+    }
+
+    #[test]
+    fn a_refused_producer_property_names_the_variable() {
+        let err = DeadLetters::new(&config(
+            &[],
+            &[("ssl.key.password", "hunter2"), ("bogus.x", "1")],
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("KAFKA_PRODUCER_PROPERTIES"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

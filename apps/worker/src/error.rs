@@ -19,3 +19,40 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A librdkafka client refused its configuration. When the refused property came from `variable`
+/// (`KAFKA_CONSUMER_PROPERTIES`, `KAFKA_PRODUCER_PROPERTIES`), the error names the variable like
+/// every other configuration error; a secret property's value is never quoted.
+pub fn client_config_error(
+    variable: &'static str,
+    properties: &[(String, String)],
+    err: rdkafka::error::KafkaError,
+) -> Error {
+    use gamify_common::config::{REDACTED, is_secret_name};
+    use rdkafka::error::KafkaError;
+    match err {
+        KafkaError::ClientConfig(_, description, key, value)
+            if properties.iter().any(|(name, _)| *name == key) =>
+        {
+            let description = if is_secret_name(&key) && !value.is_empty() {
+                description.replace(&value, REDACTED)
+            } else {
+                description
+            };
+            Error::Config(ConfigError::invalid(
+                variable,
+                format!("librdkafka refuses {key}: {description}"),
+            ))
+        }
+        KafkaError::ClientConfig(code, description, key, value) if is_secret_name(&key) => {
+            let description = description.replace(&value, REDACTED);
+            Error::Kafka(KafkaError::ClientConfig(
+                code,
+                description,
+                key,
+                REDACTED.to_owned(),
+            ))
+        }
+        other => Error::Kafka(other),
+    }
+}

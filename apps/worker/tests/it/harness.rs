@@ -464,6 +464,8 @@ pub fn config(topics: &Topics) -> Config {
         session_timeout: Duration::from_secs(6),
         lag_interval: Duration::from_millis(200),
         max_backoff: Duration::from_secs(1),
+        kafka_consumer_properties: Vec::new(),
+        kafka_producer_properties: Vec::new(),
     }
 }
 

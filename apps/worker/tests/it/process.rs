@@ -39,6 +39,16 @@ async fn configuration_errors_name_the_variable() {
     ])
     .await;
     assert!(batch.contains("WORKER_BATCH_SIZE"), "{batch}");
+    let properties = run(vec![
+        db.clone(),
+        secret.clone(),
+        ("KAFKA_CONSUMER_PROPERTIES", "fetch.min.bytes".into()),
+    ])
+    .await;
+    assert!(
+        properties.contains("KAFKA_CONSUMER_PROPERTIES"),
+        "{properties}"
+    );
     let port = run(vec![db, secret, ("WORKER_PORT", "70000".into())]).await;
     assert!(port.contains("WORKER_PORT"), "{port}");
 }
