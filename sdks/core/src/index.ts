@@ -497,7 +497,10 @@ export class Gamify {
         queuedByBrowser = false;
       }
       if (queuedByBrowser) {
-        this.drop(ids);
+        // A beacon is fire-and-forget: queued by the browser is not delivered. While deliveries
+        // fail (backing off, or offline) keep the calls for the next page too; the gateway
+        // stores a messageId once, so a repeat costs nothing.
+        if (this.attempt === 0 && !offline()) this.drop(ids);
       } else if (this.fetch) {
         this.fetch(url, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body, keepalive: true }).then(
           (r) => {
@@ -611,6 +614,11 @@ function safeLocalStorage(): StorageLike | null {
   } catch {
     return null;
   }
+}
+
+function offline(): boolean {
+  const nav = (globalThis as { navigator?: { onLine?: boolean } }).navigator;
+  return !!nav && nav.onLine === false;
 }
 
 function browserBeacon(): ((url: string, data: string) => boolean) | null {

@@ -270,6 +270,25 @@ describe('unload', () => {
     expect(h.server.sent).toHaveLength(0);
   });
 
+  it('keeps beaconed calls for the next page while deliveries are failing', async () => {
+    const storage = new MemoryStorage();
+    const h = harness({}, storage);
+    h.server.replies.push('network-error');
+    const g = new Gamify({ apiKey: PK, flushAt: 1 }, h.env);
+    g.track('cart_add');
+    await settle();
+    h.window.dispatch('pagehide');
+    expect(h.beacons).toHaveLength(1);
+    expect(g.queued).toBe(1);
+    const next = harness({}, storage);
+    const again = new Gamify({ apiKey: PK }, next.env);
+    await next.clock.advance(0);
+    expect(next.server.events().map((e) => e.messageId)).toEqual(
+      (JSON.parse(h.beacons[0]?.data ?? '{}').batch as Array<{ messageId: string }>).map((e) => e.messageId),
+    );
+    expect(again.queued).toBe(0);
+  });
+
   it('on visibilitychange to hidden, not to visible', () => {
     const h = harness();
     const g = new Gamify({ apiKey: PK }, h.env);
