@@ -10,6 +10,7 @@ provision "${TEST_DATABASE:-gamify_test}" fresh
 log "building gamify-api"
 cargo build -p gamify-api --bin gamify-api --quiet
 migrate
+"$ROOT/scripts/validate-deploy.sh"
 log "running tests"
 if [ $# -eq 0 ]; then set -- --workspace; fi
 cargo test "$@"
