@@ -97,6 +97,9 @@ ensure_clients() {
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  # librdkafka is built with TLS against the system's OpenSSL.
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
