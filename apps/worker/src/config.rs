@@ -31,6 +31,15 @@ pub struct Config {
     /// librdkafka properties over the dead-letter producer's defaults (`KAFKA_PRODUCER_PROPERTIES`,
     /// the variable gamify-api's producer reads too).
     pub kafka_producer_properties: Vec<(String, String)>,
+    /// Longest one attempt at persisting a batch may take before it is abandoned and retried.
+    pub batch_timeout: Duration,
+    /// After a stop is asked for, how long the batch in flight may take before it is abandoned
+    /// uncommitted (it is redelivered): shorter than the orchestrator's grace period.
+    pub shutdown_timeout: Duration,
+    /// `/healthz` fails when the consumer loop has not advanced for this long while work waits.
+    pub stall_timeout: Duration,
+    /// Postgres cancels any of the worker's statements that runs longer.
+    pub statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -49,6 +58,10 @@ impl std::fmt::Debug for Config {
             .field("source_cache_ttl", &self.source_cache_ttl)
             .field("session_timeout", &self.session_timeout)
             .field("lag_interval", &self.lag_interval)
+            .field("batch_timeout", &self.batch_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .field(
                 "kafka_consumer_properties",
                 &config::redact_properties(&self.kafka_consumer_properties),
@@ -71,6 +84,13 @@ impl Config {
         let session_ms: u64 =
             config::parsed_in("KAFKA_SESSION_TIMEOUT_MS", 10_000, 1_000..=300_000)?;
         let lag_ms: u64 = config::parsed_in("WORKER_LAG_INTERVAL_MS", 5_000, 100..=600_000)?;
+        let batch_timeout_ms: u64 =
+            config::parsed_in("WORKER_BATCH_TIMEOUT_MS", 60_000, 100..=3_600_000)?;
+        let shutdown_ms: u64 =
+            config::parsed_in("WORKER_SHUTDOWN_TIMEOUT_MS", 20_000, 100..=3_600_000)?;
+        let stall_ms: u64 = config::parsed_in("WORKER_STALL_TIMEOUT_MS", 120_000, 100..=3_600_000)?;
+        let statement_ms: u64 =
+            config::parsed_in("WORKER_STATEMENT_TIMEOUT_MS", 30_000, 100..=3_600_000)?;
         let topic = config::kafka_topic()?;
         let dlq_topic =
             config::optional("KAFKA_DLQ_TOPIC")?.unwrap_or_else(|| "gamify.events.dlq".into());
@@ -96,6 +116,10 @@ impl Config {
             max_backoff: Duration::from_secs(5),
             kafka_consumer_properties: config::kafka_properties("KAFKA_CONSUMER_PROPERTIES")?,
             kafka_producer_properties: config::kafka_properties("KAFKA_PRODUCER_PROPERTIES")?,
+            batch_timeout: Duration::from_millis(batch_timeout_ms),
+            shutdown_timeout: Duration::from_millis(shutdown_ms),
+            stall_timeout: Duration::from_millis(stall_ms),
+            statement_timeout: Duration::from_millis(statement_ms),
         })
     }
 }

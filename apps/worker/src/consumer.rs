@@ -26,6 +26,7 @@ use crate::{
     config::Config,
     dlq::DeadLetters,
     error::{Result, client_config_error},
+    liveness::Liveness,
     metrics::{self as m, Stats},
     persist::{self, Item, Outcome, Status},
 };
@@ -34,6 +35,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 pub struct Context {
     stats: Arc<Stats>,
+    liveness: Arc<Liveness>,
     topic: String,
 }
 
@@ -43,12 +45,15 @@ impl ClientContext for Context {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
+        let mut total = 0;
         for (partition, stats) in &topic.partitions {
             if *partition >= 0 && stats.consumer_lag >= 0 {
+                total += stats.consumer_lag;
                 metrics::gauge!(m::LAG, "topic" => self.topic.clone(), "partition" => partition.to_string())
                     .set(stats.consumer_lag as f64);
             }
         }
+        self.liveness.set_lag(total);
     }
 }
 
@@ -143,10 +148,15 @@ pub fn consumer_config(config: &Config) -> Result<ClientConfig> {
     Ok(client)
 }
 
-pub fn consumer(config: &Config, stats: Arc<Stats>) -> Result<KafkaConsumer> {
+pub fn consumer(
+    config: &Config,
+    stats: Arc<Stats>,
+    liveness: Arc<Liveness>,
+) -> Result<KafkaConsumer> {
     let consumer: KafkaConsumer = consumer_config(config)?
         .create_with_context(Context {
             stats,
+            liveness,
             topic: config.topic.clone(),
         })
         .map_err(|err| {
@@ -190,6 +200,7 @@ pub struct Loop {
     pub expected: HashMap<(String, i32), i64>,
     /// `stats.rebalances` when `expected` was last valid: a rebalance moves positions.
     pub generation: u64,
+    pub liveness: Arc<Liveness>,
 }
 
 /// Why a round of persisting did not finish the batch: Postgres is unreachable or failing in a
@@ -198,13 +209,32 @@ struct Retry(sea_orm::DbErr);
 
 impl Loop {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        let grace = self.config.shutdown_timeout;
+        let liveness = Arc::clone(&self.liveness);
         while !shutdown.is_cancelled() {
+            liveness.beat();
             let batch = self.collect(&shutdown).await;
             if batch.is_empty() {
                 continue;
             }
+            liveness.set_busy(true);
             let span = tracing::info_span!("batch", size = batch.len());
-            self.process(batch, &shutdown).instrument(span).await;
+            let processing = self.process(batch, &shutdown).instrument(span);
+            // Once a stop is asked for, the batch in flight gets the grace period and no more,
+            // whatever it is waiting on: abandoned uncommitted, it is redelivered and deduplicated.
+            let deadline = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::select! {
+                () = processing => {}
+                () = deadline => {
+                    tracing::warn!(grace_ms = grace.as_millis() as u64,
+                        "stopping with a batch still in flight after the grace period; its offsets stay uncommitted and it will be redelivered");
+                    break;
+                }
+            }
+            liveness.set_busy(false);
         }
         Ok(())
     }
@@ -264,12 +294,21 @@ impl Loop {
         let mut done = HashSet::new();
         let mut backoff = MIN_BACKOFF;
         loop {
-            let Retry(err) = match self
-                .persist_round(&batch, &envelopes, &mut done, &mut dead)
-                .await
-            {
-                Ok(()) => break,
-                Err(retry) => retry,
+            self.liveness.beat();
+            let round = tokio::time::timeout(
+                self.config.batch_timeout,
+                self.persist_round(&batch, &envelopes, &mut done, &mut dead),
+            )
+            .await;
+            self.liveness.beat();
+            let Retry(err) = match round {
+                Ok(Ok(())) => break,
+                Ok(Err(retry)) => retry,
+                // Statement timeouts bound each query; this bounds the attempt as a whole.
+                Err(_) => Retry(sea_orm::DbErr::Custom(format!(
+                    "persisting the batch took longer than {} ms",
+                    self.config.batch_timeout.as_millis()
+                ))),
             };
             m::Stats::add(&self.stats.db_retries, 1);
             metrics::counter!(m::DB_RETRIES).increment(1);
@@ -548,7 +587,15 @@ pub(crate) mod tests {
             max_backoff: Duration::from_secs(5),
             kafka_consumer_properties: owned(consumer),
             kafka_producer_properties: owned(producer),
+            batch_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(20),
+            stall_timeout: Duration::from_secs(120),
+            statement_timeout: Duration::from_secs(30),
         }
+    }
+
+    fn liveness() -> Arc<Liveness> {
+        Arc::new(Liveness::new(Duration::from_secs(120)))
     }
 
     #[tokio::test]
@@ -568,7 +615,7 @@ pub(crate) mod tests {
         assert_eq!(native.get("broker.address.family").unwrap(), "v6");
         // Offsets stay manual.
         assert_eq!(native.get("enable.auto.commit").unwrap(), "false");
-        let _consumer = consumer(&config, Arc::default()).unwrap();
+        let _consumer = consumer(&config, Arc::default(), liveness()).unwrap();
     }
 
     #[test]
@@ -581,10 +628,14 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_refused_property_names_the_variable() {
-        let err = consumer(&config(&[("no.such.property", "1")], &[]), Arc::default())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = consumer(
+            &config(&[("no.such.property", "1")], &[]),
+            Arc::default(),
+            liveness(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(
             err.contains("KAFKA_CONSUMER_PROPERTIES") && err.contains("no.such.property"),
             "{err}"
@@ -593,6 +644,7 @@ pub(crate) mod tests {
         let err = consumer(
             &config(&[("security.protocol", "bogus")], &[]),
             Arc::default(),
+            liveness(),
         )
         .err()
         .unwrap()

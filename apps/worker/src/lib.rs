@@ -6,6 +6,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod error;
+pub mod liveness;
 pub mod metrics;
 pub mod persist;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use liveness::Liveness;
 pub use metrics::Stats;
 
 /// A worker that has connected to Postgres and bound its HTTP port, ready to consume.
@@ -32,7 +34,11 @@ pub struct Worker {
 impl Worker {
     pub async fn start(config: Config) -> Result<Self> {
         let handle = metrics::install()?;
-        let db = Db::connect(&config.database_url, PoolOptions::default())
+        let options = PoolOptions {
+            statement_timeout: config.statement_timeout,
+            ..PoolOptions::default()
+        };
+        let db = Db::connect(&config.database_url, options)
             .await
             .map_err(Error::Connect)?;
         db.ping().await.map_err(Error::Connect)?;
@@ -62,12 +68,18 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let addr = self.local_addr()?;
         let server_stop = CancellationToken::new();
+        let liveness = Arc::new(Liveness::new(self.config.stall_timeout));
         let server = tokio::spawn(metrics::serve(
             self.listener,
             self.handle,
+            Arc::clone(&liveness),
             server_stop.clone(),
         ));
-        let consumer = Arc::new(consumer::consumer(&self.config, Arc::clone(&self.stats))?);
+        let consumer = Arc::new(consumer::consumer(
+            &self.config,
+            Arc::clone(&self.stats),
+            Arc::clone(&liveness),
+        )?);
         let dead_letters = dlq::DeadLetters::new(&self.config)?;
         tracing::info!(
             %addr,
@@ -86,6 +98,7 @@ impl Worker {
             stats: Arc::clone(&self.stats),
             expected: Default::default(),
             generation: 0,
+            liveness,
         };
         let upkeep = tokio::spawn(keep_partitions_ahead(self.db.clone(), shutdown.clone()));
         let result = worker_loop.run(shutdown).await;

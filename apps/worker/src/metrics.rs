@@ -5,12 +5,22 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    liveness::Liveness,
+};
 
 pub const CONSUMED: &str = "gamify_worker_messages_consumed_total";
 pub const PERSISTED: &str = "gamify_worker_events_persisted_total";
@@ -92,15 +102,34 @@ impl Stats {
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
+    liveness: Arc<Liveness>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(Arc::new(handle));
+        .with_state(Arc::new(handle))
+        .route("/healthz", get(healthz).with_state(liveness));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// 200 while the consumer loop advances or has nothing to do; 503 when it has not advanced for
+/// the stall timeout while work waits, so an orchestrator restarts the worker.
+async fn healthz(State(liveness): State<Arc<Liveness>>) -> impl IntoResponse {
+    match liveness.stalled() {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Some(since) => {
+            tracing::error!(
+                stalled_ms = since.as_millis() as u64,
+                "the consumer loop is stalled"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "stalled", "stalledForSeconds": since.as_secs() })),
+            )
+        }
+    }
 }
 
 async fn render(State(handle): State<Arc<PrometheusHandle>>) -> impl IntoResponse {

@@ -26,6 +26,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct PoolOptions {
     pub max_connections: u32,
     pub connect_timeout: Duration,
+    /// Postgres cancels any statement running longer (SQLSTATE 57014), so no query can hang a
+    /// caller for good.
+    pub statement_timeout: Duration,
+    /// Postgres ends a session left idle inside a transaction this long (SQLSTATE 25P03), so a
+    /// stuck caller cannot hold locks that delay every other tenant.
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -33,6 +39,8 @@ impl Default for PoolOptions {
         Self {
             max_connections: 20,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -52,6 +60,14 @@ impl Db {
             .connect_timeout(options.connect_timeout)
             .acquire_timeout(options.connect_timeout)
             .sqlx_logging(false);
+        let statement_ms = options.statement_timeout.as_millis().to_string();
+        let idle_ms = options.idle_in_transaction_timeout.as_millis().to_string();
+        connect.map_sqlx_postgres_opts(move |postgres| {
+            postgres.options([
+                ("statement_timeout", statement_ms.as_str()),
+                ("idle_in_transaction_session_timeout", idle_ms.as_str()),
+            ])
+        });
         Ok(Self {
             conn: Database::connect(connect).await?,
         })

@@ -60,7 +60,7 @@ pub async fn connect(url: &str) -> Db {
         url,
         PoolOptions {
             max_connections: 4,
-            connect_timeout: Duration::from_secs(5),
+            ..PoolOptions::default()
         },
     )
     .await
@@ -466,6 +466,10 @@ pub fn config(topics: &Topics) -> Config {
         max_backoff: Duration::from_secs(1),
         kafka_consumer_properties: Vec::new(),
         kafka_producer_properties: Vec::new(),
+        batch_timeout: Duration::from_secs(30),
+        shutdown_timeout: Duration::from_secs(10),
+        stall_timeout: Duration::from_secs(60),
+        statement_timeout: Duration::from_secs(30),
     }
 }
 

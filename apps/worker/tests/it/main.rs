@@ -9,5 +9,6 @@ mod group;
 mod harness;
 mod outage;
 mod process;
+mod stalls;
 mod storable;
 mod store;

@@ -416,3 +416,24 @@ async fn the_application_role_creates_partitions_only_through_the_function() {
     // Idempotent.
     db.ensure_event_partitions(9).await.unwrap();
 }
+
+/// Every application connection carries statement and idle-in-transaction timeouts, so no query
+/// and no forgotten transaction can hang a caller or hold locks for good.
+#[tokio::test]
+async fn application_connections_time_out_statements_and_idle_transactions() {
+    let db = connect(1).await;
+    let conn = db.shared();
+    let setting = |name: &'static str| async move {
+        conn.query_one(Statement::from_string(
+            conn.get_database_backend(),
+            format!("SELECT current_setting('{name}') AS value"),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "value")
+        .unwrap()
+    };
+    assert_eq!(setting("statement_timeout").await, "30s");
+    assert_eq!(setting("idle_in_transaction_session_timeout").await, "1min");
+}
