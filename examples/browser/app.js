@@ -97,7 +97,9 @@
   $('#checkout').addEventListener('click', function () { track('checkout_start', { items: cart }); });
   // A purchase is a trusted event: only a server with a secret key may send it (@gamify/node).
   // The browser SDK refuses it and warns; the log shows the warning.
-  $('#purchase').addEventListener('click', function () { track('purchase', { orderId: 'o-' + Date.now(), amount: cart * 1000, currency: 'EUR' }); });
+  $('#purchase').addEventListener('click', function () {
+    gamify.track('purchase', { orderId: 'o-' + Date.now(), amount: cart * 1000, currency: 'EUR' });
+  });
   $('#flush').addEventListener('click', function () { gamify.flush().then(function () { log('flushed'); refresh(); }); });
 
   track('page_view', { path: location.pathname, title: document.title });
