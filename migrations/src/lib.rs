@@ -13,6 +13,7 @@ mod m20261123_000003_partition_upkeep_by_the_application;
 mod m20261123_000004_partition_creation_without_deadlocks;
 mod m20261124_000005_dedup_scoped_by_key_class;
 mod m20261124_000006_project_rate_limits;
+mod m20261124_000007_event_retention;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_partition_creation_without_deadlocks::migration()),
             Box::new(m20261124_000005_dedup_scoped_by_key_class::migration()),
             Box::new(m20261124_000006_project_rate_limits::migration()),
+            Box::new(m20261124_000007_event_retention::migration()),
         ]
     }
 }
@@ -160,7 +162,8 @@ async fn ensure_application_role(
         "GRANT CONNECT ON DATABASE {database} TO {name};
          GRANT USAGE ON SCHEMA public TO {name};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {name};
-         GRANT EXECUTE ON FUNCTION gamify_ensure_event_partitions(integer) TO {name};"
+         GRANT EXECUTE ON FUNCTION gamify_ensure_event_partitions(integer) TO {name};
+         GRANT EXECUTE ON FUNCTION gamify_drop_events_before(timestamptz) TO {name};"
     ))
     .await?;
     Ok(())

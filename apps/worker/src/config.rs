@@ -40,6 +40,9 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// Postgres cancels any of the worker's statements that runs longer.
     pub statement_timeout: Duration,
+    /// Months of events kept (`EVENT_RETENTION_MONTHS`); older months and their dedup keys are
+    /// dropped daily. `None` keeps everything.
+    pub retention_months: Option<u32>,
 }
 
 impl std::fmt::Debug for Config {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("stall_timeout", &self.stall_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("retention_months", &self.retention_months)
             .field(
                 "kafka_consumer_properties",
                 &config::redact_properties(&self.kafka_consumer_properties),
@@ -120,6 +124,10 @@ impl Config {
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             stall_timeout: Duration::from_millis(stall_ms),
             statement_timeout: Duration::from_millis(statement_ms),
+            retention_months: match config::optional("EVENT_RETENTION_MONTHS")? {
+                None => None,
+                Some(_) => Some(config::parsed_in("EVENT_RETENTION_MONTHS", 12, 1..=1200)?),
+            },
         })
     }
 }

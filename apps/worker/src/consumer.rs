@@ -591,6 +591,7 @@ pub(crate) mod tests {
             shutdown_timeout: Duration::from_secs(20),
             stall_timeout: Duration::from_secs(120),
             statement_timeout: Duration::from_secs(30),
+            retention_months: None,
         }
     }
 

@@ -100,7 +100,11 @@ impl Worker {
             generation: 0,
             liveness,
         };
-        let upkeep = tokio::spawn(keep_partitions_ahead(self.db.clone(), shutdown.clone()));
+        let upkeep = tokio::spawn(keep_partitions(
+            self.db.clone(),
+            worker_loop.config.retention_months,
+            shutdown.clone(),
+        ));
         let result = worker_loop.run(shutdown).await;
         upkeep.abort();
 
@@ -138,9 +142,21 @@ const PARTITION_MONTHS_AHEAD: i32 = 3;
 const PARTITION_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Creates upcoming event partitions at start and daily, so no deployment depends on an operator
-/// remembering to; rows would otherwise fall into the default partition.
-async fn keep_partitions_ahead(db: Db, shutdown: CancellationToken) {
+/// remembering to (rows would otherwise fall into the default partition), and with a retention set
+/// drops the months past it together with their dedup keys.
+async fn keep_partitions(db: Db, retention_months: Option<u32>, shutdown: CancellationToken) {
     loop {
+        if let Some(months) = retention_months {
+            let cutoff = chrono::Utc::now()
+                .checked_sub_months(chrono::Months::new(months))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+            match db.drop_events_before(cutoff).await {
+                Ok(dropped) => tracing::info!(months, dropped, "event retention applied"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot apply event retention; retrying tomorrow")
+                }
+            }
+        }
         match db.ensure_event_partitions(PARTITION_MONTHS_AHEAD).await {
             Ok(()) => tracing::debug!(
                 months_ahead = PARTITION_MONTHS_AHEAD,

@@ -105,6 +105,24 @@ impl Db {
         Ok(())
     }
 
+    /// Retention: drops every month of events that ended before `cutoff`'s month began, with the
+    /// dedup keys of those events, through the owner's SECURITY DEFINER function. Returns the
+    /// number of monthly partitions dropped.
+    pub async fn drop_events_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<i32> {
+        let row = self
+            .conn
+            .query_one(Statement::from_sql_and_values(
+                self.conn.get_database_backend(),
+                "SELECT gamify_drop_events_before($1) AS dropped",
+                [cutoff.into()],
+            ))
+            .await?;
+        Ok(row
+            .map(|row| row.try_get::<i32>("", "dropped"))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
     pub async fn ping(&self) -> Result<()> {
         self.conn.ping().await?;
         Ok(())

@@ -470,6 +470,7 @@ pub fn config(topics: &Topics) -> Config {
         shutdown_timeout: Duration::from_secs(10),
         stall_timeout: Duration::from_secs(60),
         statement_timeout: Duration::from_secs(30),
+        retention_months: None,
     }
 }
 

@@ -2,4 +2,5 @@
 //! Postgres provisioned by ./scripts/test.sh.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod retention;
 mod rls;

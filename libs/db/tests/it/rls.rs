@@ -4,7 +4,7 @@ use gamify_db::{
 };
 use uuid::Uuid;
 
-async fn connect(max_connections: u32) -> Db {
+pub(crate) async fn connect(max_connections: u32) -> Db {
     let url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL is not set: run the tests through ./scripts/test.sh");
     let options = PoolOptions {
@@ -43,9 +43,9 @@ fn is_rls_violation(err: &DbErr) -> bool {
     err.to_string().contains("row-level security")
 }
 
-struct Tenant {
-    project: Uuid,
-    key: Uuid,
+pub(crate) struct Tenant {
+    pub(crate) project: Uuid,
+    pub(crate) key: Uuid,
 }
 
 /// A project with one API key, created through the tables without row-level security.
@@ -78,7 +78,7 @@ async fn tenant(db: &Db, organization: Uuid) -> Tenant {
     Tenant { project, key }
 }
 
-async fn two_tenants(db: &Db) -> (Tenant, Tenant) {
+pub(crate) async fn two_tenants(db: &Db) -> (Tenant, Tenant) {
     let organization = Uuid::new_v4();
     exec(
         db.shared(),
