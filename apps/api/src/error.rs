@@ -1,7 +1,7 @@
 //! The API's one error type and its JSON form `{"error":{"code","message"}}`.
 
 use axum::{
-    extract::rejection::{JsonRejection, PathRejection},
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -175,6 +175,13 @@ impl From<JsonRejection> for Error {
             }
             other => Error::invalid(other.body_text()),
         }
+    }
+}
+
+impl From<QueryRejection> for Error {
+    /// A query string that cannot be read (e.g. a parameter given twice).
+    fn from(rejection: QueryRejection) -> Self {
+        Error::invalid(rejection.body_text())
     }
 }
 

@@ -19,6 +19,11 @@ use crate::{
 #[from_request(via(axum::Json), rejection(Error))]
 pub struct Json<T>(pub T);
 
+/// `axum::extract::Query` with rejections as [`Error`] (400 in the API's JSON form).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct Query<T>(pub T);
+
 /// `axum::extract::Path` with a malformed segment answered as 404.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(Error))]

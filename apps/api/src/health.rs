@@ -1,15 +1,22 @@
 //! Liveness and readiness.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State};
 use serde_json::{Map, Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{AppState, Error, Result};
+use crate::{
+    AppState, Error, Result,
+    openapi::{Readiness, StatusOk},
+};
 
+/// 200 `{"status":"ok"}`.
+#[utoipa::path(get, path = "/", tag = "health", responses((status = 200, description = "The process runs", body = StatusOk)))]
 async fn root() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process runs", body = StatusOk)))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -17,6 +24,15 @@ async fn healthz() -> Json<Value> {
 /// 200 when Postgres and the broker answer: `"ready"`, or `"degraded"` when Redis does not, since
 /// the gateway serves without it (keys from Postgres, local rate limits). 503 naming the required
 /// dependencies that do not answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Postgres and the broker answer: `ready`, or `degraded` when Redis does not", body = Readiness),
+        (status = 503, description = "Postgres or the broker does not answer (`unavailable`; the message names them)", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
     let timeout = state.0.readiness_timeout;
     let (postgres, redis, kafka) = tokio::join!(
@@ -55,9 +71,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
     ))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(root))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(root))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }

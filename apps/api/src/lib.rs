@@ -9,6 +9,7 @@ pub mod extract;
 mod health;
 pub mod key_cache;
 pub mod metrics;
+pub mod openapi;
 pub mod producer;
 pub mod rate_limit;
 pub mod redis;
@@ -22,6 +23,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use crate::error::{Error, Result};
 use crate::{
@@ -143,11 +145,20 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route, each registered with `routes!()` so that it is also in the OpenAPI document
+/// ([`openapi::document`]). Routes are added here and nowhere else: the test
+/// `every_route_is_registered_through_the_openapi_router` checks the sources for others.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
         .merge(health::router())
         .merge(v1::router())
         .merge(metrics::router())
+        .merge(openapi::router())
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, _) = api().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MANAGEMENT_BODY_LIMIT))

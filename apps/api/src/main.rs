@@ -9,11 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: gamify-api [serve|migrate]
+const USAGE: &str = "usage: gamify-api [serve|migrate|openapi]
 
   serve    run the HTTP server (default)
   migrate  apply pending migrations as DATABASE_OWNER_URL, create the application role named in
-           DATABASE_URL if missing, grant it DML, and create upcoming event partitions";
+           DATABASE_URL if missing, grant it DML, and create upcoming event partitions
+  openapi  print the OpenAPI document (as served at /openapi.json and committed as
+           docs/openapi.json) and exit; needs no configuration";
 
 #[derive(Debug, thiserror::Error)]
 enum Error {
@@ -27,6 +29,8 @@ enum Error {
     Bind { port: u16, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot render the OpenAPI document: {0}")]
+    OpenApi(serde_json::Error),
     #[error("cannot start: {0}")]
     Start(#[from] gamify_api::Error),
 }
@@ -44,6 +48,9 @@ async fn main() -> ExitCode {
     let result = match command.as_deref() {
         None | Some("serve") => serve().await,
         Some("migrate") => migrate().await,
+        Some("openapi") => gamify_api::openapi::document_json()
+            .map(|json| print!("{json}"))
+            .map_err(Error::OpenApi),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

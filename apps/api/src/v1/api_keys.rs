@@ -1,8 +1,6 @@
 use axum::{
-    Router,
     extract::{State, rejection::JsonRejection},
     http::StatusCode,
-    routing::{delete, post},
 };
 use chrono::{DateTime, Utc};
 use gamify_common::{ApiKey, KeyType};
@@ -14,6 +12,8 @@ use gamify_db::{
     },
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -28,49 +28,68 @@ const MAX_ROLL_EXPIRY_SECONDS: u64 = 30 * 24 * 3600;
 /// Most origins one publishable key may list.
 const MAX_ALLOWED_ORIGINS: usize = 100;
 
-#[derive(Debug, Deserialize)]
+/// `publishable` (browsers) or `secret` (servers).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "documents the values; never built")]
+#[schema(as = KeyType)]
+pub enum KeyTypeDoc {
+    Publishable,
+    Secret,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKey {
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
     #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDoc)]
     key_type: KeyType,
-    /// Browser origins a publishable key may be used from; absent or empty: any.
+    /// Browser origins (`scheme://host[:port]`) a publishable key may be used from, at most 100;
+    /// absent or empty: any.
+    #[schema(max_items = 100)]
     allowed_origins: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateApiKey {
+    /// Publishable keys only, at most 100; empty: any origin.
+    #[schema(max_items = 100)]
     allowed_origins: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RollApiKey {
-    /// How long the old key keeps working; 0 (the default) ends it now.
+    /// How long the old key keeps working, at most 30 days; 0 (the default) ends it now.
     #[serde(default)]
+    #[schema(maximum = 2_592_000)]
     expires_in_seconds: u64,
 }
 
 /// The one response that carries the full key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedApiKeyOut {
     id: Uuid,
     name: String,
     #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDoc)]
     key_type: String,
     prefix: String,
     key: String,
     created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyOut {
     id: Uuid,
     name: String,
     #[serde(rename = "type")]
+    #[schema(value_type = KeyTypeDoc)]
     key_type: String,
     prefix: String,
     allowed_origins: Vec<String>,
@@ -144,6 +163,16 @@ async fn find_key(
         .ok_or_else(|| Error::not_found("api key"))
 }
 
+/// Creates a key; the response is the only one that shows it.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project_id}/api-keys",
+    tag = "management",
+    params(("project_id" = Uuid, Path, description = "The project's id")),
+    request_body = CreateApiKey,
+    responses((status = 201, description = "Created, with the full key", body = CreatedApiKeyOut), crate::openapi::UpdateErrors),
+    security(("adminToken" = []))
+)]
 async fn create_api_key(
     _: Admin,
     State(state): State<AppState>,
@@ -159,6 +188,15 @@ async fn create_api_key(
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
+/// The project's keys, oldest first, without the keys themselves.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project_id}/api-keys",
+    tag = "management",
+    params(("project_id" = Uuid, Path, description = "The project's id")),
+    responses((status = 200, description = "The keys", body = Vec<ApiKeyOut>), crate::openapi::ReadErrors),
+    security(("adminToken" = []))
+)]
 async fn list_api_keys(
     _: Admin,
     State(state): State<AppState>,
@@ -176,6 +214,17 @@ async fn list_api_keys(
 }
 
 /// Revokes the key. Repeating it is harmless and keeps the first revocation time.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project_id}/api-keys/{key_id}",
+    tag = "management",
+    params(
+        ("project_id" = Uuid, Path, description = "The project's id"),
+        ("key_id" = Uuid, Path, description = "The key's id"),
+    ),
+    responses((status = 204, description = "Revoked (also when it already was)"), crate::openapi::ReadErrors),
+    security(("adminToken" = []))
+)]
 async fn revoke_api_key(
     _: Admin,
     State(state): State<AppState>,
@@ -200,6 +249,18 @@ async fn revoke_api_key(
 }
 
 /// Issues a new key of the same name and type and lets the old one expire after the overlap.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project_id}/api-keys/{key_id}/roll",
+    tag = "management",
+    params(
+        ("project_id" = Uuid, Path, description = "The project's id"),
+        ("key_id" = Uuid, Path, description = "The key's id"),
+    ),
+    request_body(content = RollApiKey, description = "Optional: without a body (and Content-Type) the old key ends now", content_type = "application/json"),
+    responses((status = 201, description = "The new key, in full", body = CreatedApiKeyOut), crate::openapi::UpdateErrors),
+    security(("adminToken" = []))
+)]
 async fn roll_api_key(
     _: Admin,
     State(state): State<AppState>,
@@ -239,6 +300,18 @@ async fn roll_api_key(
 }
 
 /// Sets the browser origins of a publishable key.
+#[utoipa::path(
+    patch,
+    path = "/v1/projects/{project_id}/api-keys/{key_id}",
+    tag = "management",
+    params(
+        ("project_id" = Uuid, Path, description = "The project's id"),
+        ("key_id" = Uuid, Path, description = "The key's id"),
+    ),
+    request_body = UpdateApiKey,
+    responses((status = 200, description = "The key, as listed", body = ApiKeyOut), crate::openapi::UpdateErrors),
+    security(("adminToken" = []))
+)]
 async fn update_api_key(
     _: Admin,
     State(state): State<AppState>,
@@ -301,18 +374,9 @@ fn normalize_origins(key_type: KeyType, origins: Vec<String>) -> Result<Vec<Stri
     Ok(normalized)
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/projects/{project_id}/api-keys",
-            post(create_api_key).get(list_api_keys),
-        )
-        .route(
-            "/v1/projects/{project_id}/api-keys/{key_id}",
-            delete(revoke_api_key).patch(update_api_key),
-        )
-        .route(
-            "/v1/projects/{project_id}/api-keys/{key_id}/roll",
-            post(roll_api_key),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_api_key, list_api_keys))
+        .routes(routes!(revoke_api_key, update_api_key))
+        .routes(routes!(roll_api_key))
 }

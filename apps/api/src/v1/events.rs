@@ -1,44 +1,68 @@
 //! `GET /v1/events`: a tenant reads its own events, newest first, with keyset pagination on
 //! (occurredAt, id) so pages stay stable while events keep arriving.
 
-use axum::{
-    Router,
-    extract::{Query, State},
-    routing::get,
-};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use gamify_common::ingest::{FieldError, parse_time};
 use gamify_db::sea_orm::{ConnectionTrait, QueryResult, Statement, Value as DbValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::{AppState, Error, Result, extract::SecretKey};
+use crate::{
+    AppState, Error, Result,
+    extract::{Query, SecretKey},
+};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 const STATUSES: &[&str] = &["pending", "processed", "failed"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ListEvents {
+    /// Only this end user's events.
     user_id: Option<String>,
+    /// Only events of this name.
     event: Option<String>,
+    /// `pending`, `processed` or `failed`.
+    #[param(value_type = Option<EventStatus>)]
     status: Option<String>,
+    /// Inclusive lower bound on `occurredAt` (RFC 3339).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// Exclusive upper bound on `occurredAt` (RFC 3339).
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// 1–1000, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// A `nextCursor` from the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// An event's processing status.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "documents the values; never built")]
+pub enum EventStatus {
+    Pending,
+    Processed,
+    Failed,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventSource {
     key_id: Uuid,
+    #[schema(value_type = crate::v1::api_keys::KeyTypeDoc)]
     key_type: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventOut {
     id: Uuid,
@@ -46,7 +70,9 @@ pub struct EventOut {
     event: String,
     user_id: Option<String>,
     anonymous_id: Option<String>,
+    #[schema(value_type = Object)]
     properties: Value,
+    #[schema(value_type = EventStatus)]
     status: String,
     error_details: Option<String>,
     source: EventSource,
@@ -55,10 +81,12 @@ pub struct EventOut {
     processed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of events, newest first by `occurredAt`.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventPage {
     data: Vec<EventOut>,
+    /// Pass back as `cursor` for the next page; `null` on the last.
     next_cursor: Option<String>,
 }
 
@@ -106,6 +134,15 @@ fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::sea_orm::DbE
     })
 }
 
+/// The project's events, newest first, keyset-paginated.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "reads",
+    params(ListEvents),
+    responses((status = 200, description = "A page of events", body = EventPage), crate::openapi::ListEventsErrors),
+    security(("apiKey" = []), ("apiKeyBearer" = []))
+)]
 async fn list_events(
     State(state): State<AppState>,
     SecretKey(key): SecretKey,
@@ -218,6 +255,6 @@ async fn list_events(
     Ok(axum::Json(EventPage { data, next_cursor }))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/events", get(list_events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_events))
 }

@@ -4,10 +4,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
-    Router,
     extract::State,
     http::{HeaderMap, HeaderName, Method, StatusCode, header},
-    routing::post,
 };
 use chrono::{DateTime, Utc};
 use gamify_common::{
@@ -22,6 +20,8 @@ use gamify_common::{
 use serde::Serialize;
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -29,6 +29,10 @@ use crate::{
     client_ip::client_ip,
     extract::IngestRequest,
     key_cache::KeyRecord,
+    openapi::{
+        BatchBody, BeaconBatchBody, BeaconIdentifyBody, BeaconTrackBody, IdentifyBody,
+        IngestErrors, TrackBody,
+    },
     rate_limit::{Bucket, Quota},
 };
 
@@ -131,16 +135,21 @@ async fn produce(state: &AppState, envelopes: &[Envelope]) -> Result<()> {
     })
 }
 
-#[derive(Debug, Serialize)]
+/// 202: the broker acknowledged the event.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
+    /// The event's id (UUIDv7).
     id: Uuid,
+    /// The client's messageId, or the one the gateway assigned.
     message_id: String,
 }
 
-#[derive(Debug, Serialize)]
+/// 202: the broker acknowledged every event of the batch.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchAccepted {
     accepted: usize,
+    /// The events' ids, in the batch's order.
     ids: Vec<Uuid>,
 }
 
@@ -174,6 +183,18 @@ async fn accept_one(
     ))
 }
 
+/// Sends one event.
+#[utoipa::path(
+    post,
+    path = "/v1/events/track",
+    tag = "ingestion",
+    request_body(content(
+        (TrackBody = "application/json"),
+        (BeaconTrackBody = "text/plain"),
+    ), description = "JSON, optionally gzip (`Content-Encoding: gzip`); as `text/plain` the key may be a top-level `apiKey` field"),
+    responses((status = 202, description = "The broker acknowledged the event", body = Accepted), IngestErrors),
+    security(("apiKey" = []), ("apiKeyBearer" = []))
+)]
 async fn track(
     State(state): State<AppState>,
     request: IngestRequest,
@@ -184,6 +205,18 @@ async fn track(
     .await
 }
 
+/// Records an end user's traits.
+#[utoipa::path(
+    post,
+    path = "/v1/identify",
+    tag = "ingestion",
+    request_body(content(
+        (IdentifyBody = "application/json"),
+        (BeaconIdentifyBody = "text/plain"),
+    ), description = "JSON, optionally gzip (`Content-Encoding: gzip`); as `text/plain` the key may be a top-level `apiKey` field"),
+    responses((status = 202, description = "The broker acknowledged the identify call", body = Accepted), IngestErrors),
+    security(("apiKey" = []), ("apiKeyBearer" = []))
+)]
 async fn identify(
     State(state): State<AppState>,
     request: IngestRequest,
@@ -194,6 +227,17 @@ async fn identify(
 /// One verdict for the whole batch: any invalid item → 400 naming the indexes; any trusted item
 /// with a publishable key → 403 naming them; otherwise every item is produced and acknowledged,
 /// or 503 for all.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    tag = "ingestion",
+    request_body(content(
+        (BatchBody = "application/json"),
+        (BeaconBatchBody = "text/plain"),
+    ), description = "JSON, optionally gzip (`Content-Encoding: gzip`); as `text/plain` the key may be a top-level `apiKey` field"),
+    responses((status = 202, description = "The broker acknowledged every event", body = BatchAccepted), IngestErrors),
+    security(("apiKey" = []), ("apiKeyBearer" = []))
+)]
 async fn batch(
     State(state): State<AppState>,
     IngestRequest {
@@ -305,6 +349,26 @@ async fn preflight() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// A documented OPTIONS operation for one ingestion path, served by [`preflight`].
+macro_rules! preflight_route {
+    ($name:ident, $path:literal) => {
+        /// CORS preflight, answered by the CORS layer for every origin.
+        #[utoipa::path(
+            options,
+            path = $path,
+            tag = "ingestion",
+            responses((status = 200, description = "CORS preflight: allowed methods, headers and origin (any)"))
+        )]
+        async fn $name() -> StatusCode {
+            preflight().await
+        }
+    };
+}
+
+preflight_route!(track_preflight, "/v1/events/track");
+preflight_route!(batch_preflight, "/v1/events/batch");
+preflight_route!(identify_preflight, "/v1/identify");
+
 /// Browsers call these endpoints from any site: preflights pass for every origin, and keys with
 /// allowed origins are enforced on the request itself.
 fn cors() -> CorsLayer {
@@ -321,10 +385,10 @@ fn cors() -> CorsLayer {
         .max_age(Duration::from_secs(24 * 3600))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events/track", post(track).options(preflight))
-        .route("/v1/events/batch", post(batch).options(preflight))
-        .route("/v1/identify", post(identify).options(preflight))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(track, track_preflight))
+        .routes(routes!(batch, batch_preflight))
+        .routes(routes!(identify, identify_preflight))
         .layer(cors())
 }

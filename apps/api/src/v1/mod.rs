@@ -1,5 +1,6 @@
-use axum::Router;
 use serde::{Deserialize, Deserializer};
+
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::{AppState, Error, Result};
 
@@ -10,8 +11,8 @@ mod organizations;
 mod projects;
 mod users;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(organizations::router())
         .merge(projects::router())
         .merge(api_keys::router())

@@ -1,10 +1,12 @@
-use axum::{Router, extract::State, http::StatusCode, routing::post};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use gamify_db::{
     entities::organizations,
     sea_orm::{ActiveModelTrait, Set},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -13,12 +15,14 @@ use crate::{
     v1::validate_name,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateOrganization {
+    /// 1–255 characters, not blank.
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationOut {
     id: Uuid,
@@ -36,6 +40,15 @@ impl From<organizations::Model> for OrganizationOut {
     }
 }
 
+/// Creates an organization.
+#[utoipa::path(
+    post,
+    path = "/v1/organizations",
+    tag = "management",
+    request_body = CreateOrganization,
+    responses((status = 201, description = "Created", body = OrganizationOut), crate::openapi::CreateErrors),
+    security(("adminToken" = []))
+)]
 async fn create_organization(
     _: Admin,
     State(state): State<AppState>,
@@ -55,6 +68,6 @@ async fn create_organization(
     Ok((StatusCode::CREATED, axum::Json(organization.into())))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/organizations", post(create_organization))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_organization))
 }

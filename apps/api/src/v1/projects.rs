@@ -1,9 +1,4 @@
-use axum::{
-    Router,
-    extract::State,
-    http::StatusCode,
-    routing::{get, post},
-};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use gamify_common::{events::validate_event_name, ingest::MAX_BATCH_EVENTS};
 use gamify_db::{
@@ -15,6 +10,8 @@ use gamify_db::{
     sources::ProjectRateLimit,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -27,28 +24,49 @@ const MAX_DESCRIPTION_CHARS: usize = 2000;
 const MAX_TRUSTED_EVENTS: usize = 200;
 const MAX_EVENTS_PER_SECOND: u32 = 10_000_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateProject {
     organization_id: Uuid,
+    /// 1–255 characters, not blank; unique within the organization.
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
+    #[schema(max_length = 2000)]
     description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `{eventsPerSecond, burst}`: the project's ceiling on accepted events.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = RateLimit)]
+pub struct RateLimitDoc {
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    events_per_second: u32,
+    /// At least one full batch.
+    #[schema(minimum = 500, maximum = 100_000_000)]
+    burst: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateProject {
+    #[schema(min_length = 1, max_length = 255)]
     name: Option<String>,
     /// `null` clears the description.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     description: Option<Option<String>>,
+    /// Extra server-only event names (replaces the list): at most 200, each 1–200 characters
+    /// without control characters.
+    #[schema(max_items = 200)]
     trusted_events: Option<Vec<String>>,
     /// The project's ceiling on accepted events; `null` returns to the gateway's default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<Option<ProjectRateLimit>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectOut {
     id: Uuid,
@@ -57,6 +75,7 @@ pub struct ProjectOut {
     description: Option<String>,
     trusted_events: Vec<String>,
     /// The project's own ceiling on accepted events; `null`: the gateway's default applies.
+    #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<ProjectRateLimit>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -152,6 +171,15 @@ pub async fn find_project(db: &impl ConnectionTrait, project_id: Uuid) -> Result
         .ok_or_else(|| Error::not_found("project"))
 }
 
+/// Creates a project in an organization.
+#[utoipa::path(
+    post,
+    path = "/v1/projects",
+    tag = "management",
+    request_body = CreateProject,
+    responses((status = 201, description = "Created", body = ProjectOut), crate::openapi::CreateErrors),
+    security(("adminToken" = []))
+)]
 async fn create_project(
     _: Admin,
     State(state): State<AppState>,
@@ -189,6 +217,15 @@ async fn create_project(
     Ok((StatusCode::CREATED, axum::Json(project.into())))
 }
 
+/// A project.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project_id}",
+    tag = "management",
+    params(("project_id" = Uuid, Path, description = "The project's id")),
+    responses((status = 200, description = "The project", body = ProjectOut), crate::openapi::ReadErrors),
+    security(("adminToken" = []))
+)]
 async fn get_project(
     _: Admin,
     State(state): State<AppState>,
@@ -198,6 +235,16 @@ async fn get_project(
     Ok(axum::Json(project.into()))
 }
 
+/// Changes a project; absent fields stay as they are.
+#[utoipa::path(
+    patch,
+    path = "/v1/projects/{project_id}",
+    tag = "management",
+    params(("project_id" = Uuid, Path, description = "The project's id")),
+    request_body = UpdateProject,
+    responses((status = 200, description = "The changed project", body = ProjectOut), crate::openapi::UpdateErrors),
+    security(("adminToken" = []))
+)]
 async fn update_project(
     _: Admin,
     State(state): State<AppState>,
@@ -254,11 +301,8 @@ async fn update_project(
     Ok(axum::Json(project.into()))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/projects", post(create_project))
-        .route(
-            "/v1/projects/{project_id}",
-            get(get_project).patch(update_project),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_project))
+        .routes(routes!(get_project, update_project))
 }

@@ -1,26 +1,39 @@
 //! `GET /v1/users/{externalId}`: a tenant reads one of its end users.
 
-use axum::{Router, extract::State, routing::get};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use gamify_db::sea_orm::{ConnectionTrait, Statement};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState, Error, Result,
     extract::{Path, SecretKey},
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndUserOut {
     external_id: String,
+    /// The identify calls' traits, merged.
+    #[schema(value_type = Object)]
     metadata: Value,
     first_seen_at: DateTime<Utc>,
     last_seen_at: DateTime<Utc>,
     event_count: i64,
 }
 
+/// One end user of the key's project.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{external_id}",
+    tag = "reads",
+    params(("external_id" = String, Path, description = "The end user's userId")),
+    responses((status = 200, description = "The end user", body = EndUserOut), crate::openapi::GetUserErrors),
+    security(("apiKey" = []), ("apiKeyBearer" = []))
+)]
 async fn get_user(
     State(state): State<AppState>,
     SecretKey(key): SecretKey,
@@ -52,6 +65,6 @@ async fn get_user(
     }))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/users/{external_id}", get(get_user))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_user))
 }

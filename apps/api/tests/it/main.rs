@@ -8,6 +8,7 @@ mod harness;
 mod health;
 mod ingest;
 mod key_checks;
+mod openapi;
 mod organizations;
 mod projects;
 mod reads;
