@@ -170,6 +170,15 @@ async fn list_events(
             ));
         }
     }
+    // Postgres text cannot hold NUL; a filter with one would fail the query rather than match.
+    for (field, value) in [("userId", &query.user_id), ("event", &query.event)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            errors.push(FieldError::new(
+                field,
+                "must not contain the NUL character (\\u0000)",
+            ));
+        }
+    }
     let cursor = match query.cursor.as_deref().map(Cursor::decode) {
         Some(None) => {
             errors.push(FieldError::new(

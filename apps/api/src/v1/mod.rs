@@ -23,15 +23,27 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 pub const MAX_NAME_CHARS: usize = 255;
 
-/// Names are 1–255 characters and not blank.
+/// Names are 1–255 characters, not blank and without NUL.
 pub fn validate_name(field: &str, name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(Error::invalid_field(field, "must not be empty"));
     }
+    validate_storable(field, name)?;
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(Error::invalid_field(
             field,
             format_args!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Text that Postgres can store: no NUL character (`\u0000`), which a `text` column refuses.
+pub fn validate_storable(field: &str, text: &str) -> Result<()> {
+    if text.contains('\0') {
+        return Err(Error::invalid_field(
+            field,
+            "must not contain the NUL character (\\u0000)",
         ));
     }
     Ok(())

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     AppState, Error, Result,
     extract::{Admin, Json, Path},
-    v1::{nullable, validate_name},
+    v1::{nullable, validate_name, validate_storable},
 };
 
 const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -109,7 +109,8 @@ fn validate_description(description: Option<&str>) -> Result<()> {
             "description",
             format_args!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
         )),
-        _ => Ok(()),
+        Some(d) => validate_storable("description", d),
+        None => Ok(()),
     }
 }
 

@@ -39,6 +39,10 @@ async fn get_user(
     SecretKey(key): SecretKey,
     Path(external_id): Path<String>,
 ) -> Result<axum::Json<EndUserOut>> {
+    // A userId never holds NUL (ingestion refuses it), and Postgres text cannot: no such user.
+    if external_id.contains('\0') {
+        return Err(Error::not_found("user"));
+    }
     let txn = state.db().tenant(key.project_id).await?;
     let row = txn
         .query_one(Statement::from_sql_and_values(

@@ -4,6 +4,7 @@
 
 mod api_keys;
 mod config;
+mod fuzz_regressions;
 mod harness;
 mod health;
 mod ingest;
