@@ -23,7 +23,7 @@ pids=()
 cleanup() {
   trap - EXIT INT TERM
   [ ${#pids[@]} -gt 0 ] || return 0
-  log "stopping gamify-api and gamify-worker"
+  log "stopping gamify-api, gamify-worker and the example shop"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   for _ in $(seq 1 75); do
     alive=0
@@ -49,9 +49,15 @@ trap 'cleanup; exit 143' TERM
 trap cleanup EXIT
 
 export WORKER_PORT=${WORKER_PORT:-3001}
+log "building the SDKs for the example shop"
+(cd "$ROOT/sdks" && npm ci --no-audit --no-fund --silent && npm run build --silent) >/dev/null
+export EXAMPLE_PORT=${EXAMPLE_PORT:-8080}
+
 "$ROOT/target/debug/gamify-worker" &
 pids+=($!)
 "$ROOT/target/debug/gamify-api" serve &
+pids+=($!)
+node "$ROOT/examples/browser/serve.mjs" "$EXAMPLE_PORT" &
 pids+=($!)
 wait_for 30 "gamify-api on port $PORT" curl -fsS "http://127.0.0.1:$PORT/healthz"
 wait_for 30 "gamify-worker on port $WORKER_PORT" curl -fsS "http://127.0.0.1:$WORKER_PORT/healthz"
@@ -68,13 +74,16 @@ Create an organization:
     -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \\
     -d '{"name":"Acme"}'
 
-Then follow "Your first event" in README.md. Ctrl-C stops it.
-TXT
+Then follow "Your first event" in README.md. With a publishable key, the example shop sends
+browser events through @gamify/core:
 
-# --- examples/browser: serving the browser example belongs here (SDK work, not done yet).
+  http://127.0.0.1:$EXAMPLE_PORT/?host=http://127.0.0.1:$PORT&key=<publishable key>
+
+Ctrl-C stops it.
+TXT
 
 # Returns when either process exits (or on Ctrl-C, through the trap); the EXIT trap stops the other.
 status=0
 wait -n "${pids[@]}" || status=$?
-log "gamify-api or gamify-worker stopped (status $status)"
+log "gamify-api, gamify-worker or the example server stopped (status $status)"
 exit "$status"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Provisions Postgres, Redis, the broker and a fresh test database, then runs every test of the
-# workspace. Arguments go to `cargo test` instead of `--workspace` (e.g. `-p gamify-api`).
+# workspace, then the SDKs' tests (scripts/sdk-test.sh). Arguments go to `cargo test` instead, and
+# the SDK tests are skipped (e.g. `-p gamify-api`).
 # TEST_DATABASE names the database (default gamify_test), so two runs can proceed side by side.
 source "$(dirname "$0")/lib.sh"
 
@@ -22,5 +23,12 @@ cargo build -p gamify-api --bin gamify-api --quiet
 migrate
 "$ROOT/scripts/validate-deploy.sh"
 log "running tests"
-if [ $# -eq 0 ]; then set -- --workspace; fi
-cargo test "$@"
+if [ $# -eq 0 ]; then
+  cargo test --workspace
+  # The SDKs against a platform of their own (database, topics, api and worker), on this run's
+  # broker; the Rust tests' connection settings are not theirs.
+  env -u KAFKA_BROKERS -u KAFKA_TOPIC -u KAFKA_DLQ_TOPIC -u DATABASE_URL -u DATABASE_OWNER_URL \
+    "$ROOT/scripts/sdk-test.sh"
+else
+  cargo test "$@"
+fi
