@@ -25,6 +25,8 @@ migrate
 log "running tests"
 if [ $# -eq 0 ]; then
   cargo test --workspace
+  # schemathesis against a live gateway: no 5xx, every response as docs/openapi.json says.
+  "$ROOT/scripts/api-fuzz.sh"
   # The SDKs against a platform of their own (database, topics, api and worker), on this run's
   # broker; the Rust tests' connection settings are not theirs.
   env -u KAFKA_BROKERS -u KAFKA_TOPIC -u KAFKA_DLQ_TOPIC -u DATABASE_URL -u DATABASE_OWNER_URL \
