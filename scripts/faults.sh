@@ -47,7 +47,7 @@ SHUTDOWN_TIMEOUT_MS=${FAULTS_WORKER_SHUTDOWN_TIMEOUT_MS:-5000}
 CATCHUP_SECONDS=${FAULTS_CATCHUP_SECONDS:-180}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 ALL_FAULTS="worker-sigkill worker-sigkill-rebalance worker-sigterm worker-sigterm-blocked broker-down
-pg-restart pg-down pg-lock redis-restart gateway-sigterm"
+pg-restart pg-down pg-lock redis-restart gateway-sigterm gateway-sigterm-inflight"
 FAULTS=${*:-$ALL_FAULTS}
 
 OUT="$ROOT/target/faults"
@@ -265,16 +265,23 @@ in_flight() { # in_flight PORT: messages the worker consumed and has not finishe
     $1 ~ /^gamify_worker_(events_persisted|events_failed|duplicates|messages_dead_lettered)_total$/ { d += $2 }
     END { printf "%d", c - d }'
 }
-mid_batch() { local n; n=$(in_flight "$1"); [ "${n:-0}" -gt 0 ]; }
-# worker_busy PORT: waits until the worker has persisted events and holds a batch it has consumed
-# and not finished (consumed > persisted + failed + duplicates + dead-lettered): the fault then
-# lands mid-batch. Sets IN_FLIGHT to that count, as seen just before the fault.
+# worker_busy PORT: waits until the worker has persisted events and holds a batch it is writing
+# (gamify_worker_messages_consumed_total, counted when a batch's processing starts, exceeds persisted
+# + failed + duplicates + dead-lettered): the fault then lands mid-batch, give or take the few
+# milliseconds between the scrape and the signal. Sets IN_FLIGHT to that count.
 worker_busy() {
   local port=$1
   IN_FLIGHT=0
   wait_for 60 "worker on :$port persisting" metric_above "$port" gamify_worker_events_persisted_total 0 || return 1
-  wait_for 30 "worker on :$port mid-batch" mid_batch "$port" || return 1
-  IN_FLIGHT=$(in_flight "$port")
+  # the batch is counted as consumed when its writing starts, so the window is short: poll tightly
+  local end=$(($(date +%s) + 30)) n
+  while [ "$(date +%s)" -lt "$end" ]; do
+    n=$(in_flight "$port")
+    if [ "${n:-0}" -gt 0 ]; then IN_FLIGHT=$n; return 0; fi
+    sleep 0.02
+  done
+  log "worker on :$port: not seen mid-batch within 30s"
+  return 1
 }
 
 # exit_within PID SECONDS: waits for PID (a child of this shell) to exit, at most SECONDS; sets
@@ -293,6 +300,8 @@ exit_within() {
   [ "$EXIT_RC" != none ]
 }
 
+connections() { ss -Htn state established "( sport = :$1 )" | wc -l; }
+connections_above() { [ "$(connections "$1")" -gt "$2" ]; }
 lock_waited() { # a session of the application role waits on a lock
   [ "$("${PSQL[@]}" -d gamify -tAc "SELECT count(*) FROM pg_stat_activity WHERE usename = 'gamify_app' AND wait_event_type = 'Lock'")" -gt 0 ]
 }
@@ -465,6 +474,25 @@ fault_gateway-sigterm() {
   kill -TERM "${API_PIDS[0]}"
   exit_within "${API_PIDS[0]}" 30 || { failed_any=1; kill -9 "${API_PIDS[0]}"; }
   note "gateway 1 of 2 SIGTERMed under load: exited with status $EXIT_RC after ${EXIT_SECS}s (limit 30 s); the client moves to gateway 2 on refused connections"
+  [ "$EXIT_RC" = 0 ] || failed_any=1
+  load_wait
+}
+
+fault_gateway-sigterm-inflight() {
+  # SIGTERM while the gateway holds requests that wait for the broker's acknowledgement: each must
+  # end in a 202 for events the broker has (then stored) or a 503, and the gateway must then exit.
+  stack_up gateway-sigterm-inflight 1
+  load_start gateway-sigterm-inflight "$LOAD_LEN_SHORT"
+  at_load_second "$WARMUP"
+  local port=${API_URLS[0]##*:} held
+  "$BIN/gamify-dev-broker" ctl --dir "$BROKER_DIR" broker-down 1 >/dev/null
+  wait_for 30 "requests held by gateway 1" connections_above "$port" 2 || note "gateway 1 not seen holding requests"
+  held=$(connections "$port")
+  kill -TERM "${API_PIDS[0]}"
+  sleep 2 # the broker stays down 2 s into the gateway's shutdown
+  "$BIN/gamify-dev-broker" ctl --dir "$BROKER_DIR" broker-up 1 >/dev/null
+  exit_within "${API_PIDS[0]}" 30 || { failed_any=1; kill -9 "${API_PIDS[0]}"; }
+  note "broker down, gateway 1 SIGTERMed holding $held connections, broker up 2 s later: gateway exited with status $EXIT_RC ${EXIT_SECS}s after SIGTERM (limit 30 s)"
   [ "$EXIT_RC" = 0 ] || failed_any=1
   load_wait
 }
