@@ -35,6 +35,33 @@ pub struct Settings {
     pub negative_cache_ttl: Duration,
     /// Proxies in front of the gateway that append to `X-Forwarded-For`; 0 ignores the header.
     pub trusted_proxy_hops: usize,
+    pub http: HttpLimits,
+}
+
+/// What one client can hold of the server: time for its headers and for a whole request,
+/// connections, requests in flight, and failed key checks before it is refused without a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub invalid_keys: Quota,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_in_flight: 2_048,
+            invalid_keys: Quota {
+                per_second: 5,
+                burst: 20,
+            },
+        }
+    }
 }
 
 pub use crate::rate_limit::{Limits, Quota};
@@ -123,6 +150,7 @@ impl Config {
                 key_cache_ttl: Duration::from_secs(config::parsed_or("KEY_CACHE_TTL_SECONDS", 10)?),
                 negative_cache_ttl: Duration::from_secs(5),
                 trusted_proxy_hops: config::parsed_in("TRUSTED_PROXY_HOPS", 0, 0..=10)?,
+                http: http_limits(produce_timeout_ms)?,
             },
         })
     }
@@ -164,6 +192,39 @@ fn rate_limits() -> Result<Limits, ConfigError> {
             100,
             10..=10_000,
         )?),
+    })
+}
+
+fn http_limits(produce_timeout_ms: u64) -> Result<HttpLimits, ConfigError> {
+    let defaults = HttpLimits::default();
+    let request_ms: u64 = config::parsed_in("HTTP_REQUEST_TIMEOUT_MS", 30_000, 1_000..=600_000)?;
+    if request_ms <= produce_timeout_ms {
+        return Err(ConfigError::invalid(
+            "HTTP_REQUEST_TIMEOUT_MS",
+            "must be longer than PRODUCE_TIMEOUT_MS, or acknowledged requests would time out",
+        ));
+    }
+    Ok(HttpLimits {
+        header_timeout: Duration::from_millis(config::parsed_in(
+            "HTTP_HEADER_TIMEOUT_MS",
+            10_000,
+            100..=600_000,
+        )?),
+        request_timeout: Duration::from_millis(request_ms),
+        max_connections: config::parsed_in("HTTP_MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+        max_in_flight: config::parsed_in("HTTP_MAX_IN_FLIGHT", 2_048, 1..=1_000_000)?,
+        invalid_keys: Quota {
+            per_second: config::parsed_in(
+                "INVALID_KEY_RATE_LIMIT_PER_SECOND",
+                defaults.invalid_keys.per_second,
+                1..=1_000_000,
+            )?,
+            burst: config::parsed_in(
+                "INVALID_KEY_RATE_LIMIT_BURST",
+                defaults.invalid_keys.burst,
+                1..=1_000_000,
+            )?,
+        },
     })
 }
 

@@ -53,6 +53,9 @@ pub enum Error {
         message: String,
         retry_after_seconds: Option<u64>,
     },
+    /// The client did not send its request (body included) within the request timeout.
+    #[error("the request was not received in time")]
+    RequestTimeout,
     #[error("database error: {0}")]
     Database(#[from] gamify_db::Error),
     #[error("redis: {0}")]
@@ -120,6 +123,9 @@ impl Error {
                 Bucket::Project(_) => {
                     "the project's limit on accepted events is reached; retry after Retry-After seconds"
                 }
+                Bucket::InvalidKeys(_) => {
+                    "too many requests with unknown or invalid API keys from this client; retry after Retry-After seconds"
+                }
             },
             retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
         }
@@ -140,6 +146,7 @@ impl Error {
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::Database(_)
             | Error::Redis(_)
             | Error::RedisUnreachable

@@ -84,8 +84,28 @@ fn header_key(parts: &Parts) -> Option<&str> {
 /// Checks `raw` as the request's API key: known, not revoked or expired, allowed from the
 /// request's origin, within its rate limit.
 async fn authenticate(parts: &mut Parts, raw: &str, state: &AppState) -> Result<Arc<KeyRecord>> {
+    let peer = Peer::from_request_parts(parts, state)
+        .await
+        .unwrap_or(Peer(None))
+        .0;
+    let ip =
+        client_ip(&parts.headers, peer, state.proxy_hops()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // A client that keeps presenting unknown keys is refused before any lookup, so a flood of
+    // random keys costs Postgres (and Redis) nothing beyond this budget per address.
+    let invalid = Bucket::InvalidKeys(ip);
+    let invalid_quota = state.http_limits().invalid_keys;
+    state
+        .rate_limiter()
+        .peek(invalid, invalid_quota)
+        .map_err(|wait| Error::rate_limited(invalid, wait))?;
+    let refused = |err: Error| {
+        if matches!(err, Error::InvalidApiKey) {
+            let _ = state.rate_limiter().check(invalid, invalid_quota, 1);
+        }
+        err
+    };
     // Malformed keys never reach Redis or Postgres.
-    let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
+    let key = ApiKey::parse(raw).map_err(|_| refused(Error::InvalidApiKey))?;
     let record = state
         .keys()
         .resolve(&key.hash())
@@ -94,23 +114,15 @@ async fn authenticate(parts: &mut Parts, raw: &str, state: &AppState) -> Result<
             tracing::warn!(error = %err, "cannot resolve api key");
             Error::unavailable("cannot verify the API key right now", Some(1))
         })?
-        .ok_or(Error::InvalidApiKey)?;
+        .ok_or_else(|| refused(Error::InvalidApiKey))?;
     if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
-        return Err(Error::InvalidApiKey);
+        return Err(refused(Error::InvalidApiKey));
     }
     check_origin(&record, &parts.headers)?;
     // One publishable key serves every visitor of a site: it is limited per client address.
     let limits = state.limits();
     let (bucket, quota) = match record.key_type {
-        KeyType::Publishable => {
-            let peer = Peer::from_request_parts(parts, state)
-                .await
-                .unwrap_or(Peer(None))
-                .0;
-            let ip = client_ip(&parts.headers, peer, state.proxy_hops())
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            (Bucket::Client(record.key_id, ip), limits.client)
-        }
+        KeyType::Publishable => (Bucket::Client(record.key_id, ip), limits.client),
         KeyType::Secret => (Bucket::SecretKey(record.key_id), limits.secret_key),
     };
     state

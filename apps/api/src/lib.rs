@@ -10,12 +10,14 @@ mod health;
 pub mod key_cache;
 pub mod metrics;
 pub mod openapi;
+mod overload;
 pub mod producer;
 pub mod rate_limit;
 pub mod redis;
+mod server;
 mod v1;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit, http::Request};
 use gamify_db::Db;
@@ -27,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use crate::error::{Error, Result};
 use crate::{
-    config::Settings,
+    config::{HttpLimits, Settings},
     key_cache::KeyResolver,
     producer::EventProducer,
     rate_limit::{Limits, RateLimiter, RedisCounters},
@@ -48,6 +50,8 @@ struct Inner {
     producer: EventProducer,
     rate_limiter: Arc<RateLimiter>,
     limits: Limits,
+    http_limits: HttpLimits,
+    in_flight: tokio::sync::Semaphore,
     metrics: PrometheusHandle,
     readiness_timeout: Duration,
     trusted_proxy_hops: usize,
@@ -84,6 +88,8 @@ impl AppState {
             admin_token: settings.admin_token.value.clone(),
             rate_limiter,
             limits: settings.rate_limit,
+            http_limits: settings.http,
+            in_flight: tokio::sync::Semaphore::new(settings.http.max_in_flight),
             redis,
             keys,
             producer,
@@ -140,6 +146,14 @@ impl AppState {
         &self.0.limits
     }
 
+    fn http_limits(&self) -> &HttpLimits {
+        &self.0.http_limits
+    }
+
+    fn in_flight(&self) -> &tokio::sync::Semaphore {
+        &self.0.in_flight
+    }
+
     fn metrics(&self) -> &PrometheusHandle {
         &self.0.metrics
     }
@@ -162,6 +176,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MANAGEMENT_BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            overload::guard,
+        ))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -187,11 +205,12 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let served = axum::serve(
+    let served = server::run(
         listener,
-        router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state.clone()),
+        state.0.http_limits,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
     .await;
     // Events already acknowledged are safe; this only lets late deliveries finish cleanly.
     let producer_state = state.clone();

@@ -122,6 +122,8 @@ pub enum ErrorCode {
     ClientRateLimited,
     KeyRateLimited,
     ProjectRateLimited,
+    InvalidKeyRateLimited,
+    RequestTimeout,
     InternalError,
     Unavailable,
 }

@@ -45,6 +45,9 @@ pub enum Bucket {
     Client(Uuid, IpAddr),
     SecretKey(Uuid),
     Project(Uuid),
+    /// Requests with unknown or invalid keys from one client address: a flood of random keys is
+    /// refused before it costs a lookup.
+    InvalidKeys(IpAddr),
 }
 
 impl Bucket {
@@ -53,6 +56,7 @@ impl Bucket {
             Bucket::Client(..) => "client_rate_limited",
             Bucket::SecretKey(_) => "key_rate_limited",
             Bucket::Project(_) => "project_rate_limited",
+            Bucket::InvalidKeys(_) => "invalid_key_rate_limited",
         }
     }
 
@@ -61,6 +65,7 @@ impl Bucket {
             Bucket::Client(key, ip) => format!("gamify:rl:client:{key}:{ip}"),
             Bucket::SecretKey(key) => format!("gamify:rl:key:{key}"),
             Bucket::Project(project) => format!("gamify:rl:project:{project}"),
+            Bucket::InvalidKeys(ip) => format!("gamify:rl:invalid:{ip}"),
         }
     }
 }
@@ -163,6 +168,24 @@ impl<C: Clock> RateLimiter<C> {
         }
         state.tat = new_tat;
         state.pending += u64::from(cost);
+        Ok(())
+    }
+
+    /// Whether one more unit would pass `bucket`, without spending it (and without remembering a
+    /// bucket never charged).
+    pub fn peek(&self, bucket: Bucket, quota: Quota) -> Result<(), Duration> {
+        let now_nanos = self.clock.now().as_nanos();
+        let interval_nanos = 1_000_000_000u128 / u128::from(quota.per_second.max(1));
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = buckets.get(&bucket) else {
+            return Ok(());
+        };
+        let new_tat = state.tat.max(now_nanos) + interval_nanos;
+        let allowed_until = now_nanos + u128::from(quota.burst.max(1)) * interval_nanos;
+        if new_tat > allowed_until {
+            let wait = (new_tat - allowed_until).min(u128::from(u64::MAX));
+            return Err(Duration::from_nanos(wait as u64));
+        }
         Ok(())
     }
 
@@ -369,6 +392,17 @@ mod tests {
         // 600 units owed of a 5,000 burst: 4,400 more pass at once.
         assert!(limiter.check(project, fast, 4_400).is_ok());
         assert!(limiter.check(project, fast, 1).is_err());
+    }
+
+    #[test]
+    fn peeking_spends_nothing_and_remembers_nothing() {
+        let limiter = RateLimiter::new(ManualClock::default());
+        let bucket = Bucket::InvalidKeys(IpAddr::from([10, 0, 0, 8]));
+        assert!(limiter.peek(bucket, QUOTA).is_ok());
+        assert!(limiter.take_pending().is_empty());
+        assert_eq!(admitted(&limiter, bucket, 100), 100);
+        assert!(limiter.peek(bucket, QUOTA).is_err());
+        assert!(limiter.peek(client([10, 0, 0, 9]), QUOTA).is_ok());
     }
 
     #[test]

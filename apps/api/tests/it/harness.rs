@@ -62,6 +62,14 @@ pub fn settings() -> Settings {
         key_cache_ttl: Duration::from_secs(10),
         negative_cache_ttl: Duration::from_secs(5),
         trusted_proxy_hops: 0,
+        // Tests share 127.0.0.1 and present invalid keys on purpose.
+        http: gamify_api::config::HttpLimits {
+            invalid_keys: Quota {
+                per_second: 1_000_000,
+                burst: 1_000_000,
+            },
+            ..Default::default()
+        },
     }
 }
 

@@ -7,6 +7,7 @@ mod config;
 mod fuzz_regressions;
 mod harness;
 mod health;
+mod hostile;
 mod ingest;
 mod key_checks;
 mod openapi;

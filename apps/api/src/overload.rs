@@ -1,0 +1,30 @@
+//! Load shedding and the request deadline: at most `HTTP_MAX_IN_FLIGHT` API requests are handled
+//! at once, the rest get 503 with Retry-After at once instead of queueing until the gateway falls
+//! over; and a request not done within `HTTP_REQUEST_TIMEOUT_MS` (a client trickling its body) gets
+//! 408. Health, readiness and metrics are exempt, so an orchestrator sees a busy gateway as alive.
+
+use axum::{
+    extract::{Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::{AppState, Error};
+
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let Ok(_permit) = state.in_flight().try_acquire() else {
+        metrics::counter!("gamify_http_shed_total").increment(1);
+        return Error::unavailable(
+            "the gateway is at capacity; retry after Retry-After seconds",
+            Some(1),
+        )
+        .into_response();
+    };
+    match tokio::time::timeout(state.http_limits().request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::RequestTimeout.into_response(),
+    }
+}

@@ -1,0 +1,213 @@
+//! Hostile clients: slow-loris headers and bodies, more connections than allowed, more requests in
+//! flight than the gateway takes, floods of random keys. Each gets a JSON error or a closed
+//! connection, never a 5xx from a fault, and the server stays healthy for everyone else.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::harness::{TestServer, expect_error, settings};
+
+/// Reads until the server closes the connection, returning what it sent; fails after `deadline`.
+async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> String {
+    let mut received = Vec::new();
+    tokio::time::timeout(deadline, stream.read_to_end(&mut received))
+        .await
+        .expect("the server kept the connection open")
+        .expect("read failed");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+fn address(server: &TestServer) -> String {
+    server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+#[tokio::test]
+async fn slow_loris_headers_are_cut_off() {
+    let mut settings = settings();
+    settings.http.header_timeout = Duration::from_millis(300);
+    let server = TestServer::with_settings(settings).await;
+    let mut stream = TcpStream::connect(address(&server)).await.unwrap();
+    stream
+        .write_all(b"POST /v1/events/track HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // Never finishes its headers: closed after the header timeout.
+    read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    // An idle keep-alive-less connection that sends nothing at all is closed too.
+    let mut idle = TcpStream::connect(address(&server)).await.unwrap();
+    read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    // Everyone else is served.
+    let response = server
+        .request(Method::GET, "/healthz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_body_trickled_past_the_request_timeout_gets_408() {
+    let mut settings = settings();
+    settings.http.request_timeout = Duration::from_millis(500);
+    let server = TestServer::with_settings(settings).await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let mut stream = TcpStream::connect(address(&server)).await.unwrap();
+    let head = format!(
+        "POST /v1/events/track HTTP/1.1\r\nHost: x\r\nx-api-key: {pk}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"event\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("\"request_timeout\""), "{response}");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_and_idle_ones_cost_little() {
+    let mut settings = settings();
+    settings.http.max_connections = 1_000;
+    settings.http.header_timeout = Duration::from_secs(30);
+    let server = TestServer::with_settings(settings).await;
+    let address = address(&server);
+    // 1,000 idle connections take every slot…
+    let mut idle = Vec::new();
+    for _ in 0..1_000 {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+    // …so the next one is closed at once, without a response.
+    let mut over = TcpStream::connect(&address).await.unwrap();
+    let sent = read_until_closed(&mut over, Duration::from_secs(5)).await;
+    assert!(sent.is_empty(), "{sent}");
+    // Once they go, the server serves again.
+    drop(idle);
+    let client = reqwest::Client::new();
+    let mut status = None;
+    for _ in 0..100 {
+        match client.get(server.url("/healthz")).send().await {
+            Ok(response) => {
+                status = Some(response.status());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(status, Some(StatusCode::OK));
+}
+
+/// More requests in flight than the gateway takes are shed with 503 and Retry-After at once, while
+/// health stays answered.
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_are_shed() {
+    let mut settings = settings();
+    settings.http.max_in_flight = 1;
+    settings.http.request_timeout = Duration::from_secs(10);
+    let server = TestServer::with_settings(settings).await;
+    let (_, pk, _) = server.project_with_keys().await;
+    // A request whose body is still arriving holds the only slot.
+    let mut slow = TcpStream::connect(address(&server)).await.unwrap();
+    let head = format!(
+        "POST /v1/events/track HTTP/1.1\r\nHost: x\r\nx-api-key: {pk}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let body = json!({ "event": "page_view", "userId": "u" });
+    let mut shed = None;
+    for _ in 0..100 {
+        let response = server.track(&pk, body.clone()).await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            shed = response.headers().get("retry-after").cloned();
+            let error =
+                expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+            assert!(
+                error["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("at capacity")
+            );
+            break;
+        }
+        // The slow request may not have reached the handler yet.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shed.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+    let health = server
+        .request(Method::GET, "/healthz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // Once the slot is free the next request is served.
+    drop(slow);
+    let mut served = false;
+    for _ in 0..100 {
+        if server.track(&pk, body.clone()).await.status() == StatusCode::ACCEPTED {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served);
+}
+
+/// A flood of random well-formed keys from one address is refused before any lookup once it has
+/// spent its budget; other clients are unaffected.
+#[tokio::test]
+async fn a_flood_of_random_keys_is_bounded_per_client_address() {
+    let mut settings = settings();
+    settings.trusted_proxy_hops = 1;
+    settings.http.invalid_keys = gamify_api::config::Quota {
+        per_second: 1,
+        burst: 10,
+    };
+    let server = TestServer::with_settings(settings).await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let from = |ip: &str, key: &str| {
+        server
+            .request(Method::POST, "/v1/events/track")
+            .header("x-forwarded-for", ip)
+            .header("x-api-key", key)
+            .json(&json!({ "event": "page_view", "userId": "u" }))
+            .send()
+    };
+    let attacker = format!("198.18.{}.{}", rand_octet(), rand_octet());
+    let mut refused_without_lookup = 0;
+    for _ in 0..40 {
+        let random = gamify_common::ApiKey::generate(gamify_common::KeyType::Publishable);
+        let response = from(&attacker, random.expose()).await.unwrap();
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                expect_error(
+                    response,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "invalid_key_rate_limited",
+                )
+                .await;
+                refused_without_lookup += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // 10 lookups at most (the burst, plus what refills during the loop); the rest never looked up.
+    assert!(refused_without_lookup >= 25, "{refused_without_lookup}");
+    // The attacker's valid key is refused too while its budget is spent: the check comes first.
+    let response = from(&attacker, &pk).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another visitor of the same site is unaffected.
+    let response = from("203.0.113.77", &pk).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+}
+
+fn rand_octet() -> u8 {
+    (uuid::Uuid::new_v4().as_u128() % 250) as u8 + 1
+}
