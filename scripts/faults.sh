@@ -284,12 +284,11 @@ worker_busy() {
   return 1
 }
 
-# exit_within PID SECONDS: waits for PID (a child of this shell) to exit, at most SECONDS; sets
+# exit_within PID SECONDS [AT]: waits for PID (a child of this shell) to exit, at most SECONDS; sets
 # EXIT_RC (its exit status, or "none" when it still ran) and EXIT_SECS. Not in a subshell: wait
 # works only for this shell's children.
-exit_within() {
-  local pid=$1 limit=$2 t0
-  t0=$(date +%s.%N)
+exit_within() { # exit_within PID SECONDS [SIGNALLED_AT]: counts from SIGNALLED_AT (epoch) if given
+  local pid=$1 limit=$2 t0=${3:-$(date +%s.%N)}
   EXIT_RC=none
   while alive "$pid"; do
     if awk -v a="$t0" -v b="$(date +%s.%N)" -v l="$limit" 'BEGIN {exit !(b - a > l)}'; then break; fi
@@ -320,6 +319,23 @@ load_wait() {
 }
 # Sleeps until SECONDS after the load started (the load's timeline, not a synchronisation).
 at_load_second() { local d=$(($1 - ($(date +%s) - LOAD_T0))); [ "$d" -le 0 ] || sleep "$d"; }
+
+# spanning FILE EPOCH [API]: outcomes of the requests (to gateway API, an index, if given) that
+# had started and not yet ended at EPOCH — the requests a fault at EPOCH caught in flight.
+spanning() {
+  python3 - "$@" <<'PY'
+import json, sys, collections
+path, at = sys.argv[1], float(sys.argv[2])
+api = int(sys.argv[3]) if len(sys.argv) > 3 else None
+c, slowest = collections.Counter(), 0
+for line in open(path):
+    r = json.loads(line)
+    if r["t"] <= at < r["t"] + r["ms"] / 1000 and (api is None or r["api"] == api):
+        c[str(r["status"])] += 1
+        slowest = max(slowest, r["ms"])
+print((", ".join(f"{k}×{v}" for k, v in sorted(c.items())) or "none") + (f" (slowest {slowest} ms)" if c else ""))
+PY
+}
 
 NOTES=""
 note() { NOTES="${NOTES:+$NOTES; }$*"; log "$*"; }
@@ -471,11 +487,19 @@ fault_gateway-sigterm() {
   stack_up gateway-sigterm 1
   load_start gateway-sigterm "$LOAD_LEN_SHORT"
   at_load_second "$WARMUP"
+  # signalled while it holds a request: poll its established connections tightly
+  local port=${API_URLS[0]##*:} end=$(($(date +%s) + 30))
+  until connections_above "$port" 0; do
+    [ "$(date +%s)" -lt "$end" ] || { note "gateway 1 not seen holding a request"; break; }
+    sleep 0.01
+  done
+  SIGTERM_AT=$(date +%s.%N)
   kill -TERM "${API_PIDS[0]}"
-  exit_within "${API_PIDS[0]}" 30 || { failed_any=1; kill -9 "${API_PIDS[0]}"; }
+  exit_within "${API_PIDS[0]}" 30 "$SIGTERM_AT" || { failed_any=1; kill -9 "${API_PIDS[0]}"; }
   note "gateway 1 of 2 SIGTERMed under load: exited with status $EXIT_RC after ${EXIT_SECS}s (limit 30 s); the client moves to gateway 2 on refused connections"
   [ "$EXIT_RC" = 0 ] || failed_any=1
   load_wait
+  note "requests to gateway 1 in flight at its SIGTERM: $(spanning "$DIR/requests.jsonl" "$SIGTERM_AT" 0)"
 }
 
 fault_gateway-sigterm-inflight() {
@@ -488,13 +512,15 @@ fault_gateway-sigterm-inflight() {
   "$BIN/gamify-dev-broker" ctl --dir "$BROKER_DIR" broker-down 1 >/dev/null
   wait_for 30 "requests held by gateway 1" connections_above "$port" 2 || note "gateway 1 not seen holding requests"
   held=$(connections "$port")
+  SIGTERM_AT=$(date +%s.%N)
   kill -TERM "${API_PIDS[0]}"
   sleep 2 # the broker stays down 2 s into the gateway's shutdown
   "$BIN/gamify-dev-broker" ctl --dir "$BROKER_DIR" broker-up 1 >/dev/null
-  exit_within "${API_PIDS[0]}" 30 || { failed_any=1; kill -9 "${API_PIDS[0]}"; }
+  exit_within "${API_PIDS[0]}" 30 "$SIGTERM_AT" || { failed_any=1; kill -9 "${API_PIDS[0]}"; }
   note "broker down, gateway 1 SIGTERMed holding $held connections, broker up 2 s later: gateway exited with status $EXIT_RC ${EXIT_SECS}s after SIGTERM (limit 30 s)"
   [ "$EXIT_RC" = 0 ] || failed_any=1
   load_wait
+  note "requests to gateway 1 in flight at its SIGTERM: $(spanning "$DIR/requests.jsonl" "$SIGTERM_AT" 0)"
 }
 
 # --- run ---------------------------------------------------------------------------------------------
