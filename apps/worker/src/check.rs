@@ -168,3 +168,56 @@ pub fn judge(envelope: &Envelope, sources: &Sources) -> Verdict {
     }
     Verdict::Processed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gamify_common::envelope::sign;
+    use proptest::prelude::*;
+
+    const SECRET: &[u8] = b"an-envelope-secret-of-at-least-32-bytes";
+
+    fn record(payload: Option<Vec<u8>>, headers: Vec<(String, Option<Vec<u8>>)>) -> Record {
+        Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload,
+            headers,
+        }
+    }
+
+    proptest! {
+        /// Whatever is written to the topic — garbage, forged or replayed-and-altered bodies, odd
+        /// headers — decoding never panics, and only bytes signed with the secret decode.
+        #[test]
+        fn only_signed_envelopes_decode(
+            payload in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..256)),
+            signature in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
+            extra in proptest::collection::vec((".{0,20}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20))), 0..3),
+        ) {
+            let mut headers: Vec<(String, Option<Vec<u8>>)> = extra;
+            headers.push((SIGNATURE_HEADER.to_owned(), signature.clone()));
+            let decoded = decode(SECRET, &record(payload.clone(), headers));
+            if decoded.is_ok() {
+                let payload = payload.unwrap_or_default();
+                prop_assert_eq!(signature.unwrap_or_default(), sign(SECRET, &payload).into_bytes());
+            }
+        }
+
+        /// A correctly signed message whose body is then altered (a replay with changes) is
+        /// refused as a bad signature.
+        #[test]
+        fn altered_bodies_are_refused(
+            body in proptest::collection::vec(any::<u8>(), 1..256),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let signature = sign(SECRET, &body).into_bytes();
+            let mut altered = body.clone();
+            altered[at.index(body.len())] ^= 0x20;
+            let headers = vec![(SIGNATURE_HEADER.to_owned(), Some(signature))];
+            prop_assert_eq!(decode(SECRET, &record(Some(altered), headers)).unwrap_err(), "bad signature");
+        }
+    }
+}

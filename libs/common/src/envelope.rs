@@ -281,4 +281,43 @@ mod tests {
         let fields: Vec<_> = envelope.validate().into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["v", "event"]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Only the exact bytes under the exact secret verify: any other payload, secret or
+            /// signature is refused, and no input makes verification panic.
+            #[test]
+            fn signatures_bind_bytes_and_secret(
+                payload in proptest::collection::vec(any::<u8>(), 0..512),
+                secret in proptest::collection::vec(any::<u8>(), 1..64),
+                flip in any::<prop::sample::Index>(),
+                garbage in proptest::collection::vec(any::<u8>(), 0..80),
+            ) {
+                let signature = sign(&secret, &payload);
+                prop_assert!(verify(&secret, &payload, signature.as_bytes()));
+                if !payload.is_empty() {
+                    let mut altered = payload.clone();
+                    let at = flip.index(altered.len());
+                    altered[at] ^= 0x01;
+                    prop_assert!(!verify(&secret, &altered, signature.as_bytes()));
+                }
+                // (HMAC pads keys with zero bytes, so a secret differing only by trailing zeros
+                // is the same key: change a byte instead. Secrets come from environment
+                // strings, which cannot end in NUL.)
+                let mut other = secret.clone();
+                other[0] ^= 0x80;
+                prop_assert!(!verify(&other, &payload, signature.as_bytes()));
+                prop_assert!(!verify(&secret, &payload, &garbage) || garbage == signature.as_bytes());
+            }
+
+            /// Decoding arbitrary bytes as an envelope never panics.
+            #[test]
+            fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = serde_json::from_slice::<Envelope>(&bytes);
+            }
+        }
+    }
 }

@@ -255,4 +255,41 @@ mod tests {
         assert!(!constant_time_eq("token", "token2"));
         assert!(!constant_time_eq("", "token"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a client sends as a key, parsing never panics and accepts exactly the
+            /// documented form: a known prefix and 64 lowercase hex characters.
+            #[test]
+            fn parsing_accepts_exactly_the_key_format(raw in prop_oneof![
+                ".{0,80}",
+                "(pk|sk)_live_[0-9a-f]{60,68}",
+                "(pk|sk)_live_[0-9a-fA-F]{64}",
+                "(pk|sk)_live_[0-9a-f]{63}.",
+            ]) {
+                let well_formed = (raw.starts_with("pk_live_") || raw.starts_with("sk_live_"))
+                    && raw.len() == PREFIX_LEN + SECRET_HEX_LEN
+                    && raw[PREFIX_LEN..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                match ApiKey::parse(&raw) {
+                    Ok(key) => {
+                        prop_assert!(well_formed, "{raw:?} accepted");
+                        prop_assert_eq!(key.expose(), raw.as_str());
+                        prop_assert_eq!(KeyHash::of(key.expose()).as_str().len(), 64);
+                    }
+                    Err(_) => prop_assert!(!well_formed, "{raw:?} refused"),
+                }
+            }
+
+            #[test]
+            fn generated_keys_parse_back(secret in any::<bool>()) {
+                let key_type = if secret { KeyType::Secret } else { KeyType::Publishable };
+                let key = ApiKey::generate(key_type);
+                let parsed = ApiKey::parse(key.expose()).unwrap();
+                prop_assert_eq!(parsed.key_type(), key_type);
+            }
+        }
+    }
 }
