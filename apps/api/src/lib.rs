@@ -76,6 +76,8 @@ impl AppState {
             &settings.envelope_secret,
             settings.produce_timeout,
         )?;
+        let metrics = metrics::handle();
+        tokio::spawn(metrics::keep_up(metrics.clone(), shutdown.clone()));
         let rate_limiter = Arc::new(RateLimiter::default());
         tokio::spawn(rate_limit::keep_in_step(
             rate_limiter.clone(),
@@ -93,7 +95,7 @@ impl AppState {
             redis,
             keys,
             producer,
-            metrics: metrics::handle(),
+            metrics,
             readiness_timeout: Duration::from_secs(2),
             trusted_proxy_hops: settings.trusted_proxy_hops,
         })))

@@ -34,6 +34,18 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Drains histogram samples into their buckets every few seconds, so memory stays flat whether or
+/// not anyone scrapes `/metrics`.
+pub async fn keep_up(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 /// Counts requests by route and status and records their latency.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request

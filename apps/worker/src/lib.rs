@@ -69,6 +69,15 @@ impl Worker {
         let addr = self.local_addr()?;
         let server_stop = CancellationToken::new();
         let liveness = Arc::new(Liveness::new(self.config.stall_timeout));
+        let upkeep_handle = self.handle.clone();
+        let metrics_upkeep = tokio::spawn(async move {
+            // Histogram samples are drained into buckets here, not only when scraped.
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                ticks.tick().await;
+                upkeep_handle.run_upkeep();
+            }
+        });
         let server = tokio::spawn(metrics::serve(
             self.listener,
             self.handle,
@@ -107,6 +116,7 @@ impl Worker {
         ));
         let result = worker_loop.run(shutdown).await;
         upkeep.abort();
+        metrics_upkeep.abort();
 
         // Closing the consumer leaves the group at once, so the partitions move to the other
         // workers without waiting for the session to time out. It blocks while it does so.
