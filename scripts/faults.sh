@@ -299,6 +299,7 @@ exit_within() { # exit_within PID SECONDS [SIGNALLED_AT]: counts from SIGNALLED_
   [ "$EXIT_RC" != none ]
 }
 
+not_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 503 ]; }
 connections() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 connections_above() { [ "$(connections "$1")" -gt "$2" ]; }
 lock_waited() { # a session of the application role waits on a lock
@@ -306,10 +307,9 @@ lock_waited() { # a session of the application role waits on a lock
 }
 
 # --- load and accounting ----------------------------------------------------------------------------------
-load_start() { # load_start FAULT SECONDS
-  LOAD_SECONDS=$2
+load_start() { # load_start FAULT SECONDS [RATE]
   python3 "$LOAD" send --api "$(IFS=,; echo "${API_URLS[*]}")" --key "$KEY" --prefix "$1" \
-    --rate "$RATE" --seconds "$2" --out "$DIR/requests.jsonl" >"$DIR/load.json" 2>"$DIR/logs/load.err" &
+    --rate "${3:-$RATE}" --seconds "$2" --out "$DIR/requests.jsonl" >"$DIR/load.json" 2>"$DIR/logs/load.err" &
   LOAD_PID=$!
   LOAD_T0=$(date +%s)
 }
@@ -423,7 +423,14 @@ fault_broker-down() {
   local down_at up_at
   "$BIN/gamify-dev-broker" ctl --dir "$BROKER_DIR" broker-down 1 >/dev/null
   down_at=$(date +%s.%N)
-  sleep "$FAULT_SECONDS"
+  if wait_for "$FAULT_SECONDS" "gateway 1 /readyz failing" not_ready "${API_URLS[0]}/readyz"; then
+    note "gateway 1 /readyz answered 503 $(awk -v a="$down_at" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s into the outage"
+  else
+    note "gateway 1 /readyz did not fail during the outage"
+  fi
+  local left
+  left=$(awk -v a="$down_at" -v b="$(date +%s.%N)" -v f="$FAULT_SECONDS" 'BEGIN {printf "%.2f", f - (b - a)}')
+  sleep "$left" # the rest of the outage
   "$BIN/gamify-dev-broker" ctl --dir "$BROKER_DIR" broker-up 1 >/dev/null
   up_at=$(date +%s.%N)
   note "broker down ${FAULT_SECONDS}s; $(python3 - "$DIR/requests.jsonl" "$down_at" "$up_at" <<'PY'
@@ -485,9 +492,11 @@ fault_redis-restart() {
 
 fault_gateway-sigterm() {
   stack_up gateway-sigterm 1
-  load_start gateway-sigterm "$LOAD_LEN_SHORT"
+  # three times the rate; signalled when it holds a connection (established connections, polled
+  # every 10 ms). A request takes milliseconds, so it may be answered before the signal lands; the
+  # notes say what was in flight (gateway-sigterm-inflight holds requests for certain).
+  load_start gateway-sigterm "$LOAD_LEN_SHORT" $((RATE * 3))
   at_load_second "$WARMUP"
-  # signalled while it holds a request: poll its established connections tightly
   local port=${API_URLS[0]##*:} end=$(($(date +%s) + 30))
   until connections_above "$port" 0; do
     [ "$(date +%s)" -lt "$end" ] || { note "gateway 1 not seen holding a request"; break; }

@@ -33,7 +33,6 @@ import urllib.request
 
 def send(args):
     apis = [urllib.parse.urlsplit(u) for u in args.api.split(",")]
-    interval = args.batch / args.rate  # seconds per request slot (a track counts as a batch slot)
     lock = threading.Lock()
     state = {"next": time.monotonic(), "seq": 0, "req": 0, "rr": 0}
     down_until = [0.0] * len(apis)
@@ -46,11 +45,11 @@ def send(args):
             now = time.monotonic()
             if now >= deadline or (args.stop_file and os.path.exists(args.stop_file)):
                 return None
-            slot = max(state["next"], now)
-            state["next"] = slot + interval
             state["req"] += 1
             track = args.track_every > 0 and state["req"] % args.track_every == 0
             n = 1 if track else args.batch
+            slot = max(state["next"], now)
+            state["next"] = slot + n / args.rate
             first = state["seq"]
             state["seq"] += n
             state["rr"] += 1
