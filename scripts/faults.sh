@@ -138,7 +138,6 @@ cleanup() {
   else
     rm -rf "$OUT"
   fi
-  rm -f "$ROOT/target/faults.lock"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -413,7 +412,7 @@ fault_worker-sigterm-blocked() {
     # past its deadline: a defect; measure how late it is (up to 60 s), then kill it
     failed_any=1
     exit_within "${WORKER_PIDS[0]}" 60 "$TERM_AT" || kill -9 "${WORKER_PIDS[0]}"
-    late=" — MISSED THE DEADLINE (gamify_app sessions then: $("${PSQL[@]}" -d gamify -tAc "SELECT string_agg(state || '/' || coalesce(wait_event_type, '-') || '/' || left(query, 40), '; ') FROM pg_stat_activity WHERE usename = 'gamify_app'"))"
+    late=" — MISSED THE DEADLINE (see logs/worker-1.log)"
   fi
   note "SIGTERM while its batch waits on a lock: exited with status $EXIT_RC after ${EXIT_SECS}s (limit ${limit}s)$late"
   [ "$EXIT_RC" = 0 ] || failed_any=1
