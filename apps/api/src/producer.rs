@@ -43,7 +43,7 @@ impl EventProducer {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             // librdkafka gives up on a message no later than the request does.
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("queue.buffering.max.messages", "200000");

@@ -82,8 +82,8 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let database_url = config::postgres_url("DATABASE_URL")?;
         let envelope_secret = config::envelope_secret()?;
-        let batch_size: usize = config::parsed_in("WORKER_BATCH_SIZE", 500, 1..=100_000)?;
-        let batch_ms: u64 = config::parsed_in("WORKER_BATCH_MS", 200, 1..=60_000)?;
+        let batch_size: usize = config::parsed_in("WORKER_BATCH_SIZE", 5_000, 1..=100_000)?;
+        let batch_ms: u64 = config::parsed_in("WORKER_BATCH_MS", 50, 1..=60_000)?;
         let cache_ms: u64 = config::parsed_or("WORKER_SOURCE_CACHE_MS", 10_000)?;
         let session_ms: u64 =
             config::parsed_in("KAFKA_SESSION_TIMEOUT_MS", 10_000, 1_000..=300_000)?;

@@ -125,6 +125,9 @@ pub fn consumer_config(config: &Config) -> Result<ClientConfig> {
         // librdkafka prefetches up to 64 MB per partition by default: hundreds of MB with a
         // backlog. 4 MB per partition still holds many batches of WORKER_BATCH_SIZE.
         .set("queued.max.messages.kbytes", "4096")
+        // librdkafka waits up to 500 ms for a fetch to fill by default: most of the accepted →
+        // stored latency when traffic is light (docs/BENCHMARKS.md).
+        .set("fetch.wait.max.ms", "50")
         .set("session.timeout.ms", session_ms.to_string())
         .set(
             "heartbeat.interval.ms",
