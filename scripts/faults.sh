@@ -133,14 +133,16 @@ stack_down() {
 cleanup() {
   local rc=$?
   stack_down
-  if [ "$KEEP" = 1 ] || [ "$failed_any" = 1 ] || [ "$rc" != 0 ]; then
+  # kept for its logs when asked, when a fault failed or the suite broke; not when interrupted
+  if [ "$KEEP" = 1 ] || { [ "$rc" != 130 ] && [ "$rc" != 143 ] && { [ "$failed_any" = 1 ] || [ "$rc" != 0 ]; }; }; then
     [ -d "$OUT" ] && log "kept $OUT (logs of every stack)"
   else
     rm -rf "$OUT"
   fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # --- one isolated stack -------------------------------------------------------------------------------
 # stack_up FAULT WORKERS: private Postgres, Redis and broker, migrated; two gateways; WORKERS workers;
