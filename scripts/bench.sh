@@ -482,7 +482,7 @@ status() { if awk "BEGIN {exit !($1)}"; then echo "**met**"; else echo "**missed
   echo
   echo "Backlogs produced through \`POST /v1/events/batch\` (100 per request; 1 project: $produce_w1_eps"
   echo "events/s produced) before a release gamify-worker starts with a fresh consumer group"
-  echo "(default settings: batches of 500 / 200 ms) on a topic of $PARTITIONS partitions. *Drain* is from the first to the last stored event"
+  echo "(default settings: see docs/WORKER.md) on a topic of $PARTITIONS partitions. *Drain* is from the first to the last stored event"
   echo "(the worker's counters, polled every 0.2 s); *wall* also counts start-up and joining the group."
   echo "*COPY* is \`\\copy bench_events_raw FROM …\` of the very rows stored, into"
   echo "\`CREATE TABLE bench_events_raw (LIKE events)\` (no indexes, keys, checks, partitions, RLS), right after."

@@ -120,9 +120,13 @@ impl Worker {
 
         // Closing the consumer leaves the group at once, so the partitions move to the other
         // workers without waiting for the session to time out. It blocks while it does so.
-        let close = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        if let Err(err) = close {
-            tracing::warn!(error = %err, "closing the consumer failed");
+        // Bounded like everything after a stop: a broker that does not answer must not keep the
+        // process past its grace period (the session timeout then moves the partitions).
+        let close = tokio::task::spawn_blocking(move || drop(consumer));
+        match tokio::time::timeout(CLOSE_TIMEOUT, close).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "closing the consumer failed"),
+            Err(_) => tracing::warn!("the consumer did not close in time; exiting without it"),
         }
         server_stop.cancel();
         match server.await {
@@ -130,8 +134,12 @@ impl Worker {
             Ok(Err(err)) => tracing::warn!(error = %err, "metrics server failed"),
             Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
         }
-        if let Err(err) = self.db.close().await {
-            tracing::warn!(error = %err, "closing the database pool failed");
+        // A connection still running an abandoned batch's statement would hold `close` until the
+        // statement timeout; the process exit ends it (and rolls its transaction back) at once.
+        match tokio::time::timeout(CLOSE_TIMEOUT, self.db.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "closing the database pool failed"),
+            Err(_) => tracing::warn!("database connections still busy; exiting without waiting for them"),
         }
         let stats = &self.stats;
         tracing::info!(
@@ -146,6 +154,9 @@ impl Worker {
         result
     }
 }
+
+/// How long each step of closing (consumer, database pool) may take once the loop has stopped.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Monthly partitions of `events` this far ahead are kept in existence.
 const PARTITION_MONTHS_AHEAD: i32 = 3;
