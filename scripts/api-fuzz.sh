@@ -32,10 +32,7 @@ cleanup() {
     kill -TERM "$api_pid" 2>/dev/null || true
     wait "$api_pid" 2>/dev/null || true
   fi
-  if [ -n "${DEV_BROKER_DIR:-}" ] && [ -f "$DEV_BROKER_DIR/broker.pid" ]; then
-    kill "$(cat "$DEV_BROKER_DIR/broker.pid")" 2>/dev/null || true
-    rm -f "$DEV_BROKER_DIR/broker.pid" "$DEV_BROKER_DIR/bootstrap"
-  fi
+  stop_dev_broker
 }
 trap cleanup EXIT
 provision "$FUZZ_DATABASE" fresh

@@ -129,6 +129,15 @@ dev_broker() { "$ROOT/target/debug/gamify-dev-broker" "$@"; }
 
 dev_broker_running() { dev_broker ctl --dir "$DEV_BROKER_DIR" bootstrap >/dev/null 2>&1; }
 
+# Stops the development broker serving from DEV_BROKER_DIR: for scripts that start one of their own
+# (tests, fuzzing), so what they create never accumulates in a broker that outlives them.
+stop_dev_broker() {
+  if [ -n "${DEV_BROKER_DIR:-}" ] && [ -f "$DEV_BROKER_DIR/broker.pid" ]; then
+    kill "$(cat "$DEV_BROKER_DIR/broker.pid")" 2>/dev/null || true
+    rm -f "$DEV_BROKER_DIR/broker.pid" "$DEV_BROKER_DIR/bootstrap"
+  fi
+}
+
 # Starts the development broker unless one answers on its control socket, creates the events and
 # dead-letter topics, and exports KAFKA_BROKERS.
 ensure_broker() {

@@ -23,7 +23,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  if [ -f "$DEV_BROKER_DIR/broker.pid" ]; then kill "$(cat "$DEV_BROKER_DIR/broker.pid")" 2>/dev/null || true; fi
+  stop_dev_broker
 }
 trap cleanup EXIT
 provision gamify_scale fresh

@@ -10,13 +10,7 @@ export KAFKA_TOPIC=${KAFKA_TOPIC:-gamify.test.events} KAFKA_DLQ_TOPIC=${KAFKA_DL
 # Every run gets a development broker of its own, stopped when the run ends, so the topics and
 # consumer groups the tests create never accumulate (the broker keeps everything in memory).
 export DEV_BROKER_DIR=$ROOT/target/test-broker/${TEST_DATABASE:-gamify_test}
-stop_test_broker() {
-  if [ -n "${DEV_BROKER_DIR:-}" ] && [ -f "$DEV_BROKER_DIR/broker.pid" ]; then
-    kill "$(cat "$DEV_BROKER_DIR/broker.pid")" 2>/dev/null || true
-    rm -f "$DEV_BROKER_DIR/broker.pid" "$DEV_BROKER_DIR/bootstrap"
-  fi
-}
-trap stop_test_broker EXIT
+trap stop_dev_broker EXIT
 provision "${TEST_DATABASE:-gamify_test}" fresh
 log "building gamify-api"
 cargo build -p gamify-api --bin gamify-api --quiet
