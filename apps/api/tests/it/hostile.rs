@@ -211,3 +211,74 @@ async fn a_flood_of_random_keys_is_bounded_per_client_address() {
 fn rand_octet() -> u8 {
     (uuid::Uuid::new_v4().as_u128() % 250) as u8 + 1
 }
+
+/// Bodies a parser could read two ways, or not at all: each is a 4xx JSON error, never a 5xx.
+#[tokio::test]
+async fn ambiguous_and_malformed_bodies_are_400() {
+    let server = TestServer::start().await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let post = |body: Vec<u8>| {
+        server
+            .request(Method::POST, "/v1/events/track")
+            .header("x-api-key", &pk)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // The gateway and a later reader could disagree on which "event" counts.
+        (
+            "duplicate key",
+            br#"{"event":"page_view","event":"purchase","userId":"u"}"#.to_vec(),
+        ),
+        (
+            "nested duplicate key",
+            br#"{"event":"x","userId":"u","properties":{"a":1,"a":2}}"#.to_vec(),
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"event\":\"\xff\xfe\",\"userId\":\"u\"}".to_vec(),
+        ),
+        (
+            "number out of range",
+            br#"{"event":"x","userId":"u","properties":{"n":1e400}}"#.to_vec(),
+        ),
+        ("deep nesting", {
+            let mut body = br#"{"event":"x","userId":"u","properties":{"p":"#.to_vec();
+            body.extend(std::iter::repeat_n(b'[', 10_000));
+            body
+        }),
+        ("truncated", br#"{"event":"x","userId":"#.to_vec()),
+        ("wrong type", br#"{"event":["x"],"userId":"u"}"#.to_vec()),
+    ];
+    for (what, body) in cases {
+        let response = post(body).await.unwrap();
+        let error = expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert!(error["error"]["message"].is_string(), "{what}");
+    }
+}
+
+/// Oversized and numerous headers are refused by the server loop, not passed on.
+#[tokio::test]
+async fn header_abuse_is_refused() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(address(&server)).await.unwrap();
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for n in 0..200 {
+        request.extend(format!("X-Abuse-{n}: {}\r\n", "a".repeat(2_000)).as_bytes());
+    }
+    request.extend(b"\r\n");
+    // The server may close before it has read everything it was sent.
+    let _ = stream.write_all(&request).await;
+    let response = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        response.is_empty() || response.starts_with("HTTP/1.1 431"),
+        "{response}"
+    );
+    let health = server
+        .request(Method::GET, "/healthz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
