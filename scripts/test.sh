@@ -25,6 +25,12 @@ if [ $# -eq 0 ]; then
   # broker; the Rust tests' connection settings are not theirs.
   env -u KAFKA_BROKERS -u KAFKA_TOPIC -u KAFKA_DLQ_TOPIC -u DATABASE_URL -u DATABASE_OWNER_URL \
     "$ROOT/scripts/sdk-test.sh"
+  # No API key and no unredacted password in any log the platform's processes wrote in this run.
+  if grep -rElI --include='*.log' '(pk|sk)_live_[0-9a-f]{64}|://[^:/@[:space:]]+:[^*@/[:space:]][^@/[:space:]]*@' \
+    "$ROOT/target/sdk-test" "$ROOT/target/api-fuzz" "$DEV_BROKER_DIR"; then
+    die "an API key or a password appears in the logs listed above"
+  fi
+  log "no API key or password in the logs of this run"
 else
   cargo test "$@"
 fi

@@ -282,3 +282,73 @@ async fn header_abuse_is_refused() {
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 }
+
+/// 10,000 idle connections against the real binary: it keeps serving, stays within the memory
+/// target (100 MB) and closes every one of them after the header timeout.
+#[tokio::test]
+async fn ten_thousand_idle_connections() {
+    use crate::harness::{brokers, database_url, envelope_secret};
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gamify-api"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url())
+        .env(
+            "REDIS_URL",
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        )
+        .env("KAFKA_BROKERS", brokers())
+        .env("ENVELOPE_SECRET", envelope_secret())
+        .env("ADMIN_TOKEN", "adm_idle_connections_test_0123456789")
+        .env("PORT", port.to_string())
+        .env("HTTP_HEADER_TIMEOUT_MS", "3000")
+        .env("HTTP_MAX_CONNECTIONS", "10100")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gamify-api did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        idle.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        rss_kb < 100 * 1024,
+        "RSS {rss_kb} kB with 10,000 idle connections"
+    );
+
+    // Every idle connection is closed by the server after the header timeout.
+    for stream in idle.iter_mut().step_by(997) {
+        read_until_closed(stream, Duration::from_secs(15)).await;
+    }
+    drop(idle);
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    child.kill().await.unwrap();
+}
