@@ -139,7 +139,9 @@ impl Worker {
         match tokio::time::timeout(CLOSE_TIMEOUT, self.db.close()).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "closing the database pool failed"),
-            Err(_) => tracing::warn!("database connections still busy; exiting without waiting for them"),
+            Err(_) => {
+                tracing::warn!("database connections still busy; exiting without waiting for them")
+            }
         }
         let stats = &self.stats;
         tracing::info!(
