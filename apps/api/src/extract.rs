@@ -81,15 +81,24 @@ fn header_key(parts: &Parts) -> Option<&str> {
         .or_else(|| bearer_token(parts))
 }
 
-/// Checks `raw` as the request's API key: known, not revoked or expired, allowed from the
-/// request's origin, within its rate limit.
-async fn authenticate(parts: &mut Parts, raw: &str, state: &AppState) -> Result<Arc<KeyRecord>> {
-    let peer = Peer::from_request_parts(parts, state)
-        .await
-        .unwrap_or(Peer(None))
-        .0;
-    let ip =
-        client_ip(&parts.headers, peer, state.proxy_hops()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+/// The request's client address, read once per request (see `client_ip`).
+fn request_client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    client_ip(&parts.headers, peer, state.proxy_hops())
+}
+
+/// Checks `raw` as the request's API key, sent from `client`: known, not revoked or expired,
+/// allowed from the request's origin, within its rate limit.
+async fn authenticate(
+    parts: &Parts,
+    client: Option<IpAddr>,
+    raw: &str,
+    state: &AppState,
+) -> Result<Arc<KeyRecord>> {
+    let ip = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     // A client that keeps presenting unknown keys is refused before any lookup, so a flood of
     // random keys costs Postgres (and Redis) nothing beyond this budget per address.
     let invalid = Bucket::InvalidKeys(ip);
@@ -141,8 +150,9 @@ impl FromRequestParts<AppState> for IngestKey {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let raw = header_key(parts).ok_or(Error::InvalidApiKey)?.to_owned();
-        authenticate(parts, &raw, state).await.map(IngestKey)
+        let raw = header_key(parts).ok_or(Error::InvalidApiKey)?;
+        let client = request_client_ip(parts, state);
+        authenticate(parts, client, raw, state).await.map(IngestKey)
     }
 }
 
@@ -152,7 +162,8 @@ impl FromRequestParts<AppState> for IngestKey {
 /// way the same checks apply; the field is removed before the body is validated.
 pub struct IngestRequest {
     pub key: Arc<KeyRecord>,
-    pub peer: Option<std::net::SocketAddr>,
+    /// The client's address (`TRUSTED_PROXY_HOPS` applied), as limited and as recorded.
+    pub client_ip: Option<IpAddr>,
     pub headers: HeaderMap,
     pub body: serde_json::Value,
 }
@@ -161,15 +172,12 @@ impl FromRequest<AppState> for IngestRequest {
     type Rejection = Error;
 
     async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<Self> {
-        let (mut parts, body) = request.into_parts();
-        let peer = Peer::from_request_parts(&mut parts, state)
-            .await
-            .unwrap_or(Peer(None))
-            .0;
-        let (key, body) = match header_key(&parts).map(str::to_owned) {
+        let (parts, body) = request.into_parts();
+        let client = request_client_ip(&parts, state);
+        let (key, body) = match header_key(&parts) {
             // Authenticated before the body is read, as every header-keyed request.
             Some(raw) => {
-                let key = authenticate(&mut parts, &raw, state).await?;
+                let key = authenticate(&parts, client, raw, state).await?;
                 let mut body = read_json(&parts.headers, body).await?;
                 if let Some(object) = body.as_object_mut() {
                     object.remove("apiKey");
@@ -182,12 +190,12 @@ impl FromRequest<AppState> for IngestRequest {
                     Some(serde_json::Value::String(raw)) => raw,
                     _ => return Err(Error::InvalidApiKey),
                 };
-                (authenticate(&mut parts, &raw, state).await?, body)
+                (authenticate(&parts, client, &raw, state).await?, body)
             }
         };
         Ok(Self {
             key,
-            peer,
+            client_ip: client,
             headers: parts.headers,
             body,
         })

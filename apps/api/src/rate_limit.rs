@@ -116,6 +116,18 @@ const IDLE_RETENTION: Duration = Duration::from_secs(30);
 /// Upper bound on remembered buckets; the idle ones go first.
 const MAX_BUCKETS: usize = 200_000;
 
+/// GCRA: the theoretical arrival time after admitting `cost` units, or how long to wait when that
+/// would exceed the burst.
+fn gcra(tat: u128, now: u128, cost: u32, interval: u128, burst: u64) -> Result<u128, Duration> {
+    let new_tat = tat.max(now) + u128::from(cost) * interval;
+    let allowed_until = now + u128::from(burst) * interval;
+    if new_tat > allowed_until {
+        let wait = (new_tat - allowed_until).min(u128::from(u64::MAX));
+        return Err(Duration::from_nanos(wait as u64));
+    }
+    Ok(new_tat)
+}
+
 pub struct RateLimiter<C: Clock = MonotonicClock> {
     clock: C,
     buckets: Mutex<HashMap<Bucket, State>>,
@@ -159,14 +171,7 @@ impl<C: Clock> RateLimiter<C> {
         }
         state.burst = burst;
         state.last_used = now;
-        let tat = state.tat.max(now_nanos);
-        let new_tat = tat + u128::from(cost) * interval_nanos;
-        let allowed_until = now_nanos + u128::from(burst) * interval_nanos;
-        if new_tat > allowed_until {
-            let wait = (new_tat - allowed_until).min(u128::from(u64::MAX));
-            return Err(Duration::from_nanos(wait as u64));
-        }
-        state.tat = new_tat;
+        state.tat = gcra(state.tat, now_nanos, cost, interval_nanos, burst)?;
         state.pending += u64::from(cost);
         Ok(())
     }
@@ -180,13 +185,8 @@ impl<C: Clock> RateLimiter<C> {
         let Some(state) = buckets.get(&bucket) else {
             return Ok(());
         };
-        let new_tat = state.tat.max(now_nanos) + interval_nanos;
-        let allowed_until = now_nanos + u128::from(quota.burst.max(1)) * interval_nanos;
-        if new_tat > allowed_until {
-            let wait = (new_tat - allowed_until).min(u128::from(u64::MAX));
-            return Err(Duration::from_nanos(wait as u64));
-        }
-        Ok(())
+        let burst = u64::from(quota.burst.max(1));
+        gcra(state.tat, now_nanos, 1, interval_nanos, burst).map(drop)
     }
 
     /// The buckets to exchange: every bucket used since `IDLE_RETENTION`, with what it admitted

@@ -1,7 +1,7 @@
 //! Event ingestion: `POST /v1/events/track`, `POST /v1/events/batch`, `POST /v1/identify`.
 //! A request is answered 202 only after the broker acknowledged every one of its events.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use axum::{
     extract::State,
@@ -26,7 +26,6 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Error, Result,
-    client_ip::client_ip,
     extract::IngestRequest,
     key_cache::KeyRecord,
     openapi::{
@@ -39,10 +38,10 @@ use crate::{
 /// Seconds a client should wait before retrying after the broker did not acknowledge.
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
 
-fn received(headers: &HeaderMap, peer: Option<SocketAddr>, proxy_hops: usize) -> Received {
+fn received(headers: &HeaderMap, client_ip: Option<IpAddr>) -> Received {
     Received {
         at: Utc::now(),
-        ip: client_ip(headers, peer, proxy_hops).map(|ip| ip.to_string()),
+        ip: client_ip.map(|ip| ip.to_string()),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -161,12 +160,12 @@ async fn accept_one(
 ) -> Result<(StatusCode, axum::Json<Accepted>)> {
     let IngestRequest {
         key,
-        peer,
+        client_ip,
         headers,
         body: value,
     } = request;
     let key = key.as_ref();
-    let received = received(&headers, peer, state.proxy_hops());
+    let received = received(&headers, client_ip);
     let event = parse(value, received.at).map_err(|errors| rejected(errors, None))?;
     if requires_secret(key, &event) {
         return Err(secret_key_required(vec![event.event], None));
@@ -242,7 +241,7 @@ async fn batch(
     State(state): State<AppState>,
     IngestRequest {
         key,
-        peer,
+        client_ip,
         headers,
         body,
     }: IngestRequest,
@@ -290,7 +289,7 @@ async fn batch(
         return Err(rejected(errors, None));
     }
     let defaults = BatchDefaults { sent_at, context };
-    let received = received(&headers, peer, state.proxy_hops());
+    let received = received(&headers, client_ip);
 
     let mut events = Vec::with_capacity(items.len());
     let mut invalid = Vec::new();
