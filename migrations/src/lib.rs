@@ -14,6 +14,7 @@ mod m20261123_000004_partition_creation_without_deadlocks;
 mod m20261124_000005_dedup_scoped_by_key_class;
 mod m20261124_000006_project_rate_limits;
 mod m20261124_000007_event_retention;
+mod m20261124_000008_retention_without_deadlocks;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_dedup_scoped_by_key_class::migration()),
             Box::new(m20261124_000006_project_rate_limits::migration()),
             Box::new(m20261124_000007_event_retention::migration()),
+            Box::new(m20261124_000008_retention_without_deadlocks::migration()),
         ]
     }
 }

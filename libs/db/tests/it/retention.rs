@@ -22,13 +22,13 @@ async fn old_months_and_their_dedup_keys_go_together() {
     let (tenant, _) = two_tenants(&db).await;
     let (project, key) = (tenant.project, tenant.key);
     // A month long gone, as a partition of its own (the owner creates it, as migrations would).
-    // Referenced tables first, as the partition functions do, so concurrent writers of other tests
-    // wait instead of deadlocking.
+    // Every lock a partition change needs, at once, as the partition functions take them, so
+    // concurrent writers of other tests wait instead of deadlocking.
     owner
         .shared()
         .execute_unprepared(
             "BEGIN;
-             LOCK TABLE projects, api_keys, end_users IN SHARE ROW EXCLUSIVE MODE;
+             SELECT gamify_lock_for_partition_change();
              CREATE TABLE IF NOT EXISTS events_1971_01 PARTITION OF events
              FOR VALUES FROM ('1971-01-01 00:00:00+00') TO ('1971-02-01 00:00:00+00');
              COMMIT;",
