@@ -34,6 +34,8 @@ E2E_RATE=${BENCH_E2E_RATE:-10000}
 # project needs far more than the usual 12 partitions (24 still lost 1.2%). The load topic keeps 12.
 PARTITIONS=${BENCH_PARTITIONS:-48}
 PROFILE=${BENCH_PROFILE:-0}
+# BENCH_ONLY=worker: only the worker scenarios (section 4), printed, nothing written to the docs.
+ONLY=${BENCH_ONLY:-all}
 PORT=${BENCH_PORT:-3900}
 WORKER_PORT=${BENCH_WORKER_PORT:-3901}
 OUT="$ROOT/target/bench"
@@ -311,6 +313,7 @@ drain() {
     }' >>"$OUT/worker.rows" 2>>"$OUT/worker.figures"
 }
 
+if [ "$ONLY" != worker ]; then
 # --- 1–3: gateway ---------------------------------------------------------------------------------
 log "warming the key cache"
 curl -fsS -o /dev/null -X POST "$API/v1/events/track" -H "x-api-key: $GAMIFY_KEY" \
@@ -349,6 +352,7 @@ if [ "$PROFILE" = 1 ]; then
   perf record -e cpu-clock -F 299 --call-graph dwarf,8192 -p "$api_pid" -o "$OUT/api.perf.data" -- sleep 15 2>"$OUT/perf-api.err" >/dev/null
   wait "$prof_wrk"
 fi
+fi
 stop_api
 
 # --- 4: worker draining a pre-produced backlog ----------------------------------------------------------
@@ -381,6 +385,12 @@ log "worker draining $w1_expected envelopes of 1 project"
 drain "drain, 1 project" "$TOPIC_W1" "$w1_expected" "$w1_project"
 log "worker draining $w100_expected envelopes of $WORKER_PROJECTS projects"
 drain "drain, $WORKER_PROJECTS projects" "$TOPIC_W100" "$w100_expected" "${w100_projects[@]}"
+
+if [ "$ONLY" = worker ]; then
+  cat "$OUT/cpu.rows" 2>/dev/null || true
+  cat "$OUT/worker.rows"
+  exit 0
+fi
 
 # --- 5: end to end at a constant offered rate ---------------------------------------------------------------
 log "end to end: $E2E_RATE events/s for ${E2E_SECONDS}s, worker running"

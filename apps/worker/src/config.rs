@@ -17,6 +17,9 @@ pub struct Config {
     pub envelope_secret: String,
     pub batch_size: usize,
     pub batch_max_wait: Duration,
+    /// Transactions one batch is written with at once (its projects, and shares of a large
+    /// project's events, in parallel).
+    pub db_concurrency: usize,
     /// Port of `/metrics` and `/healthz`; 0 picks a free one.
     pub port: u16,
     /// How long a looked-up API key or project is trusted before it is read again.
@@ -57,6 +60,7 @@ impl std::fmt::Debug for Config {
             .field("group_id", &self.group_id)
             .field("batch_size", &self.batch_size)
             .field("batch_max_wait", &self.batch_max_wait)
+            .field("db_concurrency", &self.db_concurrency)
             .field("port", &self.port)
             .field("source_cache_ttl", &self.source_cache_ttl)
             .field("session_timeout", &self.session_timeout)
@@ -84,6 +88,7 @@ impl Config {
         let envelope_secret = config::envelope_secret()?;
         let batch_size: usize = config::parsed_in("WORKER_BATCH_SIZE", 5_000, 1..=100_000)?;
         let batch_ms: u64 = config::parsed_in("WORKER_BATCH_MS", 50, 1..=60_000)?;
+        let db_concurrency: usize = config::parsed_in("WORKER_DB_CONCURRENCY", 4, 1..=64)?;
         let cache_ms: u64 = config::parsed_or("WORKER_SOURCE_CACHE_MS", 10_000)?;
         let session_ms: u64 =
             config::parsed_in("KAFKA_SESSION_TIMEOUT_MS", 10_000, 1_000..=300_000)?;
@@ -113,6 +118,7 @@ impl Config {
             envelope_secret,
             batch_size,
             batch_max_wait: Duration::from_millis(batch_ms),
+            db_concurrency,
             port: config::parsed_or("WORKER_PORT", 3001)?,
             source_cache_ttl: Duration::from_millis(cache_ms),
             session_timeout: Duration::from_millis(session_ms),

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use gamify_common::ConfigError;
 use gamify_db::Db;
 use rdkafka::{
@@ -17,6 +18,7 @@ use rdkafka::{
     message::{BorrowedMessage, Headers},
     statistics::Statistics,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -204,24 +206,121 @@ pub struct Loop {
     /// `stats.rebalances` when `expected` was last valid: a rebalance moves positions.
     pub generation: u64,
     pub liveness: Arc<Liveness>,
+    /// The previous batch's offset commit, still on its way to the broker.
+    pub pending_commit: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Why a round of persisting did not finish the batch: Postgres is unreachable or failing in a
 /// way that passes, and nothing about the messages is wrong.
 struct Retry(sea_orm::DbErr);
 
+/// A batch as the collector hands it over: every record, the envelopes whose signature held (by
+/// index into `records`), and the records set aside with the reason.
+pub struct Batch {
+    records: Vec<Record>,
+    envelopes: Vec<(usize, gamify_common::Envelope)>,
+    dead: Vec<(Record, String)>,
+}
+
+/// Reads and decodes the next batch while the loop is still writing the previous one, so the
+/// consumer's fetches and the signature checks overlap with Postgres instead of waiting for it.
+/// One batch at most waits in the channel: memory stays bounded and a stop abandons little.
+async fn collect_batches(
+    consumer: Arc<KafkaConsumer>,
+    config: Config,
+    batches: mpsc::Sender<Batch>,
+    shutdown: CancellationToken,
+) {
+    let secret = config.envelope_secret.as_bytes();
+    while !shutdown.is_cancelled() {
+        let records = collect(&consumer, &config, &shutdown).await;
+        if records.is_empty() {
+            continue;
+        }
+        let mut dead = Vec::new();
+        let mut envelopes = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            match check::decode(secret, record) {
+                Ok(envelope) => envelopes.push((index, envelope)),
+                Err(reason) => {
+                    tracing::warn!(partition = record.partition, offset = record.offset, %reason, "dead-lettering a message");
+                    dead.push((record.clone(), reason));
+                }
+            }
+        }
+        let batch = Batch {
+            records,
+            envelopes,
+            dead,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            sent = batches.send(batch) => if sent.is_err() { return },
+        }
+    }
+}
+
+/// Up to `batch_size` messages, or what arrived within `batch_max_wait` of the first one.
+async fn collect(
+    consumer: &KafkaConsumer,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Vec<Record> {
+    let mut batch = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    while batch.len() < config.batch_size {
+        let timeout = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = timeout => break,
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    batch.push(record(&message));
+                    if deadline.is_none() {
+                        deadline = Some(tokio::time::Instant::now() + config.batch_max_wait);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "consumer error");
+                    tokio::time::sleep(MIN_BACKOFF).await;
+                }
+            },
+        }
+    }
+    batch
+}
+
+/// A share of one project's events, written in one transaction.
+type Chunk = (Uuid, Vec<(usize, Item)>);
+
 impl Loop {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         let grace = self.config.shutdown_timeout;
         let liveness = Arc::clone(&self.liveness);
+        let (sender, mut batches) = mpsc::channel(1);
+        let collector = tokio::spawn(collect_batches(
+            Arc::clone(&self.consumer),
+            self.config.clone(),
+            sender,
+            shutdown.clone(),
+        ));
         while !shutdown.is_cancelled() {
             liveness.beat();
-            let batch = self.collect(&shutdown).await;
-            if batch.is_empty() {
-                continue;
-            }
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = batches.recv() => match batch {
+                    Some(batch) => batch,
+                    None => break,
+                },
+            };
             liveness.set_busy(true);
-            let span = tracing::info_span!("batch", size = batch.len());
+            let span = tracing::info_span!("batch", size = batch.records.len());
             let processing = self.process(batch, &shutdown).instrument(span);
             // Once a stop is asked for, the batch in flight gets the grace period and no more,
             // whatever it is waiting on: abandoned uncommitted, it is redelivered and deduplicated.
@@ -239,60 +338,29 @@ impl Loop {
             }
             liveness.set_busy(false);
         }
+        collector.abort();
+        // The last batch's offsets reach the broker before the consumer leaves the group.
+        if let Some(commit) = self.pending_commit.take() {
+            if tokio::time::timeout(grace, commit).await.is_err() {
+                tracing::warn!(
+                    "the last offset commit did not finish in time; its batch will be redelivered and deduplicated"
+                );
+            }
+        }
         Ok(())
     }
 
-    /// Up to `batch_size` messages, or what arrived within `batch_max_wait` of the first one.
-    async fn collect(&self, shutdown: &CancellationToken) -> Vec<Record> {
-        let mut batch = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        while batch.len() < self.config.batch_size {
-            let timeout = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                _ = timeout => break,
-                message = self.consumer.recv() => match message {
-                    Ok(message) => {
-                        batch.push(record(&message));
-                        if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + self.config.batch_max_wait);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "consumer error");
-                        tokio::time::sleep(MIN_BACKOFF).await;
-                    }
-                },
-            }
-        }
-        batch
-    }
-
-    async fn process(&mut self, batch: Vec<Record>, shutdown: &CancellationToken) {
+    async fn process(&mut self, batch: Batch, shutdown: &CancellationToken) {
         let started = Instant::now();
+        let Batch {
+            records: batch,
+            envelopes,
+            mut dead,
+        } = batch;
         m::Stats::add(&self.stats.consumed, batch.len() as u64);
         metrics::counter!(m::CONSUMED).increment(batch.len() as u64);
         metrics::histogram!(m::BATCH_SIZE).record(batch.len() as f64);
         self.check_gaps(&batch).await;
-
-        let secret = self.config.envelope_secret.as_bytes();
-        let mut dead: Vec<(Record, String)> = Vec::new();
-        let mut envelopes = Vec::with_capacity(batch.len());
-        for (index, record) in batch.iter().enumerate() {
-            match check::decode(secret, record) {
-                Ok(envelope) => envelopes.push((index, envelope)),
-                Err(reason) => {
-                    tracing::warn!(partition = record.partition, offset = record.offset, %reason, "dead-lettering a message");
-                    dead.push((record.clone(), reason));
-                }
-            }
-        }
 
         let mut done = HashSet::new();
         let mut backoff = MIN_BACKOFF;
@@ -424,6 +492,11 @@ impl Loop {
 
     /// One attempt at storing everything in `envelopes` not yet `done`. Projects already committed
     /// in an earlier round are skipped; even if they were not, dedup would make that a no-op.
+    ///
+    /// The batch is cut into chunks, one project each, a large project's events spread over
+    /// several by messageId (so duplicates within the batch meet in one chunk), and up to
+    /// `db_concurrency` chunks are written at once, each in its own tenant transaction: Postgres
+    /// works on several cores and the commits' WAL flushes are shared instead of queued.
     async fn persist_round(
         &mut self,
         batch: &[Record],
@@ -444,6 +517,7 @@ impl Loop {
             .map_err(Retry)?;
 
         let mut groups: BTreeMap<Uuid, Vec<(usize, Item)>> = BTreeMap::new();
+        let mut total = 0;
         for (index, envelope) in pending {
             let record = &batch[*index];
             let status = match check::judge(envelope, &self.sources) {
@@ -471,42 +545,62 @@ impl Loop {
                     key_type,
                 },
             ));
+            total += 1;
         }
+        let chunks = chunks(groups, total, self.config.db_concurrency);
 
-        for (project_id, items) in groups {
-            let refs: Vec<&Item> = items.iter().map(|(_, item)| item).collect();
-            match persist::persist_project(&self.db, project_id, &refs).await {
+        let db = &self.db;
+        let results: Vec<(Chunk, Result<Outcome, sea_orm::DbErr>)> = futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let refs: Vec<&Item> = chunk.1.iter().map(|(_, item)| item).collect();
+                let result = persist::persist_project(db, chunk.0, &refs).await;
+                drop(refs);
+                (chunk, result)
+            })
+            .buffer_unordered(self.config.db_concurrency)
+            .collect()
+            .await;
+
+        let mut retry = None;
+        let mut rejected = Vec::new();
+        for ((project_id, items), result) in results {
+            match result {
                 Ok(outcome) => {
                     self.record(project_id, outcome);
                     done.extend(items.iter().map(|(index, _)| *index));
                 }
-                Err(err) if persist::is_transient(&err) => return Err(Retry(err)),
+                Err(err) if persist::is_transient(&err) => retry = Some(err),
                 Err(err) => {
                     tracing::warn!(project_id = %project_id, error = %err,
                         "Postgres rejected the project's batch; storing its events one at a time");
-                    for (index, item) in &items {
-                        let record = &batch[*index];
-                        match persist::persist_project(&self.db, project_id, &[item]).await {
-                            Ok(outcome) => {
-                                self.record(project_id, outcome);
-                                done.insert(*index);
-                            }
-                            Err(err) if persist::is_transient(&err) => return Err(Retry(err)),
-                            Err(err) => {
-                                // Deterministic: the same message fails the same way every time,
-                                // so it is set aside at once and the partition moves on.
-                                let sqlstate =
-                                    persist::sqlstate(&err).unwrap_or_else(|| "none".to_owned());
-                                tracing::error!(project_id = %project_id, partition = record.partition,
-                                    offset = record.offset, %sqlstate, error = %err,
-                                    "Postgres rejected an event; dead-lettering it");
-                                dead.push((
-                                    record.clone(),
-                                    format!("rejected by Postgres (SQLSTATE {sqlstate}): {err}"),
-                                ));
-                                done.insert(*index);
-                            }
-                        }
+                    rejected.push((project_id, items));
+                }
+            }
+        }
+        if let Some(err) = retry {
+            return Err(Retry(err));
+        }
+        for (project_id, items) in rejected {
+            for (index, item) in &items {
+                let record = &batch[*index];
+                match persist::persist_project(&self.db, project_id, &[item]).await {
+                    Ok(outcome) => {
+                        self.record(project_id, outcome);
+                        done.insert(*index);
+                    }
+                    Err(err) if persist::is_transient(&err) => return Err(Retry(err)),
+                    Err(err) => {
+                        // Deterministic: the same message fails the same way every time, so it
+                        // is set aside at once and the partition moves on.
+                        let sqlstate = persist::sqlstate(&err).unwrap_or_else(|| "none".to_owned());
+                        tracing::error!(project_id = %project_id, partition = record.partition,
+                            offset = record.offset, %sqlstate, error = %err,
+                            "Postgres rejected an event; dead-lettering it");
+                        dead.push((
+                            record.clone(),
+                            format!("rejected by Postgres (SQLSTATE {sqlstate}): {err}"),
+                        ));
+                        done.insert(*index);
                     }
                 }
             }
@@ -526,8 +620,9 @@ impl Loop {
     }
 
     /// Commits the offset after the last message of every partition in the batch. A failure is
-    /// logged, not retried: the messages come again and dedup absorbs them.
-    async fn commit(&self, batch: &[Record]) {
+    /// logged, not retried: the messages come again and dedup absorbs them. The commit runs while
+    /// the next batch is written; the one before it is awaited first, so commits stay in order.
+    async fn commit(&mut self, batch: &[Record]) {
         let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for record in batch {
             let offset = next
@@ -542,17 +637,17 @@ impl Loop {
                 tracing::warn!(error = %err, partition, offset, "cannot build offset commit");
             }
         }
+        if let Some(previous) = self.pending_commit.take() {
+            let _ = previous.await;
+        }
         let consumer = Arc::clone(&self.consumer);
         // A synchronous commit blocks on the broker; keep it off the async threads.
-        let result =
-            tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
-        match result {
-            Ok(Ok(())) => {
-                tracing::debug!(offsets = ?next, "offsets committed");
+        self.pending_commit = Some(tokio::task::spawn_blocking(move || {
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => tracing::debug!(partitions = list.count(), "offsets committed"),
+                Err(err) => log_commit_failure(&err),
             }
-            Ok(Err(err)) => log_commit_failure(&err),
-            Err(err) => tracing::warn!(error = %err, "offset commit task failed"),
-        }
+        }));
     }
 }
 
@@ -560,6 +655,44 @@ fn log_commit_failure(err: &KafkaError) {
     tracing::warn!(error = %err,
         "cannot commit offsets (partitions may have moved to another worker); the batch will be redelivered and deduplicated");
 }
+
+/// Cuts a batch into chunks for concurrent writing: each project's events in one chunk, except
+/// that a project holding more than its share of the batch (`total / concurrency`) is spread over
+/// several by a hash of the messageId, so every copy of a messageId lands in the same chunk and is
+/// deduplicated there.
+fn chunks(
+    groups: BTreeMap<Uuid, Vec<(usize, Item)>>,
+    total: usize,
+    concurrency: usize,
+) -> Vec<Chunk> {
+    let share = total.div_ceil(concurrency.max(1)).max(MIN_CHUNK);
+    let mut chunks = Vec::new();
+    for (project_id, items) in groups {
+        let parts = items.len().div_ceil(share);
+        if parts <= 1 {
+            chunks.push((project_id, items));
+            continue;
+        }
+        let mut split: Vec<Vec<(usize, Item)>> = (0..parts).map(|_| Vec::new()).collect();
+        for (index, item) in items {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(item.envelope.message_id.as_str(), &mut hasher);
+            let part = (std::hash::Hasher::finish(&hasher) % parts as u64) as usize;
+            split[part].push((index, item));
+        }
+        chunks.extend(
+            split
+                .into_iter()
+                .filter(|part| !part.is_empty())
+                .map(|part| (project_id, part)),
+        );
+    }
+    chunks
+}
+
+/// Below this many events a transaction's fixed cost (begin, tenant, commit) outweighs what
+/// splitting gains.
+const MIN_CHUNK: usize = 250;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -583,6 +716,7 @@ pub(crate) mod tests {
             envelope_secret: "x".repeat(32),
             batch_size: 500,
             batch_max_wait: Duration::from_millis(200),
+            db_concurrency: 4,
             port: 0,
             source_cache_ttl: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
@@ -600,6 +734,96 @@ pub(crate) mod tests {
 
     fn liveness() -> Arc<Liveness> {
         Arc::new(Liveness::new(Duration::from_secs(120)))
+    }
+
+    fn item(project_id: Uuid, message_id: &str) -> Item {
+        let now = chrono::Utc::now();
+        Item {
+            envelope: gamify_common::Envelope {
+                v: 1,
+                id: Uuid::now_v7(),
+                message_id: message_id.to_owned(),
+                project_id,
+                key_id: Uuid::nil(),
+                key_type: gamify_common::KeyType::Publishable,
+                kind: gamify_common::ingest::Kind::Track,
+                event: "page_view".into(),
+                user_id: None,
+                anonymous_id: Some("a".into()),
+                properties: None,
+                traits: None,
+                occurred_at: now,
+                received_at: now,
+                context: Default::default(),
+            },
+            status: Status::Processed,
+            key_type: gamify_common::KeyType::Publishable,
+        }
+    }
+
+    #[test]
+    fn small_projects_stay_whole_and_a_large_one_is_spread_by_message_id() {
+        let large = Uuid::now_v7();
+        let small = Uuid::now_v7();
+        let mut groups: BTreeMap<Uuid, Vec<(usize, Item)>> = BTreeMap::new();
+        let mut index = 0;
+        for n in 0..4000 {
+            // Every messageId twice: both copies must meet in one chunk.
+            for _ in 0..2 {
+                groups
+                    .entry(large)
+                    .or_default()
+                    .push((index, item(large, &format!("m{n}"))));
+                index += 1;
+            }
+        }
+        for n in 0..100 {
+            groups
+                .entry(small)
+                .or_default()
+                .push((index, item(small, &format!("s{n}"))));
+            index += 1;
+        }
+        let chunks = chunks(groups, index, 4);
+
+        let of = |project: Uuid| chunks.iter().filter(move |(p, _)| *p == project);
+        assert_eq!(of(small).count(), 1);
+        assert_eq!(of(small).map(|(_, items)| items.len()).sum::<usize>(), 100);
+        let large_chunks: Vec<_> = of(large).collect();
+        assert!(large_chunks.len() >= 3, "{}", large_chunks.len());
+        assert_eq!(
+            large_chunks
+                .iter()
+                .map(|(_, items)| items.len())
+                .sum::<usize>(),
+            8000
+        );
+        let mut home: HashMap<&str, usize> = HashMap::new();
+        for (chunk, (_, items)) in large_chunks.iter().enumerate() {
+            for (_, item) in items {
+                let first = *home
+                    .entry(item.envelope.message_id.as_str())
+                    .or_insert(chunk);
+                assert_eq!(first, chunk, "{} split", item.envelope.message_id);
+            }
+        }
+        let mut indexes: Vec<usize> = chunks
+            .iter()
+            .flat_map(|(_, items)| items.iter().map(|(index, _)| *index))
+            .collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..index).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn one_transaction_per_project_when_concurrency_is_one() {
+        let project = Uuid::now_v7();
+        let items: Vec<(usize, Item)> = (0..3000)
+            .map(|n| (n, item(project, &format!("m{n}"))))
+            .collect();
+        let mut groups = BTreeMap::new();
+        groups.insert(project, items);
+        assert_eq!(chunks(groups, 3000, 1).len(), 1);
     }
 
     #[tokio::test]

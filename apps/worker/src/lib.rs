@@ -34,9 +34,14 @@ pub struct Worker {
 impl Worker {
     pub async fn start(config: Config) -> Result<Self> {
         let handle = metrics::install()?;
+        let defaults = PoolOptions::default();
         let options = PoolOptions {
             statement_timeout: config.statement_timeout,
-            ..PoolOptions::default()
+            // Every concurrent transaction of a batch, plus the source lookups and upkeep.
+            max_connections: defaults
+                .max_connections
+                .max(config.db_concurrency as u32 + 4),
+            ..defaults
         };
         let db = Db::connect(&config.database_url, options)
             .await
@@ -108,6 +113,7 @@ impl Worker {
             expected: Default::default(),
             generation: 0,
             liveness,
+            pending_commit: None,
         };
         let upkeep = tokio::spawn(keep_partitions(
             self.db.clone(),

@@ -1,17 +1,17 @@
 //! Writes one project's share of a batch in one tenant transaction, exactly once per messageId and
 //! key class.
 //!
-//! Rows travel as one jsonb array per statement (`jsonb_to_recordset`), so a batch of any size is
-//! three statements with two bind parameters each: no 65,535-parameter limit to chunk around, and
-//! no per-row round trips.
+//! Columns travel as typed arrays in Postgres's binary format (`UNNEST($2::uuid[], …)`), one bind
+//! parameter per column, so a batch of any size is a fixed number of statements: no 65,535-parameter
+//! limit to chunk around, no per-row round trips, and no JSON text to build and parse but the
+//! payloads themselves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use gamify_common::{Envelope, KeyType, ingest::Kind};
 use gamify_db::Db;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, RuntimeErr, Statement, sqlx};
-use serde_json::{Map, Value, json};
+use sea_orm::{DbErr, RuntimeErr, sqlx};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,170 +101,71 @@ pub fn sqlstate(err: &DbErr) -> Option<String> {
     }
 }
 
-fn timestamp(at: DateTime<Utc>) -> String {
-    // Postgres keeps microseconds; sending exactly that avoids any rounding surprise.
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// sqlx errors as the rest of the worker classifies them.
+fn db_err(err: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(err))
 }
 
+/// Stores `items` (one project's, or a share of them) in one tenant transaction: the dedup keys
+/// first, so an event seen before is left out, then the end users the new events name, then the
+/// events. Each statement binds whole columns as typed arrays (`UNNEST`), so a batch of any size
+/// is a fixed number of round trips and nothing is serialised to JSON text but the payloads.
 pub async fn persist_project(db: &Db, project_id: Uuid, items: &[&Item]) -> Result<Outcome, DbErr> {
     let mut outcome = Outcome::default();
     // Postgres handles in-statement duplicates too, but deciding here keeps "first one wins"
     // explicit and the counts exact.
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::with_capacity(items.len());
     let mut unique = Vec::with_capacity(items.len());
     for item in items {
         if seen.insert(item.dedup_key()) {
             unique.push(*item);
-        } else {
-            outcome.duplicates += 1;
         }
     }
 
-    let txn = db.tenant(project_id).await.map_err(|err| match err {
-        gamify_db::Error::Db(err) => err,
-    })?;
+    let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
 
-    let ids: Vec<Value> = unique
-        .iter()
-        .map(|item| {
-            json!({
-                "key_type": item.key_type.as_str(),
-                "message_id": item.envelope.message_id,
-                "event_id": item.envelope.id,
-                "occurred_at": timestamp(item.envelope.occurred_at),
-            })
-        })
-        .collect();
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO event_message_ids (project_id, key_type, message_id, event_id, occurred_at)
-             SELECT $1::uuid, r.key_type, r.message_id, r.event_id, r.occurred_at
-             FROM jsonb_to_recordset($2::jsonb)
-                  AS r(key_type text, message_id text, event_id uuid, occurred_at timestamptz)
-             ON CONFLICT (project_id, key_type, message_id) DO NOTHING
-             RETURNING key_type, message_id",
-            [project_id.into(), Value::Array(ids).into()],
-        ))
-        .await?;
-    let mut new_ids = HashSet::with_capacity(rows.len());
-    for row in rows {
-        let key_type: String = row.try_get("", "key_type")?;
-        new_ids.insert((key_type, row.try_get::<String>("", "message_id")?));
+    let mut key_types = Vec::with_capacity(unique.len());
+    let mut message_ids = Vec::with_capacity(unique.len());
+    let mut event_ids = Vec::with_capacity(unique.len());
+    let mut occurred = Vec::with_capacity(unique.len());
+    for item in &unique {
+        key_types.push(item.key_type.as_str());
+        message_ids.push(item.envelope.message_id.as_str());
+        event_ids.push(item.envelope.id);
+        occurred.push(item.envelope.occurred_at);
     }
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO event_message_ids (project_id, key_type, message_id, event_id, occurred_at)
+         SELECT $1, r.key_type, r.message_id, r.event_id, r.occurred_at
+         FROM UNNEST($2::text[], $3::text[], $4::uuid[], $5::timestamptz[])
+              AS r(key_type, message_id, event_id, occurred_at)
+         ON CONFLICT (project_id, key_type, message_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(project_id)
+    .bind(key_types)
+    .bind(message_ids)
+    .bind(event_ids)
+    .bind(occurred)
+    .fetch_all(&mut *txn)
+    .await
+    .map_err(db_err)?;
+    // An envelope's id is unique to it (a redelivery carries the same one), so the returned ids
+    // name exactly the envelopes whose messageId was new.
+    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
     let fresh: Vec<&Item> = unique
         .into_iter()
-        .filter(|item| {
-            let (key_type, message_id) = item.dedup_key();
-            new_ids.contains(&(key_type.to_owned(), message_id.to_owned()))
-        })
+        .filter(|item| inserted.contains(&item.envelope.id))
         .collect();
     outcome.duplicates = (items.len() - fresh.len()) as u64;
     if fresh.is_empty() {
-        txn.commit()
-            .await
-            .map_err(|gamify_db::Error::Db(err)| err)?;
+        txn.commit().await.map_err(db_err)?;
         return Ok(outcome);
     }
 
-    // One row per end user, traits of this batch's identifies merged in offset order so later
-    // keys win; `metadata || EXCLUDED.metadata` then lets them win over what is stored. Users of
-    // failed events are created too (a publishable key may create users anyway) but their traits
-    // are ignored.
-    let mut users: Vec<(String, Map<String, Value>)> = Vec::new();
-    let mut user_index: HashMap<&str, usize> = HashMap::new();
-    for item in &fresh {
-        let Some(external_id) = item.envelope.user_id.as_deref() else {
-            continue;
-        };
-        let index = *user_index.entry(external_id).or_insert_with(|| {
-            users.push((external_id.to_owned(), Map::new()));
-            users.len() - 1
-        });
-        if item.envelope.kind == Kind::Identify && item.status == Status::Processed {
-            if let Some(traits) = &item.envelope.traits {
-                for (key, value) in traits {
-                    users[index].1.insert(key.clone(), value.clone());
-                }
-            }
-        }
-    }
-    let mut user_ids: HashMap<String, Uuid> = HashMap::new();
-    if !users.is_empty() {
-        let rows: Vec<Value> = users
-            .into_iter()
-            .map(|(external_id, metadata)| {
-                json!({ "id": Uuid::now_v7(), "external_id": external_id, "metadata": metadata })
-            })
-            .collect();
-        let returned = txn
-            .query_all(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "INSERT INTO end_users (id, project_id, external_id, metadata)
-                 SELECT r.id, $1::uuid, r.external_id, r.metadata
-                 FROM jsonb_to_recordset($2::jsonb) AS r(id uuid, external_id text, metadata jsonb)
-                 ON CONFLICT (project_id, external_id) DO UPDATE
-                 SET metadata = end_users.metadata || EXCLUDED.metadata,
-                     updated_at = CASE WHEN EXCLUDED.metadata = '{}'::jsonb
-                                       THEN end_users.updated_at ELSE now() END
-                 RETURNING id, external_id",
-                [project_id.into(), Value::Array(rows).into()],
-            ))
-            .await?;
-        for row in returned {
-            user_ids.insert(row.try_get("", "external_id")?, row.try_get("", "id")?);
-        }
-    }
-
-    let events: Vec<Value> = fresh
-        .iter()
-        .map(|item| {
-            let envelope = &item.envelope;
-            let payload = match envelope.kind {
-                Kind::Track => envelope.properties.clone(),
-                Kind::Identify => envelope.traits.clone(),
-            }
-            .unwrap_or_default();
-            let (status, error_details) = match &item.status {
-                Status::Processed => ("processed", None),
-                Status::Failed(details) => ("failed", Some(details.as_str())),
-            };
-            json!({
-                "id": envelope.id,
-                "message_id": envelope.message_id,
-                "event_type": envelope.event,
-                "user_id": envelope.user_id.as_deref().and_then(|u| user_ids.get(u)),
-                "anonymous_id": envelope.anonymous_id,
-                "payload": payload,
-                "context": envelope.context,
-                "key_id": envelope.key_id,
-                "key_type": item.key_type.as_str(),
-                "status": status,
-                "error_details": error_details,
-                "occurred_at": timestamp(envelope.occurred_at),
-                "received_at": timestamp(envelope.received_at),
-            })
-        })
-        .collect();
-    txn.execute(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "INSERT INTO events (id, project_id, message_id, event_type, user_id, anonymous_id,
-                             payload, context, key_id, key_type, status, error_details,
-                             occurred_at, received_at, processed_at)
-         SELECT r.id, $1::uuid, r.message_id, r.event_type, r.user_id, r.anonymous_id,
-                COALESCE(r.payload, '{}'::jsonb), COALESCE(r.context, '{}'::jsonb), r.key_id,
-                r.key_type, r.status, r.error_details, r.occurred_at, r.received_at,
-                CASE WHEN r.status = 'processed' THEN now() END
-         FROM jsonb_to_recordset($2::jsonb) AS r(
-             id uuid, message_id text, event_type text, user_id uuid, anonymous_id text,
-             payload jsonb, context jsonb, key_id uuid, key_type text, status text,
-             error_details text, occurred_at timestamptz, received_at timestamptz)",
-        [project_id.into(), Value::Array(events).into()],
-    ))
-    .await?;
-    txn.commit()
-        .await
-        .map_err(|gamify_db::Error::Db(err)| err)?;
+    let user_ids = resolve_users(&mut txn, project_id, &fresh).await?;
+    insert_events(&mut txn, project_id, &fresh, &user_ids).await?;
+    txn.commit().await.map_err(db_err)?;
 
     for item in &fresh {
         match item.status {
@@ -273,4 +174,193 @@ pub async fn persist_project(db: &Db, project_id: Uuid, items: &[&Item]) -> Resu
         }
     }
     Ok(outcome)
+}
+
+type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// The row id of every end user the events name, creating the users not seen before. Traits of
+/// this batch's identifies are merged in offset order so later keys win, and
+/// `metadata || EXCLUDED.metadata` lets them win over what is stored. Users of failed events are
+/// created too (a publishable key may create users anyway) but their traits are ignored.
+///
+/// Users without new traits are only inserted when absent (`DO NOTHING`), never rewritten: a
+/// rewrite would cost a new row version per user per batch and lock the row against every other
+/// transaction writing events of the same user. External ids go in sorted order, so concurrent
+/// transactions inserting the same new users wait on each other in one order and cannot deadlock.
+async fn resolve_users(
+    txn: &mut Txn,
+    project_id: Uuid,
+    fresh: &[&Item],
+) -> Result<HashMap<String, Uuid>, DbErr> {
+    let mut users: BTreeMap<&str, Option<Map<String, Value>>> = BTreeMap::new();
+    for item in fresh {
+        let Some(external_id) = item.envelope.user_id.as_deref() else {
+            continue;
+        };
+        let traits = users.entry(external_id).or_default();
+        if item.envelope.kind == Kind::Identify && item.status == Status::Processed {
+            if let Some(new) = &item.envelope.traits {
+                let merged = traits.get_or_insert_with(Map::new);
+                for (key, value) in new {
+                    merged.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    let mut ids: HashMap<String, Uuid> = HashMap::with_capacity(users.len());
+    if users.is_empty() {
+        return Ok(ids);
+    }
+
+    let (with_traits, plain): (Vec<_>, Vec<_>) = users
+        .iter()
+        .partition(|(_, traits)| traits.as_ref().is_some_and(|t| !t.is_empty()));
+    if !with_traits.is_empty() {
+        let new_ids: Vec<Uuid> = with_traits.iter().map(|_| Uuid::now_v7()).collect();
+        let external: Vec<&str> = with_traits.iter().map(|(id, _)| **id).collect();
+        let metadata: Vec<sqlx::types::Json<&Map<String, Value>>> = with_traits
+            .iter()
+            .filter_map(|(_, traits)| traits.as_ref().map(sqlx::types::Json))
+            .collect();
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "INSERT INTO end_users (id, project_id, external_id, metadata)
+             SELECT u.id, $1, u.external_id, u.metadata
+             FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[]) AS u(id, external_id, metadata)
+             ON CONFLICT (project_id, external_id) DO UPDATE
+             SET metadata = end_users.metadata || EXCLUDED.metadata, updated_at = now()
+             RETURNING id, external_id",
+        )
+        .bind(project_id)
+        .bind(new_ids)
+        .bind(external)
+        .bind(metadata)
+        .fetch_all(&mut **txn)
+        .await
+        .map_err(db_err)?;
+        ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
+    }
+    if !plain.is_empty() {
+        let new_ids: Vec<Uuid> = plain.iter().map(|_| Uuid::now_v7()).collect();
+        let external: Vec<&str> = plain.iter().map(|(id, _)| **id).collect();
+        // The inserted rows come from RETURNING and the existing ones from the statement's
+        // snapshot, which cannot see the rows it inserts itself: the two halves never overlap.
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "WITH created AS (
+                 INSERT INTO end_users (id, project_id, external_id)
+                 SELECT u.id, $1, u.external_id FROM UNNEST($2::uuid[], $3::text[]) AS u(id, external_id)
+                 ON CONFLICT (project_id, external_id) DO NOTHING
+                 RETURNING id, external_id)
+             SELECT id, external_id FROM created
+             UNION ALL
+             SELECT id, external_id FROM end_users WHERE project_id = $1 AND external_id = ANY($3)",
+        )
+        .bind(project_id)
+        .bind(new_ids)
+        .bind(&external)
+        .fetch_all(&mut **txn)
+        .await
+        .map_err(db_err)?;
+        ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
+        // A user another transaction inserted and committed after this statement's snapshot was
+        // taken is in neither half; a new statement sees it.
+        let missing: Vec<&str> = external
+            .into_iter()
+            .filter(|external_id| !ids.contains_key(*external_id))
+            .collect();
+        if !missing.is_empty() {
+            let rows: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT id, external_id FROM end_users WHERE project_id = $1 AND external_id = ANY($2)",
+            )
+            .bind(project_id)
+            .bind(missing)
+            .fetch_all(&mut **txn)
+            .await
+            .map_err(db_err)?;
+            ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
+        }
+    }
+    Ok(ids)
+}
+
+async fn insert_events(
+    txn: &mut Txn,
+    project_id: Uuid,
+    fresh: &[&Item],
+    user_ids: &HashMap<String, Uuid>,
+) -> Result<(), DbErr> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    let n = fresh.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut message_ids = Vec::with_capacity(n);
+    let mut event_types = Vec::with_capacity(n);
+    let mut users = Vec::with_capacity(n);
+    let mut anonymous_ids = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut contexts = Vec::with_capacity(n);
+    let mut key_ids = Vec::with_capacity(n);
+    let mut key_types = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut occurred = Vec::with_capacity(n);
+    let mut received = Vec::with_capacity(n);
+    for item in fresh {
+        let envelope = &item.envelope;
+        let payload = match envelope.kind {
+            Kind::Track => envelope.properties.as_ref(),
+            Kind::Identify => envelope.traits.as_ref(),
+        };
+        let (status, error_details) = match &item.status {
+            Status::Processed => ("processed", None),
+            Status::Failed(details) => ("failed", Some(details.as_str())),
+        };
+        ids.push(envelope.id);
+        message_ids.push(envelope.message_id.as_str());
+        event_types.push(envelope.event.as_str());
+        users.push(
+            envelope
+                .user_id
+                .as_deref()
+                .and_then(|user| user_ids.get(user).copied()),
+        );
+        anonymous_ids.push(envelope.anonymous_id.as_deref());
+        payloads.push(sqlx::types::Json(payload.unwrap_or(&EMPTY)));
+        contexts.push(sqlx::types::Json(&envelope.context));
+        key_ids.push(envelope.key_id);
+        key_types.push(item.key_type.as_str());
+        statuses.push(status);
+        errors.push(error_details);
+        occurred.push(envelope.occurred_at);
+        received.push(envelope.received_at);
+    }
+    sqlx::query(
+        "INSERT INTO events (id, project_id, message_id, event_type, user_id, anonymous_id,
+                             payload, context, key_id, key_type, status, error_details,
+                             occurred_at, received_at, processed_at)
+         SELECT r.id, $1, r.message_id, r.event_type, r.user_id, r.anonymous_id, r.payload,
+                r.context, r.key_id, r.key_type, r.status, r.error_details, r.occurred_at,
+                r.received_at, CASE WHEN r.status = 'processed' THEN now() END
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::jsonb[],
+                     $8::jsonb[], $9::uuid[], $10::text[], $11::text[], $12::text[],
+                     $13::timestamptz[], $14::timestamptz[])
+              AS r(id, message_id, event_type, user_id, anonymous_id, payload, context, key_id,
+                   key_type, status, error_details, occurred_at, received_at)",
+    )
+    .bind(project_id)
+    .bind(ids)
+    .bind(message_ids)
+    .bind(event_types)
+    .bind(users)
+    .bind(anonymous_ids)
+    .bind(payloads)
+    .bind(contexts)
+    .bind(key_ids)
+    .bind(key_types)
+    .bind(statuses)
+    .bind(errors)
+    .bind(occurred)
+    .bind(received)
+    .execute(&mut **txn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
 }

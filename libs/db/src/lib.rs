@@ -13,6 +13,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 pub use sea_orm;
+use sea_orm::sqlx;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,6 +91,21 @@ impl Db {
         ))
         .await?;
         Ok(TenantTransaction { txn, project_id })
+    }
+
+    /// The same tenant scope as [`Db::tenant`], on a plain sqlx transaction: bulk writes bind
+    /// whole columns as typed arrays in Postgres's binary format, with NULL elements, which
+    /// sea-orm's values cannot carry.
+    pub async fn tenant_bulk(
+        &self,
+        project_id: Uuid,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut txn = self.conn.get_postgres_connection_pool().begin().await?;
+        sqlx::query("SELECT set_config('app.project_id', $1, true)")
+            .bind(project_id.to_string())
+            .execute(&mut *txn)
+            .await?;
+        Ok(txn)
     }
 
     /// Creates the monthly partitions of `events` up to `months_ahead` months from now, through the

@@ -459,6 +459,7 @@ pub fn config(topics: &Topics) -> Config {
         envelope_secret: secret(),
         batch_size: 500,
         batch_max_wait: Duration::from_millis(50),
+        db_concurrency: 4,
         port: 0,
         source_cache_ttl: Duration::from_secs(10),
         session_timeout: Duration::from_secs(6),
