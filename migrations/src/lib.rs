@@ -15,6 +15,7 @@ mod m20261124_000005_dedup_scoped_by_key_class;
 mod m20261124_000006_project_rate_limits;
 mod m20261124_000007_event_retention;
 mod m20261124_000008_retention_without_deadlocks;
+mod m20261124_000009_events_without_row_foreign_keys;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_project_rate_limits::migration()),
             Box::new(m20261124_000007_event_retention::migration()),
             Box::new(m20261124_000008_retention_without_deadlocks::migration()),
+            Box::new(m20261124_000009_events_without_row_foreign_keys::migration()),
         ]
     }
 }

@@ -2,5 +2,6 @@
 //! Postgres provisioned by ./scripts/test.sh.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deletes;
 mod retention;
 mod rls;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::rls::{connect, two_tenants};
 
-async fn owner() -> gamify_db::Db {
+pub(crate) async fn owner() -> gamify_db::Db {
     let url = std::env::var("DATABASE_OWNER_URL")
         .expect("DATABASE_OWNER_URL is not set: run the tests through ./scripts/test.sh");
     gamify_db::Db::connect(&url, gamify_db::PoolOptions::default())
