@@ -180,19 +180,23 @@ type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The row id of every end user the events name, creating the users not seen before. Traits of
 /// this batch's identifies are merged in offset order so later keys win, and
-/// `metadata || EXCLUDED.metadata` lets them win over what is stored. Users of failed events are
-/// created too (a publishable key may create users anyway) but their traits are ignored.
+/// `metadata || traits` lets them win over what is stored. Users of failed events are created too
+/// (a publishable key may create users anyway) but their traits are ignored.
 ///
-/// Users without new traits are only inserted when absent (`DO NOTHING`), never rewritten: a
-/// rewrite would cost a new row version per user per batch and lock the row against every other
-/// transaction writing events of the same user. External ids go in sorted order, so concurrent
-/// transactions inserting the same new users wait on each other in one order and cannot deadlock.
+/// Several transactions write one project's users at once (the chunks of a batch, other
+/// workers), so the order of locks matters. First every user is inserted when absent
+/// (`DO NOTHING`: a user that exists is read, never rewritten, so tracks cost no new row version
+/// and no row lock), in sorted order, so two transactions inserting the same new users wait on
+/// each other in one order. Then, only where there are new traits, the users are locked in sorted
+/// order and updated. A transaction in the first step only waits for another's first-step
+/// inserts or its updates, and one in the second step only for another's second-step locks, taken
+/// in the same order: no cycle, no deadlock.
 async fn resolve_users(
     txn: &mut Txn,
     project_id: Uuid,
     fresh: &[&Item],
 ) -> Result<HashMap<String, Uuid>, DbErr> {
-    let mut users: BTreeMap<&str, Option<Map<String, Value>>> = BTreeMap::new();
+    let mut users: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
     for item in fresh {
         let Some(external_id) = item.envelope.user_id.as_deref() else {
             continue;
@@ -200,9 +204,8 @@ async fn resolve_users(
         let traits = users.entry(external_id).or_default();
         if item.envelope.kind == Kind::Identify && item.status == Status::Processed {
             if let Some(new) = &item.envelope.traits {
-                let merged = traits.get_or_insert_with(Map::new);
                 for (key, value) in new {
-                    merged.insert(key.clone(), value.clone());
+                    traits.insert(key.clone(), value.clone());
                 }
             }
         }
@@ -212,72 +215,67 @@ async fn resolve_users(
         return Ok(ids);
     }
 
-    let (with_traits, plain): (Vec<_>, Vec<_>) = users
+    let new_ids: Vec<Uuid> = users.keys().map(|_| Uuid::now_v7()).collect();
+    let external: Vec<&str> = users.keys().copied().collect();
+    // The inserted rows come from RETURNING and the existing ones from the statement's snapshot,
+    // which cannot see the rows it inserts itself: the two halves never overlap.
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "WITH created AS (
+             INSERT INTO end_users (id, project_id, external_id)
+             SELECT u.id, $1, u.external_id FROM UNNEST($2::uuid[], $3::text[]) AS u(id, external_id)
+             ON CONFLICT (project_id, external_id) DO NOTHING
+             RETURNING id, external_id)
+         SELECT id, external_id FROM created
+         UNION ALL
+         SELECT id, external_id FROM end_users WHERE project_id = $1 AND external_id = ANY($3)",
+    )
+    .bind(project_id)
+    .bind(new_ids)
+    .bind(&external)
+    .fetch_all(&mut **txn)
+    .await
+    .map_err(db_err)?;
+    ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
+    // A user another transaction inserted and committed after this statement's snapshot was taken
+    // is in neither half; a new statement sees it.
+    let missing: Vec<&str> = external
         .iter()
-        .partition(|(_, traits)| traits.as_ref().is_some_and(|t| !t.is_empty()));
-    if !with_traits.is_empty() {
-        let new_ids: Vec<Uuid> = with_traits.iter().map(|_| Uuid::now_v7()).collect();
-        let external: Vec<&str> = with_traits.iter().map(|(id, _)| **id).collect();
-        let metadata: Vec<sqlx::types::Json<&Map<String, Value>>> = with_traits
-            .iter()
-            .filter_map(|(_, traits)| traits.as_ref().map(sqlx::types::Json))
-            .collect();
+        .copied()
+        .filter(|external_id| !ids.contains_key(*external_id))
+        .collect();
+    if !missing.is_empty() {
         let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "INSERT INTO end_users (id, project_id, external_id, metadata)
-             SELECT u.id, $1, u.external_id, u.metadata
-             FROM UNNEST($2::uuid[], $3::text[], $4::jsonb[]) AS u(id, external_id, metadata)
-             ON CONFLICT (project_id, external_id) DO UPDATE
-             SET metadata = end_users.metadata || EXCLUDED.metadata, updated_at = now()
-             RETURNING id, external_id",
+            "SELECT id, external_id FROM end_users WHERE project_id = $1 AND external_id = ANY($2)",
         )
         .bind(project_id)
-        .bind(new_ids)
-        .bind(external)
-        .bind(metadata)
+        .bind(missing)
         .fetch_all(&mut **txn)
         .await
         .map_err(db_err)?;
         ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
     }
-    if !plain.is_empty() {
-        let new_ids: Vec<Uuid> = plain.iter().map(|_| Uuid::now_v7()).collect();
-        let external: Vec<&str> = plain.iter().map(|(id, _)| **id).collect();
-        // The inserted rows come from RETURNING and the existing ones from the statement's
-        // snapshot, which cannot see the rows it inserts itself: the two halves never overlap.
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "WITH created AS (
-                 INSERT INTO end_users (id, project_id, external_id)
-                 SELECT u.id, $1, u.external_id FROM UNNEST($2::uuid[], $3::text[]) AS u(id, external_id)
-                 ON CONFLICT (project_id, external_id) DO NOTHING
-                 RETURNING id, external_id)
-             SELECT id, external_id FROM created
-             UNION ALL
-             SELECT id, external_id FROM end_users WHERE project_id = $1 AND external_id = ANY($3)",
+
+    let (with_traits, traits): (Vec<&str>, Vec<sqlx::types::Json<&Map<String, Value>>>) = users
+        .iter()
+        .filter(|(_, traits)| !traits.is_empty())
+        .map(|(external_id, traits)| (*external_id, sqlx::types::Json(traits)))
+        .unzip();
+    if !with_traits.is_empty() {
+        sqlx::query(
+            "WITH locked AS (
+                 SELECT id FROM end_users WHERE project_id = $1 AND external_id = ANY($2)
+                 ORDER BY external_id FOR NO KEY UPDATE)
+             UPDATE end_users u SET metadata = u.metadata || t.metadata, updated_at = now()
+             FROM UNNEST($2::text[], $3::jsonb[]) AS t(external_id, metadata)
+             WHERE u.project_id = $1 AND u.external_id = t.external_id
+               AND u.id IN (SELECT id FROM locked)",
         )
         .bind(project_id)
-        .bind(new_ids)
-        .bind(&external)
-        .fetch_all(&mut **txn)
+        .bind(with_traits)
+        .bind(traits)
+        .execute(&mut **txn)
         .await
         .map_err(db_err)?;
-        ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
-        // A user another transaction inserted and committed after this statement's snapshot was
-        // taken is in neither half; a new statement sees it.
-        let missing: Vec<&str> = external
-            .into_iter()
-            .filter(|external_id| !ids.contains_key(*external_id))
-            .collect();
-        if !missing.is_empty() {
-            let rows: Vec<(Uuid, String)> = sqlx::query_as(
-                "SELECT id, external_id FROM end_users WHERE project_id = $1 AND external_id = ANY($2)",
-            )
-            .bind(project_id)
-            .bind(missing)
-            .fetch_all(&mut **txn)
-            .await
-            .map_err(db_err)?;
-            ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
-        }
     }
     Ok(ids)
 }

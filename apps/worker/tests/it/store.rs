@@ -315,3 +315,88 @@ async fn an_unreadable_trusted_list_fails_publishable_events() {
     assert_eq!(status(&browser.message_id), "failed");
     assert_eq!(status(&server.message_id), "processed");
 }
+
+/// Chunks of one project written at the same time share new users: each user is created once,
+/// every event points at its own user, and traits of every chunk's identifies arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_chunks_of_one_project_share_new_users_without_losing_any() {
+    use gamify_worker::persist::{Item, Status, persist_project};
+
+    let db = connect(&database_url()).await;
+    let tenant = Tenant::create(&db, &[]).await;
+    let users = 200;
+    for round in 0..3 {
+        let chunks: Vec<Vec<Item>> = (0..4)
+            .map(|chunk| {
+                (0..users)
+                    .map(|n| {
+                        // Every chunk names every user, in another order each.
+                        let user = format!("user-{}", (n * 7 + chunk * 31) % users);
+                        let envelope = if n % 50 == 0 {
+                            tenant
+                                .identify(&user, json!({ format!("round{round}chunk{chunk}"): n }))
+                        } else {
+                            tenant.track(
+                                KeyType::Publishable,
+                                "click",
+                                &user,
+                                json!({ "user": user }),
+                            )
+                        };
+                        Item {
+                            key_type: envelope.key_type,
+                            envelope,
+                            status: Status::Processed,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let writes = chunks.iter().map(|items| {
+            let db = db.clone();
+            let project = tenant.project;
+            async move {
+                let refs: Vec<&Item> = items.iter().collect();
+                persist_project(&db, project, &refs).await
+            }
+        });
+        for outcome in futures::future::join_all(writes).await {
+            assert_eq!(outcome.unwrap().processed, users as u64);
+        }
+    }
+
+    assert_eq!(
+        tenant.count(&db, "SELECT count(*) FROM end_users").await,
+        users as i64
+    );
+    let rows = tenant.rows(&db).await;
+    assert_eq!(rows.len(), 3 * 4 * users);
+    assert!(rows.iter().all(|row| row.user.is_some()));
+    // Each track points at the user its envelope named.
+    assert_eq!(
+        tenant
+            .count(&db, "SELECT count(*) FROM events WHERE payload ? 'user'")
+            .await,
+        (3 * 4 * (users - users / 50)) as i64
+    );
+    assert_eq!(
+        tenant
+            .count(
+                &db,
+                "SELECT count(*) FROM events e JOIN end_users u ON u.id = e.user_id
+                 WHERE e.payload ? 'user' AND e.payload->>'user' <> u.external_id",
+            )
+            .await,
+        0
+    );
+    // Every identify's trait was merged into its user.
+    assert_eq!(
+        tenant
+            .count(
+                &db,
+                "SELECT count(*) FROM end_users, jsonb_object_keys(metadata)",
+            )
+            .await,
+        (3 * 4 * (users / 50)) as i64
+    );
+}
