@@ -14,6 +14,9 @@
 
 # The bench runs its own development broker (started fresh, stopped at exit), so its memory and CPU
 # are the bench's alone; Postgres and Redis are the machine's (lib.sh).
+# The whole script is one compound command, read before any of it runs, so editing this file
+# while a run is under way cannot change that run.
+{
 export DEV_BROKER_DIR=${DEV_BROKER_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target/bench/broker}
 source "$(dirname "$0")/lib.sh"
 
@@ -266,7 +269,7 @@ psql_bench() { psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U post
 # COPYed into an unconstrained table. Appends a row to the worker table.
 drain() {
   local name=$1 topic=$2 expected=$3; shift 3
-  local ids t0 t_first="" t_end="" done_n=0 deadline ws copy_s stored failed last_n="" last_change=0 last_t=""
+  local ids t0 t_first="" t_end="" done_n=0 deadline ws copy_s schema_s stored failed last_n="" last_change=0 last_t=""
   ids="{$(IFS=,; echo "$*")}"
   t0=$(now)
   deadline=$(($(date +%s) + 120 + expected / 500))
@@ -287,6 +290,13 @@ drain() {
     sleep 0.2
   done
   if [ -n "$t_end" ]; then cpu_mark "$OUT/cpu.$name.b"; cpu_row "$name" "$OUT/cpu.$name.a" "$OUT/cpu.$name.b"; fi
+  # Where the worker's loop spent the drain: writing batches, or waiting for the next one.
+  awk -v n="$name" -v c="$(metric gamify_worker_batch_duration_seconds_count)" \
+    -v size="$(metric gamify_worker_batch_size_sum)" -v busy="$(metric gamify_worker_batch_duration_seconds_sum)" \
+    -v idle="$(metric gamify_worker_batch_wait_seconds_sum)" 'BEGIN {
+      if (c == 0) c = 1
+      printf "| %s | %d | %.0f | %.1f ms | %.1f s | %.1f s |\n", n, c, size / c, busy / c * 1000, busy, idle
+    }' >>"$OUT/worker.loop"
   stop_worker
   [ -n "$t_first" ] || t_first=$t0
   [ -n "$t_end" ] || t_end=$(now)
@@ -296,20 +306,33 @@ drain() {
   # The same rows, COPYed into a copy of events without indexes, keys, checks, partitions or RLS.
   psql_bench -c "DROP TABLE IF EXISTS bench_events_raw" -c "CREATE TABLE bench_events_raw (LIKE events)" \
     -c "\\copy (SELECT * FROM events WHERE project_id = ANY('$ids'::uuid[])) TO '$OUT/$name.rows'"
-  local c0 c1
+  local c0 c1 s0 s1 scratch cols="id, project_id, message_id, event_type, user_id, anonymous_id, payload, context, key_id, key_type, status, error_details, occurred_at, received_at, created_at, processed_at"
   c0=$(now)
   psql_bench -c "\\copy bench_events_raw FROM '$OUT/$name.rows'"
   c1=$(now)
   psql_bench -c "DROP TABLE bench_events_raw"
-  rm -f "$OUT/$name.rows"
+  # The same rows COPYed into the real tables (partitions, indexes, checks; as superuser, so
+  # without row-level security) with their dedup keys, under a scratch project: what the schema
+  # itself costs per row, with no worker, no round trips and no deduplication logic.
+  scratch=$(psql_bench -tAc "INSERT INTO projects (id, organization_id, name)
+    SELECT gen_random_uuid(), organization_id, 'bench-copy-' || gen_random_uuid() FROM projects LIMIT 1 RETURNING id")
+  psql_bench -c "\\copy (SELECT id, '$scratch'::uuid, ${cols#id, project_id, } FROM events WHERE project_id = ANY('$ids'::uuid[])) TO '$OUT/$name.rows'" \
+    -c "\\copy (SELECT '$scratch'::uuid, key_type, message_id, event_id, occurred_at, created_at FROM event_message_ids WHERE project_id = ANY('$ids'::uuid[])) TO '$OUT/$name.keys'"
+  s0=$(now)
+  psql_bench -c "\\copy event_message_ids (project_id, key_type, message_id, event_id, occurred_at, created_at) FROM '$OUT/$name.keys'" \
+    -c "\\copy events ($cols) FROM '$OUT/$name.rows'"
+  s1=$(now)
+  psql_bench -c "DELETE FROM projects WHERE id = '$scratch'"
+  rm -f "$OUT/$name.rows" "$OUT/$name.keys"
   copy_s=$(elapsed "$c0" "$c1")
+  schema_s=$(elapsed "$s0" "$s1")
   ws=$(elapsed "$t_first" "$t_end")
   awk -v n="$name" -v p="$#" -v e="$expected" -v s="$stored" -v f="$failed" -v wall="$(elapsed "$t0" "$t_end")" \
-    -v ws="$ws" -v cs="$copy_s" -v done_n="$done_n" 'BEGIN {
-      wr = s / ws; cr = s / cs
-      printf "| %s | %d | %d | %d | %d | %.1f s | %.1f s | **%.0f** | %.2f s | %.0f | **%.2f×** |\n",
-        n, p, e, s, f, wall, ws, wr, cs, cr, wr / cr
-      printf "%.0f %.0f %.2f\n", wr, cr, wr / cr > "/dev/stderr"
+    -v ws="$ws" -v cs="$copy_s" -v ss="$schema_s" -v done_n="$done_n" 'BEGIN {
+      wr = s / ws; cr = s / cs; sr = s / ss
+      printf "| %s | %d | %d | %d | %d | %.1f s | %.1f s | **%.0f** | %.2f s | %.0f | **%.2f×** | %.2f s | %.0f | %.2f× |\n",
+        n, p, e, s, f, wall, ws, wr, cs, cr, wr / cr, ss, sr, wr / sr
+      printf "%.0f %.0f %.2f %.0f %.2f\n", wr, cr, wr / cr, sr, wr / sr > "/dev/stderr"
     }' >>"$OUT/worker.rows" 2>>"$OUT/worker.figures"
 }
 
@@ -381,6 +404,7 @@ stop_api
 
 : >"$OUT/worker.rows"
 : >"$OUT/worker.figures"
+: >"$OUT/worker.loop"
 log "worker draining $w1_expected envelopes of 1 project"
 drain "drain, 1 project" "$TOPIC_W1" "$w1_expected" "$w1_project"
 log "worker draining $w100_expected envelopes of $WORKER_PROJECTS projects"
@@ -388,7 +412,7 @@ drain "drain, $WORKER_PROJECTS projects" "$TOPIC_W100" "$w100_expected" "${w100_
 
 if [ "$ONLY" = worker ]; then
   cat "$OUT/cpu.rows" 2>/dev/null || true
-  cat "$OUT/worker.rows"
+  cat "$OUT/worker.rows" "$OUT/worker.loop"
   exit 0
 fi
 
@@ -553,3 +577,5 @@ if [ "$WRITE_DOCS" = 1 ]; then
     !skip' "$DOCS" >"$DOCS.tmp" && mv "$DOCS.tmp" "$DOCS"
   log "results written to docs/BENCHMARKS.md"
 fi
+exit
+}

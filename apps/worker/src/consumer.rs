@@ -312,6 +312,7 @@ impl Loop {
         ));
         while !shutdown.is_cancelled() {
             liveness.beat();
+            let waiting = Instant::now();
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 batch = batches.recv() => match batch {
@@ -319,6 +320,7 @@ impl Loop {
                     None => break,
                 },
             };
+            metrics::histogram!(m::BATCH_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
             liveness.set_busy(true);
             let span = tracing::info_span!("batch", size = batch.records.len());
             let processing = self.process(batch, &shutdown).instrument(span);

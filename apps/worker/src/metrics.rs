@@ -31,6 +31,9 @@ pub const DB_RETRIES: &str = "gamify_worker_db_retries_total";
 pub const OFFSET_GAPS: &str = "gamify_worker_offset_gaps_total";
 pub const BATCH_SIZE: &str = "gamify_worker_batch_size";
 pub const BATCH_SECONDS: &str = "gamify_worker_batch_duration_seconds";
+/// How long the loop waited for its next batch after finishing one: near zero when Postgres is
+/// the bottleneck, most of the time when the broker (or the traffic) is.
+pub const BATCH_WAIT_SECONDS: &str = "gamify_worker_batch_wait_seconds";
 pub const LAG: &str = "gamify_worker_consumer_lag";
 
 /// The recorder is process-global; several workers in one process (tests) share it. The lock
@@ -50,12 +53,11 @@ pub fn install() -> Result<PrometheusHandle> {
             &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0],
         )
         .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full(BATCH_SECONDS.into()),
-                &[
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ],
-            )
+            let seconds = [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            b.set_buckets_for_metric(Matcher::Full(BATCH_SECONDS.into()), &seconds)?
+                .set_buckets_for_metric(Matcher::Full(BATCH_WAIT_SECONDS.into()), &seconds)
         })
         .map_err(|err| Error::Metrics(err.to_string()))?
         .build_recorder();
