@@ -91,6 +91,9 @@ TOPIC_LOAD=gamify.bench.load TOPIC_W1=gamify.bench.w1 TOPIC_W100=gamify.bench.w1
 TOPIC_PROFILE=gamify.bench.profile
 export KAFKA_TOPIC=$TOPIC_LOAD KAFKA_DLQ_TOPIC=gamify.bench.dlq
 provision gamify_bench fresh
+# Postgres is on loopback here: TLS would only add encryption on both sides of every row (Debian's
+# Postgres offers it, and sqlx's default sslmode=prefer takes it). See OPERATIONS.md.
+export DATABASE_URL="$DATABASE_URL?sslmode=disable" DATABASE_OWNER_URL="$DATABASE_OWNER_URL?sslmode=disable"
 [ -n "$broker_pid" ] || broker_pid=$(pgrep -f 'gamify-dev-broker serve' | head -n 1 || true)
 if [ -n "${DEV_BROKER_DIR:-}" ]; then
   for topic in $TOPIC_W1 $TOPIC_W100 $TOPIC_E2E $TOPIC_PROFILE; do

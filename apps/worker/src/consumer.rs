@@ -223,7 +223,7 @@ struct Retry(sea_orm::DbErr);
 #[derive(Default)]
 pub struct Batch {
     records: Vec<Record>,
-    envelopes: Vec<(usize, gamify_common::Envelope)>,
+    envelopes: Vec<(usize, Arc<gamify_common::Envelope>)>,
     dead: Vec<(Record, String)>,
 }
 
@@ -283,7 +283,9 @@ impl Batch {
     /// Adds a message, checking its signature and decoding it on arrival.
     fn push(&mut self, record: Record, secret: &[u8]) {
         match check::decode(secret, &record) {
-            Ok(envelope) => self.envelopes.push((self.records.len(), envelope)),
+            Ok(envelope) => self
+                .envelopes
+                .push((self.records.len(), Arc::new(envelope))),
             Err(reason) => {
                 tracing::warn!(partition = record.partition, offset = record.offset, %reason, "dead-lettering a message");
                 self.dead.push((record.clone(), reason));
@@ -499,11 +501,11 @@ impl Loop {
     async fn persist_round(
         &mut self,
         batch: &[Record],
-        envelopes: &[(usize, gamify_common::Envelope)],
+        envelopes: &[(usize, Arc<gamify_common::Envelope>)],
         done: &mut HashSet<usize>,
         dead: &mut Vec<(Record, String)>,
     ) -> Result<(), Retry> {
-        let pending: Vec<&(usize, gamify_common::Envelope)> = envelopes
+        let pending: Vec<&(usize, Arc<gamify_common::Envelope>)> = envelopes
             .iter()
             .filter(|(index, _)| !done.contains(index))
             .collect();
@@ -511,7 +513,7 @@ impl Loop {
             return Ok(());
         }
         self.sources
-            .load(&self.db, pending.iter().map(|(_, envelope)| envelope))
+            .load(&self.db, pending.iter().map(|(_, envelope)| &**envelope))
             .await
             .map_err(Retry)?;
 
@@ -539,7 +541,7 @@ impl Loop {
             groups.entry(envelope.project_id).or_default().push((
                 *index,
                 Item {
-                    envelope: envelope.clone(),
+                    envelope: Arc::clone(envelope),
                     status,
                     key_type,
                 },
@@ -738,7 +740,7 @@ pub(crate) mod tests {
     fn item(project_id: Uuid, message_id: &str) -> Item {
         let now = chrono::Utc::now();
         Item {
-            envelope: gamify_common::Envelope {
+            envelope: Arc::new(gamify_common::Envelope {
                 v: 1,
                 id: Uuid::now_v7(),
                 message_id: message_id.to_owned(),
@@ -754,7 +756,7 @@ pub(crate) mod tests {
                 occurred_at: now,
                 received_at: now,
                 context: Default::default(),
-            },
+            }),
             status: Status::Processed,
             key_type: gamify_common::KeyType::Publishable,
         }

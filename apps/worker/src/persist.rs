@@ -6,7 +6,10 @@
 //! limit to chunk around, no per-row round trips, and no JSON text to build and parse but the
 //! payloads themselves.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
 use gamify_common::{Envelope, KeyType, ingest::Kind};
 use gamify_db::Db;
@@ -20,10 +23,11 @@ pub enum Status {
     Failed(String),
 }
 
-/// An envelope ready to be stored.
+/// An envelope ready to be stored. The envelope is shared with the batch it came in, which keeps
+/// it for retries: judging it must not copy its maps.
 #[derive(Debug, Clone)]
 pub struct Item {
-    pub envelope: Envelope,
+    pub envelope: Arc<Envelope>,
     pub status: Status,
     pub key_type: KeyType,
 }

@@ -215,7 +215,7 @@ fn every_event_the_gateway_accepts_the_worker_stores() {
                 envelope.validate()
             );
             let item = Item {
-                envelope,
+                envelope: envelope.into(),
                 status: Status::Processed,
                 key_type,
             };

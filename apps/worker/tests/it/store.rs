@@ -345,7 +345,7 @@ async fn concurrent_chunks_of_one_project_share_new_users_without_losing_any() {
                         };
                         Item {
                             key_type: envelope.key_type,
-                            envelope,
+                            envelope: envelope.into(),
                             status: Status::Processed,
                         }
                     })
