@@ -8,8 +8,11 @@ use crate::SqlMigration;
 /// they did besides, cascading deletes, moves to triggers on the referenced tables, which are
 /// deleted from rarely and by operators only (no API deletes projects, users or keys).
 ///
-/// `events (project_id, message_id)` is dropped too: nothing reads events by messageId (the dedup
-/// key lives in `event_message_ids`), and each row paid for its maintenance.
+/// Two indexes go too, each maintained for every row: `events (project_id, message_id)`, which
+/// nothing reads (the dedup key lives in `event_message_ids`), and
+/// `events (project_id, occurred_at DESC, id DESC)`, whose work the primary key now does: the key
+/// becomes `(project_id, occurred_at, id)` (the same columns, so the same uniqueness), and the
+/// listing's `ORDER BY occurred_at DESC, id DESC` reads it backwards.
 ///
 /// Referential actions bypassed row-level security; the triggers do not, so they act with the
 /// deleted row's project as the tenant and restore the caller's setting afterwards.
@@ -20,6 +23,8 @@ ALTER TABLE events
     DROP CONSTRAINT IF EXISTS events_key_id_fkey;
 ALTER TABLE event_message_ids DROP CONSTRAINT IF EXISTS event_message_ids_project_id_fkey;
 DROP INDEX IF EXISTS events_project_id_message_id_idx;
+DROP INDEX IF EXISTS events_project_id_occurred_at_idx;
+ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (project_id, occurred_at, id);
 
 CREATE FUNCTION gamify_delete_project_events() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
@@ -58,6 +63,9 @@ DROP TRIGGER IF EXISTS gamify_end_user_deleted ON end_users;
 DROP FUNCTION IF EXISTS gamify_unlink_end_user_events();
 DROP TRIGGER IF EXISTS gamify_project_deleted ON projects;
 DROP FUNCTION IF EXISTS gamify_delete_project_events();
+ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (project_id, id, occurred_at);
+CREATE INDEX IF NOT EXISTS events_project_id_occurred_at_idx
+    ON events (project_id, occurred_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS events_project_id_message_id_idx ON events (project_id, message_id);
 ALTER TABLE event_message_ids
     ADD CONSTRAINT event_message_ids_project_id_fkey
