@@ -69,6 +69,8 @@ impl AppState {
             settings.negative_cache_ttl,
             shutdown,
         );
+        // The recorder first: the producer registers its metrics once, at creation.
+        let metrics = metrics::handle();
         let producer = EventProducer::new(
             &settings.kafka_brokers,
             &settings.kafka_topic,
@@ -76,7 +78,6 @@ impl AppState {
             &settings.envelope_secret,
             settings.produce_timeout,
         )?;
-        let metrics = metrics::handle();
         tokio::spawn(metrics::keep_up(metrics.clone(), shutdown.clone()));
         let rate_limiter = Arc::new(RateLimiter::default());
         tokio::spawn(rate_limit::keep_in_step(
@@ -172,23 +173,18 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(openapi::router())
 }
 
+/// The routes with their per-route middleware. Middleware that needs no route (tracing, the body
+/// limit) wraps the router once in [`serve`] instead: as a router layer it would be one more boxed
+/// service cloned per request on every route.
 pub fn router(state: AppState) -> Router {
     let (routes, _) = api().split_for_parts();
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MANAGEMENT_BODY_LIMIT))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            overload::guard,
+            metrics::track,
         ))
-        .route_layer(axum::middleware::from_fn(metrics::track))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                // The path only: query strings and headers may carry keys.
-                tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
-            }),
-        )
         .with_state(state)
 }
 
@@ -207,13 +203,16 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let served = server::run(
-        listener,
-        router(state.clone()),
-        state.0.http_limits,
-        shutdown,
-    )
-    .await;
+    let app = tower::ServiceBuilder::new()
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // The path only: query strings and headers may carry keys.
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+            }),
+        )
+        .layer(DefaultBodyLimit::max(MANAGEMENT_BODY_LIMIT))
+        .service(router(state.clone()));
+    let served = server::run(listener, app, state.0.http_limits, shutdown).await;
     // Events already acknowledged are safe; this only lets late deliveries finish cleanly.
     let producer_state = state.clone();
     let _ = tokio::task::spawn_blocking(move || {

@@ -1,13 +1,18 @@
 //! Prometheus metrics: the recorder, the per-route request middleware and `GET /metrics`.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{OnceLock, PoisonError, RwLock},
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -46,20 +51,66 @@ pub async fn keep_up(handle: PrometheusHandle, shutdown: tokio_util::sync::Cance
     }
 }
 
-/// Counts requests by route and status and records their latency.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+/// The request counter of one route and status, and the route's latency histogram.
+struct RouteMetrics {
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    fn record(&self, elapsed: std::time::Duration) {
+        self.requests.increment(1);
+        self.duration.record(elapsed);
+    }
+}
+
+/// Handles by route and status, so a request costs two map lookups and no allocation: building a
+/// labelled key (two label strings) and finding it in the registry cost more than the update.
+/// Bounded: routes are the router's patterns (or "unmatched"), statuses are a few dozen.
+fn record(route: &str, status: StatusCode, elapsed: std::time::Duration) {
+    type ByRoute = HashMap<Box<str>, HashMap<u16, RouteMetrics>>;
+    static HANDLES: OnceLock<RwLock<ByRoute>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let status = status.as_u16();
+    if let Some(found) = handles
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+        .and_then(|by_status| by_status.get(&status))
+    {
+        found.record(elapsed);
+        return;
+    }
+    let found = RouteMetrics {
+        requests: metrics::counter!(
+            "gamify_http_requests_total",
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        ),
+        duration: metrics::histogram!(
+            "gamify_http_request_duration_seconds",
+            "route" => route.to_owned()
+        ),
+    };
+    handles
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(route.into())
+        .or_default()
+        .entry(status)
+        .or_insert(found)
+        .record(elapsed);
+}
+
+/// Counts requests by route and status and records their latency, around the overload guard
+/// (whose 503 and 408 answers are counted too). One middleware rather than two: every layer of a
+/// route is a boxed service that axum clones, and a boxed future it allocates, for every request.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("gamify_http_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("gamify_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed());
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = crate::overload::guard(&state, request, next).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    record(route, response.status(), started.elapsed());
     response
 }
 

@@ -4,14 +4,14 @@
 //! 408. Health, readiness and metrics are exempt, so an orchestrator sees a busy gateway as alive.
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
 use crate::{AppState, Error};
 
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn guard(state: &AppState, request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/v1/") {
         return next.run(request).await;
     }

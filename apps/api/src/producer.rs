@@ -1,14 +1,17 @@
 //! Produces envelopes to Kafka and reports success only once the broker acknowledged every one.
 
-use std::time::{Duration, Instant};
+use std::{
+    cell::RefCell,
+    time::{Duration, Instant},
+};
 
 use crate::Error;
-use gamify_common::envelope::{Envelope, SIGNATURE_HEADER, sign};
+use gamify_common::envelope::{Envelope, SIGNATURE_HEADER, Signer};
 use rdkafka::{
     ClientConfig,
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
 
 /// Label of a produce failure in `gamify_produce_failures_total`.
@@ -24,8 +27,27 @@ fn failure_reason(err: &Error) -> &'static str {
 pub struct EventProducer {
     producer: FutureProducer,
     topic: String,
-    secret: Vec<u8>,
+    signer: Signer,
     timeout: Duration,
+    produced: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Per-thread buffers for one message's value and key: librdkafka copies both when a message is
+/// enqueued, so they are reused for the next message instead of allocated anew for each.
+struct Scratch {
+    payload: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// Above this a buffer is given back after use: one large event must not pin its size per thread.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        payload: Vec::with_capacity(1024),
+        key: Vec::with_capacity(128),
+    });
 }
 
 impl EventProducer {
@@ -54,8 +76,11 @@ impl EventProducer {
         Ok(Self {
             producer,
             topic: topic.to_owned(),
-            secret: secret.as_bytes().to_vec(),
+            signer: Signer::new(secret.as_bytes()),
             timeout,
+            // Registered once: looking a metric up by name costs a hash and a map probe per call.
+            produced: metrics::counter!("gamify_produced_events_total"),
+            duration: metrics::histogram!("gamify_produce_duration_seconds"),
         })
     }
 
@@ -68,11 +93,9 @@ impl EventProducer {
     pub async fn produce(&self, envelopes: &[Envelope]) -> Result<(), Error> {
         let started = Instant::now();
         let result = self.produce_all(envelopes).await;
-        metrics::histogram!("gamify_produce_duration_seconds").record(started.elapsed());
+        self.duration.record(started.elapsed());
         match &result {
-            Ok(()) => {
-                metrics::counter!("gamify_produced_events_total").increment(envelopes.len() as u64)
-            }
+            Ok(()) => self.produced.increment(envelopes.len() as u64),
             Err(err) => {
                 metrics::counter!("gamify_produce_failures_total", "reason" => failure_reason(err))
                     .increment(1);
@@ -85,23 +108,17 @@ impl EventProducer {
     async fn produce_all(&self, envelopes: &[Envelope]) -> Result<(), Error> {
         let mut deliveries = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
-            let payload = serde_json::to_vec(envelope)?;
-            let signature = sign(&self.secret, &payload);
-            let key = envelope.partition_key();
-            let record = FutureRecord::to(&self.topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: SIGNATURE_HEADER,
-                    value: Some(&signature),
-                }));
-            match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    return Err(Error::ProduceQueueFull);
+            let sent = SCRATCH.with_borrow_mut(|scratch| {
+                let Scratch { payload, key } = scratch;
+                payload.clear();
+                key.clear();
+                let sent = self.send_one(envelope, payload, key);
+                if payload.capacity() > SCRATCH_KEEP {
+                    *payload = Vec::with_capacity(1024);
                 }
-                Err((err, _)) => return Err(err.into()),
-            }
+                sent
+            });
+            deliveries.push(sent?);
         }
         let acknowledged =
             tokio::time::timeout(self.timeout, futures::future::join_all(deliveries)).await;
@@ -115,6 +132,32 @@ impl EventProducer {
             }
         }
         Ok(())
+    }
+
+    /// Serialises, signs and enqueues one envelope, using `payload` and `key` as scratch space.
+    fn send_one(
+        &self,
+        envelope: &Envelope,
+        payload: &mut Vec<u8>,
+        key: &mut Vec<u8>,
+    ) -> Result<DeliveryFuture, Error> {
+        serde_json::to_writer(&mut *payload, envelope)?;
+        let signature = self.signer.sign(payload);
+        envelope.write_partition_key(key);
+        let record = FutureRecord::to(&self.topic)
+            .key(key.as_slice())
+            .payload(payload.as_slice())
+            .headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: SIGNATURE_HEADER,
+                value: Some(&signature[..]),
+            }));
+        match self.producer.send_result(record) {
+            Ok(delivery) => Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(Error::ProduceQueueFull)
+            }
+            Err((err, _)) => Err(err.into()),
+        }
     }
 
     /// Whether the broker answers and knows the topic.

@@ -5,7 +5,11 @@
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, body::Body, extract::ConnectInfo, http::Request};
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    http::{Request, Response},
+};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -14,16 +18,23 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::config::HttpLimits;
 
-pub async fn run(
+pub async fn run<S, B>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: HttpLimits,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: protocol detection (for HTTP/2 without TLS) would wait for a client's first
@@ -58,7 +69,12 @@ pub async fn run(
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(peer));
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+            // Boxed: hyper keeps a slot of the future's size for every open connection, busy or
+            // idle, and the whole request travels inside it; boxed, an idle connection holds a
+            // pointer (one allocation per request against hundreds of bytes per connection).
+            Box::pin(async move {
+                Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {}))
+            })
         });
         let connection =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
