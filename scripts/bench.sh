@@ -462,14 +462,16 @@ read -r e2e_rows e2e_p50 e2e_p99 e2e_max <<<"$(psql_bench -tA -F ' ' -c "
 if [ "$PROFILE" = 1 ]; then
   log "profiling gamify-worker draining a fresh backlog of 1 project"
   start_api "$TOPIC_PROFILE"
-  oha -n $((requests / 2)) -c 32 --no-tui -m POST -H "x-api-key: $prof_key" -H 'Content-Type: application/json' \
+  oha -n "$requests" -c 32 --no-tui -m POST -H "x-api-key: $prof_key" -H 'Content-Type: application/json' \
     -D "$batch_body" "$API/v1/events/batch" >/dev/null
   stop_api
   start_worker "$TOPIC_PROFILE"
-  sleep 8
-  perf record -e cpu-clock -F 299 --call-graph dwarf,8192 -p "$worker_pid" -o "$OUT/worker.perf.data" -- sleep 15 2>"$OUT/perf-worker.err" >/dev/null &
+  # The drain takes seconds now: record from its first stored event, for less than it lasts.
+  deadline=$(($(date +%s) + 60))
+  while [ "$(worker_done)" -lt 1000 ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+  perf record -e cpu-clock -F 299 --call-graph dwarf,8192 -p "$worker_pid" -o "$OUT/worker.perf.data" -- sleep 6 2>"$OUT/perf-worker.err" >/dev/null &
   perf_pid=$!
-  perf record -e cpu-clock -F 199 -a -g -o "$OUT/system.perf.data" -- sleep 15 2>"$OUT/perf-system.err" >/dev/null
+  perf record -e cpu-clock -F 199 -a -g -o "$OUT/system.perf.data" -- sleep 6 2>"$OUT/perf-system.err" >/dev/null
   wait "$perf_pid"
   stop_worker
 fi

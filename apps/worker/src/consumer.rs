@@ -34,6 +34,8 @@ use crate::{
 };
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a stopping worker waits for its last offset commit.
+const LAST_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Context {
     stats: Arc<Stats>,
@@ -340,9 +342,13 @@ impl Loop {
             liveness.set_busy(false);
         }
         collector.abort();
-        // The last batch's offsets reach the broker before the consumer leaves the group.
+        // The last batch's offsets reach the broker before the consumer leaves the group; a
+        // broker that does not answer must not hold the exit (the batch is redelivered instead).
         if let Some(commit) = self.pending_commit.take() {
-            if tokio::time::timeout(grace, commit).await.is_err() {
+            if tokio::time::timeout(LAST_COMMIT_TIMEOUT, commit)
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     "the last offset commit did not finish in time; its batch will be redelivered and deduplicated"
                 );

@@ -259,11 +259,14 @@ async fn resolve_users(
         ids.extend(rows.into_iter().map(|(id, external_id)| (external_id, id)));
     }
 
-    let (with_traits, traits): (Vec<&str>, Vec<sqlx::types::Json<&Map<String, Value>>>) = users
-        .iter()
-        .filter(|(_, traits)| !traits.is_empty())
-        .map(|(external_id, traits)| (*external_id, sqlx::types::Json(traits)))
-        .unzip();
+    let mut with_traits: Vec<&str> = Vec::new();
+    let mut traits = Vec::new();
+    for (external_id, merged) in &users {
+        if !merged.is_empty() {
+            with_traits.push(*external_id);
+            traits.push(sqlx::types::Json(merged));
+        }
+    }
     if !with_traits.is_empty() {
         sqlx::query(
             "WITH locked AS (
