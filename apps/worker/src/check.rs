@@ -8,7 +8,7 @@ use std::{
 
 use gamify_common::{
     Envelope, KeyType,
-    envelope::{SIGNATURE_HEADER, verify},
+    envelope::{SIGNATURE_HEADER, Signer},
     events::requires_secret_key,
 };
 use gamify_db::{Db, sources::KeySource};
@@ -37,14 +37,14 @@ impl Record {
 }
 
 /// The signature covers the exact value bytes, so it is checked before anything is parsed.
-pub fn decode(secret: &[u8], record: &Record) -> Result<Envelope, String> {
+pub fn decode(signer: &Signer, record: &Record) -> Result<Envelope, String> {
     let Some(payload) = record.payload.as_deref() else {
         return Err("empty message".into());
     };
     let Some(signature) = record.header(SIGNATURE_HEADER) else {
         return Err(format!("missing {SIGNATURE_HEADER} header"));
     };
-    if !verify(secret, payload, signature) {
+    if !signer.verify(payload, signature) {
         return Err("bad signature".into());
     }
     serde_json::from_slice(payload).map_err(|err| format!("unparseable envelope: {err}"))
@@ -199,7 +199,7 @@ mod tests {
         ) {
             let mut headers: Vec<(String, Option<Vec<u8>>)> = extra;
             headers.push((SIGNATURE_HEADER.to_owned(), signature.clone()));
-            let decoded = decode(SECRET, &record(payload.clone(), headers));
+            let decoded = decode(&Signer::new(SECRET), &record(payload.clone(), headers));
             if decoded.is_ok() {
                 let payload = payload.unwrap_or_default();
                 prop_assert_eq!(signature.unwrap_or_default(), sign(SECRET, &payload).into_bytes());
@@ -217,7 +217,7 @@ mod tests {
             let mut altered = body.clone();
             altered[at.index(body.len())] ^= 0x20;
             let headers = vec![(SIGNATURE_HEADER.to_owned(), Some(signature))];
-            prop_assert_eq!(decode(SECRET, &record(Some(altered), headers)).unwrap_err(), "bad signature");
+            prop_assert_eq!(decode(&Signer::new(SECRET), &record(Some(altered), headers)).unwrap_err(), "bad signature");
         }
     }
 }

@@ -243,7 +243,7 @@ async fn collect_batches(
     batches: mpsc::Sender<Batch>,
     shutdown: CancellationToken,
 ) {
-    let secret = config.envelope_secret.as_bytes();
+    let signer = gamify_common::envelope::Signer::new(config.envelope_secret.as_bytes());
     let mut batch = Batch::default();
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut closed = false;
@@ -267,7 +267,7 @@ async fn collect_batches(
             () = window, if !closed && deadline.is_some() => closed = true,
             message = consumer.recv(), if !full => match message {
                 Ok(message) => {
-                    batch.push(record(&message), secret);
+                    batch.push(record(&message), &signer);
                     if deadline.is_none() {
                         deadline = Some(tokio::time::Instant::now() + config.batch_max_wait);
                     }
@@ -283,8 +283,8 @@ async fn collect_batches(
 
 impl Batch {
     /// Adds a message, checking its signature and decoding it on arrival.
-    fn push(&mut self, record: Record, secret: &[u8]) {
-        match check::decode(secret, &record) {
+    fn push(&mut self, record: Record, signer: &gamify_common::envelope::Signer) {
+        match check::decode(signer, &record) {
             Ok(envelope) => self
                 .envelopes
                 .push((self.records.len(), Arc::new(envelope))),

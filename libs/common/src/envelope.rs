@@ -206,6 +206,16 @@ impl Signer {
         let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex);
         hex
     }
+
+    /// [`verify`] with the key schedule done once: the worker checks every message it reads.
+    pub fn verify(&self, payload: &[u8], signature_hex: &[u8]) -> bool {
+        let Ok(signature) = hex::decode(signature_hex) else {
+            return false;
+        };
+        let mut mac = self.0.clone();
+        mac.update(payload);
+        mac.verify_slice(&signature).is_ok()
+    }
 }
 
 impl std::fmt::Debug for Signer {
@@ -363,12 +373,19 @@ mod tests {
             ) {
                 let signature = sign(&secret, &payload);
                 prop_assert!(verify(&secret, &payload, signature.as_bytes()));
-                prop_assert_eq!(&Signer::new(&secret).sign(&payload)[..], signature.as_bytes());
+                let signer = Signer::new(&secret);
+                prop_assert_eq!(&signer.sign(&payload)[..], signature.as_bytes());
+                prop_assert!(signer.verify(&payload, signature.as_bytes()));
+                prop_assert_eq!(
+                    signer.verify(&payload, &garbage),
+                    verify(&secret, &payload, &garbage)
+                );
                 if !payload.is_empty() {
                     let mut altered = payload.clone();
                     let at = flip.index(altered.len());
                     altered[at] ^= 0x01;
                     prop_assert!(!verify(&secret, &altered, signature.as_bytes()));
+                    prop_assert!(!signer.verify(&altered, signature.as_bytes()));
                 }
                 // (HMAC pads keys with zero bytes, so a secret differing only by trailing zeros
                 // is the same key: change a byte instead. Secrets come from environment
