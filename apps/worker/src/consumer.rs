@@ -561,7 +561,6 @@ impl Loop {
             .map(|chunk| async move {
                 let refs: Vec<&Item> = chunk.1.iter().map(|(_, item)| item).collect();
                 let result = persist::persist_project(db, chunk.0, &refs).await;
-                drop(refs);
                 (chunk, result)
             })
             .buffer_unordered(self.config.db_concurrency)

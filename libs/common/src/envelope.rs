@@ -178,7 +178,7 @@ impl Envelope {
 
 /// Lowercase hex HMAC-SHA256 of `payload`.
 pub fn sign(secret: &[u8], payload: &[u8]) -> String {
-    hex::encode(mac(secret, payload).finalize().into_bytes())
+    hex::encode(Signer::new(secret).mac(payload).finalize().into_bytes())
 }
 
 /// Length of a signature: 32 bytes of HMAC-SHA256 in hex.
@@ -197,13 +197,17 @@ impl Signer {
         )
     }
 
-    /// The same lowercase hex as [`sign`], without allocating.
-    pub fn sign(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
         let mut mac = self.0.clone();
         mac.update(payload);
+        mac
+    }
+
+    /// The same lowercase hex as [`sign`], without allocating.
+    pub fn sign(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
         let mut hex = [0; SIGNATURE_LEN];
         // 32 bytes always fit 64 hex digits.
-        let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex);
+        let _ = hex::encode_to_slice(self.mac(payload).finalize().into_bytes(), &mut hex);
         hex
     }
 
@@ -212,9 +216,7 @@ impl Signer {
         let Ok(signature) = hex::decode(signature_hex) else {
             return false;
         };
-        let mut mac = self.0.clone();
-        mac.update(payload);
-        mac.verify_slice(&signature).is_ok()
+        self.mac(payload).verify_slice(&signature).is_ok()
     }
 }
 
@@ -226,18 +228,7 @@ impl std::fmt::Debug for Signer {
 
 /// Checks a signature in constant time.
 pub fn verify(secret: &[u8], payload: &[u8], signature_hex: &[u8]) -> bool {
-    let Ok(signature) = hex::decode(signature_hex) else {
-        return false;
-    };
-    mac(secret, payload).verify_slice(&signature).is_ok()
-}
-
-fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(payload);
-    mac
+    Signer::new(secret).verify(payload, signature_hex)
 }
 
 #[cfg(test)]
