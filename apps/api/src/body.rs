@@ -132,10 +132,15 @@ impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             let Unique(value) = map.next_value()?;
-            if object.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            match object.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(taken) => {
+                    let key = taken.key();
+                    return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+                }
             }
-            object.insert(key, value);
         }
         Ok(Value::Object(object))
     }

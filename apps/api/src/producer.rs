@@ -2,17 +2,22 @@
 
 use std::{
     cell::RefCell,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use crate::Error;
 use gamify_common::envelope::{Envelope, SIGNATURE_HEADER, Signer};
 use rdkafka::{
-    ClientConfig,
+    ClientConfig, ClientContext,
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
-    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
+    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
 };
+use tokio::sync::Notify;
 
 /// Label of a produce failure in `gamify_produce_failures_total`.
 fn failure_reason(err: &Error) -> &'static str {
@@ -24,8 +29,67 @@ fn failure_reason(err: &Error) -> &'static str {
     }
 }
 
+/// The delivery reports one request waits for. Every message of the request carries the same
+/// `Arc` as its delivery opaque, so a batch of 100 events costs one counter and one wake-up, not
+/// a channel, a boxed sender and a future per event.
+struct Acks {
+    remaining: AtomicUsize,
+    failure: Mutex<Option<KafkaError>>,
+    all_reported: Notify,
+}
+
+impl Acks {
+    fn new(messages: usize) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(messages),
+            failure: Mutex::new(None),
+            all_reported: Notify::new(),
+        })
+    }
+
+    fn report(&self, result: Result<(), &KafkaError>) {
+        if let Err(err) = result {
+            self.failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| err.clone());
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Stores a permit when nobody waits yet, so the last report is never missed.
+            self.all_reported.notify_one();
+        }
+    }
+
+    async fn all(&self) {
+        while self.remaining.load(Ordering::Acquire) > 0 {
+            self.all_reported.notified().await;
+        }
+    }
+
+    fn failure(&self) -> Option<KafkaError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Hands each delivery report to the [`Acks`] of the request that produced the message. Runs on
+/// the producer's polling thread.
+struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<Acks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<Acks>) {
+        acks.report(result.as_ref().map(drop).map_err(|(err, _)| err));
+    }
+}
+
 pub struct EventProducer {
-    producer: FutureProducer,
+    producer: ThreadedProducer<Deliveries>,
     topic: String,
     signer: Signer,
     timeout: Duration,
@@ -72,7 +136,9 @@ impl EventProducer {
         for (key, value) in properties {
             config.set(key, value);
         }
-        let producer: FutureProducer = config.create().map_err(redact_config_error)?;
+        let producer = config
+            .create_with_context(Deliveries)
+            .map_err(redact_config_error)?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
@@ -106,53 +172,49 @@ impl EventProducer {
     }
 
     async fn produce_all(&self, envelopes: &[Envelope]) -> Result<(), Error> {
-        let mut deliveries = Vec::with_capacity(envelopes.len());
+        let acks = Acks::new(envelopes.len());
         for envelope in envelopes {
-            let sent = SCRATCH.with_borrow_mut(|scratch| {
+            SCRATCH.with_borrow_mut(|scratch| {
                 let Scratch { payload, key } = scratch;
                 payload.clear();
                 key.clear();
-                let sent = self.send_one(envelope, payload, key);
+                let sent = self.send_one(envelope, payload, key, &acks);
                 if payload.capacity() > SCRATCH_KEEP {
                     *payload = Vec::with_capacity(1024);
                 }
                 sent
-            });
-            deliveries.push(sent?);
+            })?;
         }
-        let acknowledged =
-            tokio::time::timeout(self.timeout, futures::future::join_all(deliveries)).await;
-        let reports = acknowledged.map_err(|_| Error::ProduceTimeout)?;
-        for report in reports {
-            match report {
-                Ok(Ok(_)) => {}
-                Ok(Err((err, _))) => return Err(err.into()),
-                // The producer dropped the message without a report.
-                Err(_canceled) => return Err(Error::ProduceTimeout),
-            }
+        tokio::time::timeout(self.timeout, acks.all())
+            .await
+            .map_err(|_| Error::ProduceTimeout)?;
+        match acks.failure() {
+            None => Ok(()),
+            Some(err) => Err(err.into()),
         }
-        Ok(())
     }
 
-    /// Serialises, signs and enqueues one envelope, using `payload` and `key` as scratch space.
+    /// Serialises, signs and enqueues one envelope, using `payload` and `key` as scratch space;
+    /// its delivery report goes to `acks`.
     fn send_one(
         &self,
         envelope: &Envelope,
         payload: &mut Vec<u8>,
         key: &mut Vec<u8>,
-    ) -> Result<DeliveryFuture, Error> {
+        acks: &Arc<Acks>,
+    ) -> Result<(), Error> {
         serde_json::to_writer(&mut *payload, envelope)?;
         let signature = self.signer.sign(payload);
         envelope.write_partition_key(key);
-        let record = FutureRecord::to(&self.topic)
+        let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(acks))
             .key(key.as_slice())
             .payload(payload.as_slice())
             .headers(OwnedHeaders::new_with_capacity(1).insert(Header {
                 key: SIGNATURE_HEADER,
                 value: Some(&signature[..]),
             }));
-        match self.producer.send_result(record) {
-            Ok(delivery) => Ok(delivery),
+        match self.producer.send(record) {
+            Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(Error::ProduceQueueFull)
             }

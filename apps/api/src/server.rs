@@ -76,11 +76,27 @@ where
                 Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {}))
             })
         });
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // A connection that has sent nothing yet holds only this small task (no HTTP state,
+            // no read buffer) until its first bytes arrive, so ten thousand idle sockets cost
+            // little. Silent past the header timeout, it is closed, as hyper would close it.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                readable = tokio::time::timeout(header_timeout, stream.readable()) => {
+                    if !matches!(readable, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+            // Boxed once it starts: inline, the connection's state would make every task, idle
+            // or not, as large as a busy connection.
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(err) = Box::pin(watcher.watch(connection)).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
             drop(permit);

@@ -61,7 +61,7 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TrackBody {
     event: String,
@@ -74,7 +74,7 @@ struct TrackBody {
     context: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IdentifyBody {
     user_id: String,
@@ -83,6 +83,79 @@ struct IdentifyBody {
     timestamp: Option<String>,
     sent_at: Option<String>,
     context: Option<Map<String, Value>>,
+}
+
+/// The typed bodies taken straight out of a parsed object when every known field has the type
+/// serde would accept: no path tracking and no second map per nested object. `None` means some
+/// field does not, and the value goes through serde for the exact error it gives.
+mod typed {
+    use serde_json::{Map, Value};
+
+    use super::{IdentifyBody, TrackBody};
+
+    fn is_string(map: &Map<String, Value>, key: &str) -> bool {
+        matches!(map.get(key), Some(Value::String(_)))
+    }
+
+    fn is_optional_string(map: &Map<String, Value>, key: &str) -> bool {
+        matches!(map.get(key), None | Some(Value::Null | Value::String(_)))
+    }
+
+    fn is_optional_object(map: &Map<String, Value>, key: &str) -> bool {
+        matches!(map.get(key), None | Some(Value::Null | Value::Object(_)))
+    }
+
+    fn string(map: &mut Map<String, Value>, key: &str) -> Option<String> {
+        match map.remove(key) {
+            Some(Value::String(text)) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn object(map: &mut Map<String, Value>, key: &str) -> Option<Map<String, Value>> {
+        match map.remove(key) {
+            Some(Value::Object(object)) => Some(object),
+            _ => None,
+        }
+    }
+
+    fn common_fields_fit(map: &Map<String, Value>) -> bool {
+        is_optional_string(map, "messageId")
+            && is_optional_string(map, "timestamp")
+            && is_optional_string(map, "sentAt")
+            && is_optional_object(map, "context")
+    }
+
+    pub(super) fn track(map: &mut Map<String, Value>) -> Option<TrackBody> {
+        let fits = is_string(map, "event")
+            && is_optional_string(map, "userId")
+            && is_optional_string(map, "anonymousId")
+            && is_optional_object(map, "properties")
+            && common_fields_fit(map);
+        fits.then(|| TrackBody {
+            event: string(map, "event").unwrap_or_default(),
+            user_id: string(map, "userId"),
+            anonymous_id: string(map, "anonymousId"),
+            properties: object(map, "properties"),
+            message_id: string(map, "messageId"),
+            timestamp: string(map, "timestamp"),
+            sent_at: string(map, "sentAt"),
+            context: object(map, "context"),
+        })
+    }
+
+    pub(super) fn identify(map: &mut Map<String, Value>) -> Option<IdentifyBody> {
+        let fits =
+            is_string(map, "userId") && is_optional_object(map, "traits") && common_fields_fit(map);
+        fits.then(|| IdentifyBody {
+            user_id: string(map, "userId").unwrap_or_default(),
+            traits: object(map, "traits"),
+            message_id: string(map, "messageId"),
+            timestamp: string(map, "timestamp"),
+            sent_at: string(map, "sentAt"),
+            context: object(map, "context"),
+        })
+    }
 }
 
 /// Fields a batch gives to every item that lacks its own.
@@ -105,6 +178,9 @@ pub struct Event {
     pub timestamp: Option<DateTime<Utc>>,
     pub sent_at: Option<DateTime<Utc>>,
     pub context: Map<String, Value>,
+    /// Serialized size as the gateway produces it (see [`Event::measure_produced_len`]), measured
+    /// once when the event is parsed.
+    pub produced_len: usize,
 }
 
 impl Event {
@@ -126,7 +202,7 @@ impl Event {
     }
 
     /// Serialized size of the event as the gateway produces it, shared context merged in.
-    pub fn produced_len(&self) -> usize {
+    pub fn measure_produced_len(&self) -> usize {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Produced<'a> {
@@ -173,7 +249,13 @@ pub fn parse_track(
     received_at: DateTime<Utc>,
 ) -> Result<Event, Vec<FieldError>> {
     check_size(&value)?;
-    let body: TrackBody = deserialize(value)?;
+    let body = match value {
+        Value::Object(mut map) => match typed::track(&mut map) {
+            Some(body) => body,
+            None => deserialize::<TrackBody>(Value::Object(map))?,
+        },
+        other => deserialize::<TrackBody>(other)?,
+    };
     let mut errors = Vec::new();
     let timestamp = parse_time("timestamp", body.timestamp.as_deref(), &mut errors);
     let sent_at = parse_time("sentAt", body.sent_at.as_deref(), &mut errors).or(defaults.sent_at);
@@ -187,6 +269,7 @@ pub fn parse_track(
         timestamp,
         sent_at,
         context: merged_context(defaults.context.as_ref(), body.context),
+        produced_len: 0,
     };
     finish(event, errors, received_at)
 }
@@ -194,7 +277,7 @@ pub fn parse_track(
 /// The checks that need the whole event: field rules, storability, the corrected time and the
 /// size as produced (after a batch's context was merged in).
 fn finish(
-    event: Event,
+    mut event: Event,
     mut errors: Vec<FieldError>,
     received_at: DateTime<Utc>,
 ) -> Result<Event, Vec<FieldError>> {
@@ -211,8 +294,11 @@ fn finish(
             "corrected for the client's clock (sentAt), lies outside the years 0001–9999",
         ));
     }
-    if errors.is_empty() && event.produced_len() > MAX_EVENT_BYTES {
-        errors.push(FieldError::new("", EVENT_TOO_LARGE));
+    if errors.is_empty() {
+        event.produced_len = event.measure_produced_len();
+        if event.produced_len > MAX_EVENT_BYTES {
+            errors.push(FieldError::new("", EVENT_TOO_LARGE));
+        }
     }
     if errors.is_empty() {
         Ok(event)
@@ -224,7 +310,13 @@ fn finish(
 /// Parses and validates one identify call received at `received_at`.
 pub fn parse_identify(value: Value, received_at: DateTime<Utc>) -> Result<Event, Vec<FieldError>> {
     check_size(&value)?;
-    let body: IdentifyBody = deserialize(value)?;
+    let body = match value {
+        Value::Object(mut map) => match typed::identify(&mut map) {
+            Some(body) => body,
+            None => deserialize::<IdentifyBody>(Value::Object(map))?,
+        },
+        other => deserialize::<IdentifyBody>(other)?,
+    };
     let mut errors = Vec::new();
     let timestamp = parse_time("timestamp", body.timestamp.as_deref(), &mut errors);
     let sent_at = parse_time("sentAt", body.sent_at.as_deref(), &mut errors);
@@ -238,6 +330,7 @@ pub fn parse_identify(value: Value, received_at: DateTime<Utc>) -> Result<Event,
         timestamp,
         sent_at,
         context: body.context.unwrap_or_default(),
+        produced_len: 0,
     };
     finish(event, errors, received_at)
 }
@@ -663,7 +756,8 @@ mod tests {
         assert_eq!(err[0].message, EVENT_TOO_LARGE);
         let small = json!({ "event": "x", "userId": "u" });
         let event = parse_track(small, &defaults, Utc::now()).unwrap();
-        assert!(event.produced_len() > 20_000);
+        assert!(event.produced_len > 20_000);
+        assert_eq!(event.produced_len, event.measure_produced_len());
     }
 
     mod properties {
@@ -711,6 +805,42 @@ mod tests {
                         .prop_map(|map| Value::Object(map.into_iter().collect())),
                 ]
             })
+        }
+
+        /// An object over the fields the bodies know (and one they do not), each of any type.
+        fn body_object() -> impl Strategy<Value = Map<String, Value>> {
+            let field = prop_oneof![
+                Just("event"),
+                Just("userId"),
+                Just("anonymousId"),
+                Just("properties"),
+                Just("traits"),
+                Just("messageId"),
+                Just("timestamp"),
+                Just("sentAt"),
+                Just("context"),
+                Just("other"),
+            ];
+            let value = prop_oneof![
+                3 => text().prop_map(Value::from),
+                1 => Just(Value::Null),
+                1 => json_value(),
+                1 => proptest::collection::btree_map(text(), json_value(), 0..3)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ];
+            proptest::collection::btree_map(field, value, 0..9)
+                .prop_map(|fields| fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        }
+
+        proptest! {
+            /// The typed fast path takes a body exactly when serde would, and takes the same one.
+            #[test]
+            fn typed_bodies_agree_with_serde(map in body_object()) {
+                let by_serde = deserialize::<TrackBody>(Value::Object(map.clone())).ok();
+                prop_assert_eq!(typed::track(&mut map.clone()), by_serde);
+                let by_serde = deserialize::<IdentifyBody>(Value::Object(map.clone())).ok();
+                prop_assert_eq!(typed::identify(&mut map.clone()), by_serde);
+            }
         }
 
         proptest! {

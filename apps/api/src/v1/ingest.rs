@@ -297,7 +297,7 @@ async fn batch(
     for (index, item) in items.into_iter().enumerate() {
         match ingest::parse_track(item, &defaults, received.at) {
             Ok(event) => {
-                produced_bytes += event.produced_len();
+                produced_bytes += event.produced_len;
                 events.push(event);
             }
             Err(item_errors) => {
