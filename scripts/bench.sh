@@ -203,6 +203,16 @@ cpu_row() {
     }' "$2" "$3" >>"$OUT/cpu.rows"
 }
 
+# cpu_per_request NAME GROUP RATE: microseconds of CPU that GROUP (api, loadgen, machine…) spent per
+# request (or event) at RATE per second, over the marks of scenario NAME.
+cpu_per_request() {
+  awk -v g="$2" -v rate="$3" -v hz="$CLK_TCK" '
+    FNR == NR { before[$1 " " $2] = $3; next }
+    { delta[$1] += $3 - (($1 " " $2) in before ? before[$1 " " $2] : 0) }
+    END { secs = delta["clock"] / 1e9; if (rate > 0 && secs > 0) printf "%.1f", delta[g] / hz / secs / rate * 1e6; else print "–" }
+  ' "$OUT/cpu.$1.a" "$OUT/cpu.$1.b"
+}
+
 to_ms() { # wrk durations (123.45us, 1.23ms, 1.02s) → milliseconds
   awk -v v="$1" 'BEGIN {
     if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
@@ -352,10 +362,11 @@ for c in $CONNECTIONS; do
   log "baseline /healthz and track, $c connections, ${SECS}s each"
   wrk_run "healthz-c$c" "$c" "$API/healthz"
   base=$RPS
-  echo "| no-op \`GET /healthz\` (baseline) | $c | $base | – | $P50 | $P99 | $NON2XX | 1.00× | \`$(cat "$OUT/healthz-c$c.cmd")\` |" >>"$OUT/gateway.rows"
+  [ "$base" -gt "${best_base_any:-0}" ] && best_base_any=$base
+  echo "| no-op \`GET /healthz\` (baseline) | $c | $base | – | $P50 | $P99 | $NON2XX | 1.00× | $(cpu_per_request "healthz-c$c" api "$RPS") | $(cpu_per_request "healthz-c$c" loadgen "$RPS") | $(cpu_per_request "healthz-c$c" machine "$RPS") | \`$(cat "$OUT/healthz-c$c.cmd")\` |" >>"$OUT/gateway.rows"
   wrk_run "track-c$c" "$c" -s "$BENCH_DIR/track.lua" "$API"
   ratio=$(awk -v a="$RPS" -v b="$base" 'BEGIN {printf "%.2f", a / b}')
-  echo "| track, 1 event/request | $c | $RPS | $RPS | $P50 | $P99 | $NON2XX | **${ratio}×** | \`GAMIFY_KEY=pk_… $(cat "$OUT/track-c$c.cmd")\` |" >>"$OUT/gateway.rows"
+  echo "| track, 1 event/request | $c | $RPS | $RPS | $P50 | $P99 | $NON2XX | **${ratio}×** | $(cpu_per_request "track-c$c" api "$RPS") | $(cpu_per_request "track-c$c" loadgen "$RPS") | $(cpu_per_request "track-c$c" machine "$RPS") | \`GAMIFY_KEY=pk_… $(cat "$OUT/track-c$c.cmd")\` |" >>"$OUT/gateway.rows"
   if [ "$RPS" -gt "$best_track" ]; then best_track=$RPS best_track_base=$base best_conns=$c; fi
 done
 
@@ -364,12 +375,12 @@ log "track at a constant $half requests/s (half the best), ${SECS}s"
 oha_run track-half -z "${SECS}s" -c "$best_conns" -q "$half" --latency-correction -m POST -H "x-api-key: $GAMIFY_KEY" \
   -H 'Content-Type: application/json' -d "$track_body" "$API/v1/events/track"
 half_p99=$P99
-echo "| track at a constant $half requests/s (half the best) | $best_conns | $RPS | $RPS | $P50 | $P99 | $NOTOK | – | \`$(sed "s/$GAMIFY_KEY/pk_…/" "$OUT/track-half.cmd")\` |" >>"$OUT/gateway.rows"
+echo "| track at a constant $half requests/s (half the best) | $best_conns | $RPS | $RPS | $P50 | $P99 | $NOTOK | – | – | – | – | \`$(sed "s/$GAMIFY_KEY/pk_…/" "$OUT/track-half.cmd")\` |" >>"$OUT/gateway.rows"
 
 log "batch of 100, 32 connections, ${SECS}s"
 wrk_run batch-c32 32 -s "$BENCH_DIR/batch.lua" "$API"
 batch_eps=$((RPS * 100))
-echo "| batch, 100 events/request | 32 | $RPS | **$batch_eps** | $P50 | $P99 | $NON2XX | – | \`GAMIFY_KEY=pk_… $(cat "$OUT/batch-c32.cmd")\` |" >>"$OUT/gateway.rows"
+echo "| batch, 100 events/request (CPU per event) | 32 | $RPS | **$batch_eps** | $P50 | $P99 | $NON2XX | $(awk -v a="$batch_eps" -v b="$best_base_any" 'BEGIN {printf "%.2f", a / b}')× (events) | $(cpu_per_request batch-c32 api "$batch_eps") | $(cpu_per_request batch-c32 loadgen "$batch_eps") | $(cpu_per_request batch-c32 machine "$batch_eps") | \`GAMIFY_KEY=pk_… $(cat "$OUT/batch-c32.cmd")\` |" >>"$OUT/gateway.rows"
 
 if [ "$PROFILE" = 1 ]; then
   log "profiling gamify-api under track load ($best_conns connections)"
@@ -518,8 +529,13 @@ status() { if awk "BEGIN {exit !($1)}"; then echo "**met**"; else echo "**missed
   echo "\`/healthz\`, measured just before, at the same concurrency. Latencies are wrk's (or oha's,"
   echo "corrected for coordinated omission)."
   echo
-  echo "| scenario | connections | requests/s | events/s | p50 ms | p99 ms | non-2xx | ÷ no-op | command |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "*CPU µs/request* is CPU time per request (per event for batch) over the middle of the scenario:"
+  echo "of gamify-api, of the load generator, and of the whole machine (both cores, everything on them)."
+  echo "They tell where a request's cost lies whatever the machine's speed that day. Batch has no no-op"
+  echo "counterpart; its ÷ column is events/s over the best \`/healthz\` requests/s of the run."
+  echo
+  echo "| scenario | connections | requests/s | events/s | p50 ms | p99 ms | non-2xx | ÷ no-op | api CPU µs/request | load generator µs | machine µs | command |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   cat "$OUT/gateway.rows"
   echo
   echo "### 4. Worker"

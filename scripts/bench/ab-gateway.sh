@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Compares gamify-api builds in one sitting: for each round, each binary in turn serves the same
+# stack (a release development broker of its own, the database gamify_ab, Redis) and gets wrk on
+# /healthz, single-event track and batch; prints requests/s and gamify-api's CPU per request (per
+# event for batch) from /proc/<pid>/stat. Interleaving the binaries spreads the shared machine's
+# swings over all of them; CPU per request moves less with them than requests/s does.
+#
+#   scripts/bench/ab-gateway.sh OLD_BINARY NEW_BINARY...   # AB_ROUNDS (2), AB_SECONDS (6)
+#
+# Build the binaries first, e.g. `git worktree add /tmp/old REV && cargo build --release
+# --manifest-path /tmp/old/Cargo.toml -p gamify-api` (or copy target/release/gamify-api aside).
+{
+[ $# -ge 1 ] || { echo "usage: $0 GAMIFY_API_BINARY..." >&2; exit 2; }
+export DEV_BROKER_DIR=${DEV_BROKER_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target/ab/broker}
+source "$(dirname "$0")/../lib.sh"
+ROUNDS=${AB_ROUNDS:-2} SECS=${AB_SECONDS:-6} PORT=${AB_PORT:-3910}
+API="http://127.0.0.1:$PORT"
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+cargo build --release --quiet -p gamify-dev-broker --bin gamify-dev-broker
+
+broker_pid="" api_pid=""
+cleanup() { for pid in $api_pid $broker_pid; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+rm -rf "$DEV_BROKER_DIR" && mkdir -p "$DEV_BROKER_DIR"
+"$ROOT/target/release/gamify-dev-broker" serve --dir "$DEV_BROKER_DIR" >"$DEV_BROKER_DIR/broker.log" 2>&1 </dev/null &
+broker_pid=$!
+echo "$broker_pid" >"$DEV_BROKER_DIR/broker.pid"
+export KAFKA_TOPIC=gamify.ab.load KAFKA_DLQ_TOPIC=gamify.ab.dlq
+provision gamify_ab fresh
+export DATABASE_URL="$DATABASE_URL?sslmode=disable" DATABASE_OWNER_URL="$DATABASE_OWNER_URL?sslmode=disable"
+"$1" migrate >/dev/null
+export PORT RUST_LOG=warn
+export ADMIN_TOKEN="adm_ab_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export CLIENT_RATE_LIMIT_PER_SECOND=10000000 CLIENT_RATE_LIMIT_BURST=100000000
+export SECRET_KEY_RATE_LIMIT_PER_SECOND=10000000 SECRET_KEY_RATE_LIMIT_BURST=100000000
+export PROJECT_RATE_LIMIT_PER_SECOND=10000000 PROJECT_RATE_LIMIT_BURST=100000000
+
+start_api() {
+  "$1" serve >>"$ROOT/target/ab/api.log" 2>&1 &
+  api_pid=$!
+  wait_for 30 "gamify-api" curl -fsS "$API/readyz"
+}
+stop_api() { kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; api_pid=""; }
+field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
+post() { curl -fsS -X POST "$API$1" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -d "$2"; }
+
+start_api "$1"
+org=$(post /v1/organizations '{"name":"ab"}' | field id)
+project=$(post /v1/projects "{\"organizationId\":\"$org\",\"name\":\"ab\"}" | field id)
+GAMIFY_KEY=$(post "/v1/projects/$project/api-keys" '{"name":"ab","type":"publishable"}' | field key)
+export GAMIFY_KEY
+stop_api
+
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+echo "| round | binary | /healthz req/s | api µs/req | track req/s | api µs/req | ÷ /healthz | batch events/s | api µs/event |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for round in $(seq 1 "$ROUNDS"); do
+  for bin in "$@"; do
+    start_api "$bin"
+    curl -fsS -o /dev/null -X POST "$API/v1/events/track" -H "x-api-key: $GAMIFY_KEY" \
+      -H 'Content-Type: application/json' -d '{"event":"warm","userId":"u"}'
+    row="| $round | \`$bin\`"
+    healthz=0
+    for scenario in healthz track batch; do
+      case $scenario in
+        healthz) args=(-c256 "$API/healthz") per=1 ;;
+        track) args=(-c256 -s "$ROOT/scripts/bench/track.lua" "$API") per=1 ;;
+        batch) args=(-c32 -s "$ROOT/scripts/bench/batch.lua" "$API") per=100 ;;
+      esac
+      before=$(ticks "$api_pid")
+      wrk -t2 -d"${SECS}s" "${args[@]}" >"$ROOT/target/ab/wrk.txt" 2>&1
+      after=$(ticks "$api_pid")
+      if grep -q 'Non-2xx' "$ROOT/target/ab/wrk.txt"; then die "non-2xx answers in $scenario with $bin"; fi
+      requests=$(awk '/ requests in / {print $1}' "$ROOT/target/ab/wrk.txt")
+      rate=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$ROOT/target/ab/wrk.txt")
+      us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$requests" -v per="$per" \
+        'BEGIN {printf "%.1f", t / hz / (n * per) * 1e6}')
+      case $scenario in
+        healthz) healthz=$rate row="$row | $rate | $us" ;;
+        track) row="$row | $rate | $us | $(awk -v a="$rate" -v b="$healthz" 'BEGIN {printf "%.2f×", a / b}')" ;;
+        batch) row="$row | $((rate * per)) | $us |" ;;
+      esac
+    done
+    echo "$row"
+    stop_api
+  done
+done
+exit 0
+}
