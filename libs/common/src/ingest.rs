@@ -249,13 +249,7 @@ pub fn parse_track(
     received_at: DateTime<Utc>,
 ) -> Result<Event, Vec<FieldError>> {
     check_size(&value)?;
-    let body = match value {
-        Value::Object(mut map) => match typed::track(&mut map) {
-            Some(body) => body,
-            None => deserialize::<TrackBody>(Value::Object(map))?,
-        },
-        other => deserialize::<TrackBody>(other)?,
-    };
+    let body: TrackBody = take_body(value, typed::track)?;
     let mut errors = Vec::new();
     let timestamp = parse_time("timestamp", body.timestamp.as_deref(), &mut errors);
     let sent_at = parse_time("sentAt", body.sent_at.as_deref(), &mut errors).or(defaults.sent_at);
@@ -310,13 +304,7 @@ fn finish(
 /// Parses and validates one identify call received at `received_at`.
 pub fn parse_identify(value: Value, received_at: DateTime<Utc>) -> Result<Event, Vec<FieldError>> {
     check_size(&value)?;
-    let body = match value {
-        Value::Object(mut map) => match typed::identify(&mut map) {
-            Some(body) => body,
-            None => deserialize::<IdentifyBody>(Value::Object(map))?,
-        },
-        other => deserialize::<IdentifyBody>(other)?,
-    };
+    let body: IdentifyBody = take_body(value, typed::identify)?;
     let mut errors = Vec::new();
     let timestamp = parse_time("timestamp", body.timestamp.as_deref(), &mut errors);
     let sent_at = parse_time("sentAt", body.sent_at.as_deref(), &mut errors);
@@ -477,6 +465,20 @@ fn merged_context(
     let mut context = defaults.cloned().unwrap_or_default();
     context.extend(own.unwrap_or_default());
     context
+}
+
+/// `typed` takes the body straight out of the object when it can; serde, otherwise, for its error.
+fn take_body<T: serde::de::DeserializeOwned>(
+    value: Value,
+    typed: fn(&mut Map<String, Value>) -> Option<T>,
+) -> Result<T, Vec<FieldError>> {
+    match value {
+        Value::Object(mut map) => match typed(&mut map) {
+            Some(body) => Ok(body),
+            None => deserialize(Value::Object(map)),
+        },
+        other => deserialize(other),
+    }
 }
 
 fn deserialize<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Vec<FieldError>> {
