@@ -61,6 +61,9 @@ impl AppState {
     /// Builds the state; background tasks (key invalidations, last-used writes) stop with
     /// `shutdown`.
     pub fn new(db: Db, settings: &Settings, shutdown: &CancellationToken) -> Result<Self> {
+        // The recorder first: the key resolver and the producer register their metrics once, at
+        // creation.
+        let metrics = metrics::handle();
         let redis = Arc::new(Redis::new(&settings.redis_url)?);
         let keys = KeyResolver::start(
             db.clone(),
@@ -69,8 +72,6 @@ impl AppState {
             settings.negative_cache_ttl,
             shutdown,
         );
-        // The recorder first: the producer registers its metrics once, at creation.
-        let metrics = metrics::handle();
         let producer = EventProducer::new(
             &settings.kafka_brokers,
             &settings.kafka_topic,

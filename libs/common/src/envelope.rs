@@ -35,7 +35,9 @@ pub struct Envelope {
     pub properties: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traits: Option<Map<String, Value>>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub received_at: DateTime<Utc>,
     pub context: EnvelopeContext,
 }

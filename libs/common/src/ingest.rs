@@ -210,7 +210,9 @@ impl Event {
             user_id: Option<&'a str>,
             anonymous_id: Option<&'a str>,
             message_id: Option<&'a str>,
+            #[serde(serialize_with = "crate::timestamp::serialize_option")]
             timestamp: Option<DateTime<Utc>>,
+            #[serde(serialize_with = "crate::timestamp::serialize_option")]
             sent_at: Option<DateTime<Utc>>,
             properties: &'a Map<String, Value>,
             context: &'a Map<String, Value>,

@@ -139,7 +139,16 @@ pub struct KeyHash(String);
 
 impl KeyHash {
     pub fn of(full_key: &str) -> Self {
-        Self(hex::encode(Sha256::digest(full_key.as_bytes())))
+        // Into a buffer first: `hex::encode` builds its String a char at a time, on every request.
+        let mut hex = [0u8; 64];
+        let digest = Sha256::digest(full_key.as_bytes());
+        hex::encode_to_slice(digest, &mut hex)
+            .unwrap_or_else(|_| unreachable!("32 bytes are 64 hex digits"));
+        Self(
+            std::str::from_utf8(&hex)
+                .unwrap_or_else(|_| unreachable!("hex digits are ASCII"))
+                .to_owned(),
+        )
     }
 
     pub fn as_str(&self) -> &str {

@@ -7,6 +7,7 @@ pub mod events;
 pub mod ingest;
 pub mod keys;
 pub mod shutdown;
+pub mod timestamp;
 
 pub use config::ConfigError;
 pub use envelope::Envelope;

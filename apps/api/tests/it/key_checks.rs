@@ -309,3 +309,43 @@ async fn unreadable_trusted_events_or_origins_refuse_rather_than_allow() {
         .unwrap();
     expect_error(response, StatusCode::FORBIDDEN, "origin_not_allowed").await;
 }
+
+/// `gamify_key_cache_lookups_total{level}` as the gateway reports it.
+async fn key_lookups(server: &TestServer, level: &str) -> f64 {
+    let text = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("gamify_key_cache_lookups_total{{level=\"{level}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+/// A warm key is answered from the in-process cache without loading anything, and each such
+/// answer still counts as an L0 lookup (the recorder is shared by every test of this binary, so
+/// the counts are compared as lower bounds).
+#[tokio::test]
+async fn warm_keys_are_counted_as_in_process_hits() {
+    let server = TestServer::start().await;
+    let (_, pk, _) = server.project_with_keys().await;
+    let loads_before = key_lookups(&server, "l2").await;
+    assert_eq!(
+        server.track(&pk, page_view()).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(key_lookups(&server, "l2").await >= loads_before + 1.0);
+    let hits_before = key_lookups(&server, "l0").await;
+    for _ in 0..20 {
+        assert_eq!(
+            server.track(&pk, page_view()).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let hits = key_lookups(&server, "l0").await - hits_before;
+    assert!(hits >= 20.0, "{hits} L0 hits counted for 20 warm requests");
+}
