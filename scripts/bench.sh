@@ -37,6 +37,7 @@ E2E_RATE=${BENCH_E2E_RATE:-10000}
 # project needs far more than the usual 12 partitions (24 still lost 1.2%). The load topic keeps 12.
 PARTITIONS=${BENCH_PARTITIONS:-48}
 PROFILE=${BENCH_PROFILE:-0}
+HALF_RUNS=${BENCH_HALF_RUNS:-$([ "$QUICK" = 1 ] && echo 1 || echo 3)}
 # BENCH_ONLY=worker or =gateway: only the worker scenarios (section 4) or the gateway's (1–3),
 # printed, nothing written to the docs (for what-if runs of one setting).
 ONLY=${BENCH_ONLY:-all}
@@ -357,6 +358,7 @@ curl -fsS -o /dev/null -X POST "$API/v1/events/track" -H "x-api-key: $GAMIFY_KEY
   -H 'Content-Type: application/json' -d "$track_body"
 
 : >"$OUT/gateway.rows"
+: >"$OUT/half.rows"
 best_track=0 best_track_base=0 best_conns=0
 for c in $CONNECTIONS; do
   log "baseline /healthz and track, $c connections, ${SECS}s each"
@@ -371,11 +373,31 @@ for c in $CONNECTIONS; do
 done
 
 half=$((best_track / 2))
-log "track at a constant $half requests/s (half the best), ${SECS}s"
-oha_run track-half -z "${SECS}s" -c "$best_conns" -q "$half" --latency-correction -m POST -H "x-api-key: $GAMIFY_KEY" \
-  -H 'Content-Type: application/json' -d "$track_body" "$API/v1/events/track"
-half_p99=$P99
-echo "| track at a constant $half requests/s (half the best) | $best_conns | $RPS | $RPS | $P50 | $P99 | $NOTOK | – | – | – | – | \`$(sed "s/$GAMIFY_KEY/pk_…/" "$OUT/track-half.cmd")\` |" >>"$OUT/gateway.rows"
+# A p99 is decided by 1 % of the requests: one stall of the shared machine (or of the development
+# broker's single thread) of ~100 ms in a 15 s run is enough to move it tenfold. The scenario runs
+# BENCH_HALF_RUNS times; the target is judged on the median, every run is shown. *Gateway > 10 ms*
+# is the share of requests that took longer than 10 ms inside gamify-api (its own histogram, which
+# includes waiting for the broker's acknowledgement), beside oha's share from outside.
+track_slow() { # requests of /v1/events/track so far: "total under-10-ms"
+  curl -fsS "$API/metrics" | awk '
+    /^gamify_http_request_duration_seconds_count\{route="\/v1\/events\/track"\}/ {n = $2}
+    /^gamify_http_request_duration_seconds_bucket\{route="\/v1\/events\/track",le="0.01"\}/ {f = $2}
+    END {print n + 0, f + 0}'
+}
+half_p99s=()
+for run in $(seq 1 "$HALF_RUNS"); do
+  log "track at a constant $half requests/s (half the best), ${SECS}s, run $run of $HALF_RUNS"
+  read -r n0 f0 <<<"$(track_slow)"
+  oha_run "track-half-$run" -z "${SECS}s" -c "$best_conns" -q "$half" --latency-correction -m POST -H "x-api-key: $GAMIFY_KEY" \
+    -H 'Content-Type: application/json' -d "$track_body" "$API/v1/events/track"
+  read -r n1 f1 <<<"$(track_slow)"
+  half_p99s+=("$P99")
+  inside=$(awk -v n=$((n1 - n0)) -v f=$((f1 - f0)) 'BEGIN {printf "%.2f", n ? 100 * (n - f) / n : 0}')
+  echo "| track at a constant $half requests/s (half the best), run $run of $HALF_RUNS | $best_conns | $RPS | $RPS | $P50 | $P99 | $NOTOK | – | – | – | – | \`$(sed "s/$GAMIFY_KEY/pk_…/" "$OUT/track-half-$run.cmd")\` |" >>"$OUT/gateway.rows"
+  echo "| $run | $P50 | $(jq '.latencyPercentiles.p95 * 1000 * 100 | round / 100' "$OUT/track-half-$run.json") | $P99 | $(jq '.latencyPercentiles["p99.9"] * 1000 * 100 | round / 100' "$OUT/track-half-$run.json") | $(jq '.summary.slowest * 1000 * 100 | round / 100' "$OUT/track-half-$run.json") | ${inside} % |" >>"$OUT/half.rows"
+done
+half_p99=$(printf '%s\n' "${half_p99s[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
+half_all=$(printf '%s / ' "${half_p99s[@]}"); half_all=${half_all% / }
 
 log "batch of 100, 32 connections, ${SECS}s"
 wrk_run batch-c32 32 -s "$BENCH_DIR/batch.lua" "$API"
@@ -393,7 +415,7 @@ fi
 fi
 stop_api
 if [ "$ONLY" = gateway ]; then
-  cat "$OUT/cpu.rows" "$OUT/gateway.rows"
+  cat "$OUT/cpu.rows" "$OUT/gateway.rows" "$OUT/half.rows"
   exit 0
 fi
 
@@ -512,7 +534,7 @@ status() { if awk "BEGIN {exit !($1)}"; then echo "**met**"; else echo "**missed
   echo "| target | measured (same run) | status |"
   echo "|---|---|---|"
   echo "| single-event track ≥ 0.5× the no-op route at the same concurrency | ${best_track}/s vs ${best_track_base}/s at $best_conns connections = ${best_ratio}× | $(status "$best_ratio >= 0.5") |"
-  echo "| track p99 ≤ 10 ms at half that load | p99 ${half_p99} ms at a constant ${half}/s | $(status "$half_p99 <= 10") |"
+  echo "| track p99 ≤ 10 ms at half that load | p99 ${half_p99} ms, the median of $HALF_RUNS runs (${half_all} ms) at a constant ${half}/s | $(status "$half_p99 <= 10") |"
   echo "| batch track ≥ 300,000 events/s | $batch_eps events/s | $(status "$batch_eps >= 300000") |"
   echo "| worker ≥ 50,000 events/s, 1 project | $w1_eps events/s | $(status "$w1_eps >= 50000") |"
   echo "| worker ≥ 0.5× raw COPY, 1 project | ${w1_ratio}× ($w1_copy rows/s by COPY; COPY into the real tables: $w1_schema rows/s, the worker ${w1_schema_ratio}× that) | $(status "$w1_ratio >= 0.5") |"
@@ -537,6 +559,16 @@ status() { if awk "BEGIN {exit !($1)}"; then echo "**met**"; else echo "**missed
   echo "| scenario | connections | requests/s | events/s | p50 ms | p99 ms | non-2xx | ÷ no-op | api CPU µs/request | load generator µs | machine µs | command |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   cat "$OUT/gateway.rows"
+  echo
+  echo "Track at half the best rate, each run (oha, latency-corrected, ms; the target takes the median"
+  echo "p99). *Inside gamify-api > 10 ms* is the share of these requests that took over 10 ms by the"
+  echo "gateway's own \`gamify_http_request_duration_seconds\` (which includes waiting for the broker's"
+  echo "acknowledgement); oha's p99 above 10 ms with this share under 1 % puts the tail outside the"
+  echo "gateway's handling (the kernel, the scheduler, the load generator)."
+  echo
+  echo "| run | p50 | p95 | p99 | p99.9 | slowest | inside gamify-api > 10 ms |"
+  echo "|---|---|---|---|---|---|---|"
+  cat "$OUT/half.rows"
   echo
   echo "### 4. Worker"
   echo
