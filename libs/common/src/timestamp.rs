@@ -39,12 +39,14 @@ fn write<'a>(at: &DateTime<Utc>, buffer: &'a mut [u8; LONGEST]) -> Option<&'a st
         return None;
     }
     let mut len = 0;
-    let mut put = |value: u32, digits: u32, after: Option<u8>| {
-        for place in (0..digits).rev() {
-            // Each digit is < 10, so it fits in a u8.
-            buffer[len] = b'0' + ((value / 10u32.pow(place)) % 10) as u8;
-            len += 1;
+    let mut put = |mut value: u32, digits: usize, after: Option<u8>| {
+        // From the last digit back, dividing by the constant 10 (a multiplication once compiled).
+        for slot in buffer[len..len + digits].iter_mut().rev() {
+            // A remainder of 10 fits in a u8.
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
         }
+        len += digits;
         if let Some(separator) = after {
             buffer[len] = separator;
             len += 1;
