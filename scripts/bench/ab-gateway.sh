@@ -11,29 +11,11 @@
 # --manifest-path /tmp/old/Cargo.toml -p gamify-api` (or copy target/release/gamify-api aside).
 {
 [ $# -ge 1 ] || { echo "usage: $0 GAMIFY_API_BINARY..." >&2; exit 2; }
-export DEV_BROKER_DIR=${DEV_BROKER_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target/ab/broker}
-source "$(dirname "$0")/../lib.sh"
+BENCH_STACK=ab
+source "$(dirname "$0")/gateway-stack.sh"
 ROUNDS=${AB_ROUNDS:-2} SECS=${AB_SECONDS:-6} PORT=${AB_PORT:-3910}
 API="http://127.0.0.1:$PORT"
-command -v wrk >/dev/null 2>&1 || apt_install wrk
-cargo build --release --quiet -p gamify-dev-broker --bin gamify-dev-broker
-
-broker_pid="" api_pid=""
-cleanup() { for pid in $api_pid $broker_pid; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
-rm -rf "$DEV_BROKER_DIR" && mkdir -p "$DEV_BROKER_DIR"
-"$ROOT/target/release/gamify-dev-broker" serve --dir "$DEV_BROKER_DIR" >"$DEV_BROKER_DIR/broker.log" 2>&1 </dev/null &
-broker_pid=$!
-echo "$broker_pid" >"$DEV_BROKER_DIR/broker.pid"
-export KAFKA_TOPIC=gamify.ab.load KAFKA_DLQ_TOPIC=gamify.ab.dlq
-provision gamify_ab fresh
-export DATABASE_URL="$DATABASE_URL?sslmode=disable" DATABASE_OWNER_URL="$DATABASE_OWNER_URL?sslmode=disable"
-"$1" migrate >/dev/null
-export PORT RUST_LOG=warn
-export ADMIN_TOKEN="adm_ab_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export CLIENT_RATE_LIMIT_PER_SECOND=10000000 CLIENT_RATE_LIMIT_BURST=100000000
-export SECRET_KEY_RATE_LIMIT_PER_SECOND=10000000 SECRET_KEY_RATE_LIMIT_BURST=100000000
-export PROJECT_RATE_LIMIT_PER_SECOND=10000000 PROJECT_RATE_LIMIT_BURST=100000000
+gateway_stack ab "$1"
 
 start_api() {
   "$1" serve >>"$ROOT/target/ab/api.log" 2>&1 &
@@ -41,15 +23,7 @@ start_api() {
   wait_for 30 "gamify-api" curl -fsS "$API/readyz"
 }
 stop_api() { kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; api_pid=""; }
-field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
-post() { curl -fsS -X POST "$API$1" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -d "$2"; }
-
-start_api "$1"
-org=$(post /v1/organizations '{"name":"ab"}' | field id)
-project=$(post /v1/projects "{\"organizationId\":\"$org\",\"name\":\"ab\"}" | field id)
-GAMIFY_KEY=$(post "/v1/projects/$project/api-keys" '{"name":"ab","type":"publishable"}' | field key)
-export GAMIFY_KEY
-stop_api
+publishable_key "$1"
 
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }

@@ -12,41 +12,21 @@
 # wrk sees a few hundred requests per second; the count per request is what matters.
 {
 [ $# -ge 1 ] || { echo "usage: $0 GAMIFY_API_BINARY..." >&2; exit 2; }
-export DEV_BROKER_DIR=${DEV_BROKER_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target/cg/broker}
-source "$(dirname "$0")/../lib.sh"
+BENCH_STACK=cg
+source "$(dirname "$0")/gateway-stack.sh"
 SECS=${CG_SECONDS:-20} PORT=${CG_PORT:-3920} SCENARIOS=${CG_SCENARIOS:-healthz track batch}
 API="http://127.0.0.1:$PORT" OUT="$ROOT/target/cg"
-command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v valgrind >/dev/null 2>&1 || apt_install valgrind
-cargo build --release --quiet -p gamify-dev-broker --bin gamify-dev-broker
+rm -rf "$OUT"
+gateway_stack cg "$1"
 
-broker_pid="" api_pid=""
-cleanup() { for pid in $api_pid $broker_pid; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
-rm -rf "$OUT" && mkdir -p "$DEV_BROKER_DIR"
-"$ROOT/target/release/gamify-dev-broker" serve --dir "$DEV_BROKER_DIR" >"$DEV_BROKER_DIR/broker.log" 2>&1 </dev/null &
-broker_pid=$!
-echo "$broker_pid" >"$DEV_BROKER_DIR/broker.pid"
-export KAFKA_TOPIC=gamify.cg.load KAFKA_DLQ_TOPIC=gamify.cg.dlq
-provision gamify_cg fresh
-export DATABASE_URL="$DATABASE_URL?sslmode=disable" DATABASE_OWNER_URL="$DATABASE_OWNER_URL?sslmode=disable"
-"$1" migrate >/dev/null
-export PORT RUST_LOG=warn
-export ADMIN_TOKEN="adm_cg_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export CLIENT_RATE_LIMIT_PER_SECOND=10000000 CLIENT_RATE_LIMIT_BURST=100000000
-export SECRET_KEY_RATE_LIMIT_PER_SECOND=10000000 SECRET_KEY_RATE_LIMIT_BURST=100000000
-export PROJECT_RATE_LIMIT_PER_SECOND=10000000 PROJECT_RATE_LIMIT_BURST=100000000
-field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
-post() { curl -fsS -X POST "$API$1" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -d "$2"; }
-
-"$1" serve >>"$OUT/api.log" 2>&1 &
-api_pid=$!
-wait_for 30 "gamify-api" curl -fsS "$API/readyz"
-org=$(post /v1/organizations '{"name":"cg"}' | field id)
-project=$(post /v1/projects "{\"organizationId\":\"$org\",\"name\":\"cg\"}" | field id)
-GAMIFY_KEY=$(post "/v1/projects/$project/api-keys" '{"name":"cg","type":"publishable"}' | field key)
-export GAMIFY_KEY
-kill "$api_pid"; wait "$api_pid" 2>/dev/null || true; api_pid=""
+start_api() {
+  "$1" serve >>"$OUT/api.log" 2>&1 &
+  api_pid=$!
+  wait_for 30 "gamify-api" curl -fsS "$API/readyz"
+}
+stop_api() { kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; api_pid=""; }
+publishable_key "$1"
 
 echo "| binary | scenario | requests | instructions/request | per event |"
 echo "|---|---|---|---|---|"
