@@ -17,12 +17,6 @@ ROUNDS=${AB_ROUNDS:-2} SECS=${AB_SECONDS:-6} PORT=${AB_PORT:-3910}
 API="http://127.0.0.1:$PORT"
 gateway_stack ab "$1"
 
-start_api() {
-  "$1" serve >>"$ROOT/target/ab/api.log" 2>&1 &
-  api_pid=$!
-  wait_for 30 "gamify-api" curl -fsS "$API/readyz"
-}
-stop_api() { kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; api_pid=""; }
 publishable_key "$1"
 
 HZ=$(getconf CLK_TCK)

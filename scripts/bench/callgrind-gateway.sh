@@ -20,12 +20,6 @@ command -v valgrind >/dev/null 2>&1 || apt_install valgrind
 rm -rf "$OUT"
 gateway_stack cg "$1"
 
-start_api() {
-  "$1" serve >>"$OUT/api.log" 2>&1 &
-  api_pid=$!
-  wait_for 30 "gamify-api" curl -fsS "$API/readyz"
-}
-stop_api() { kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; api_pid=""; }
 publishable_key "$1"
 
 echo "| binary | scenario | requests | instructions/request | per event |"

@@ -2,9 +2,10 @@
 # stack they share. `gateway_stack NAME FIRST_BINARY` starts a release development broker of its
 # own under target/NAME/broker, provisions the database gamify_NAME with topics gamify.NAME.*,
 # migrates it with FIRST_BINARY and exports the environment for `gamify-api serve` on $PORT (rate
-# limits out of the way); `publishable_key BINARY` then creates an organization, a project and a
-# publishable key through that gateway, into GAMIFY_KEY. The caller sets PORT and API and defines
-# `start_api BINARY` and `stop_api`, keeping its gateway's pid in api_pid for the exit trap.
+# limits out of the way); `start_api BINARY` and `stop_api` run one gateway at a time (its pid in
+# api_pid, for the exit trap; its log in target/NAME/api.log); `publishable_key BINARY` creates an
+# organization, a project and a publishable key through that gateway, into GAMIFY_KEY. The caller
+# sets BENCH_STACK (NAME) before sourcing this, then PORT and API.
 
 export DEV_BROKER_DIR=${DEV_BROKER_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/$BENCH_STACK/broker}
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -31,6 +32,13 @@ gateway_stack() { # gateway_stack NAME FIRST_BINARY
   export SECRET_KEY_RATE_LIMIT_PER_SECOND=10000000 SECRET_KEY_RATE_LIMIT_BURST=100000000
   export PROJECT_RATE_LIMIT_PER_SECOND=10000000 PROJECT_RATE_LIMIT_BURST=100000000
 }
+
+start_api() { # start_api BINARY
+  "$1" serve >>"$ROOT/target/$BENCH_STACK/api.log" 2>&1 &
+  api_pid=$!
+  wait_for 30 "gamify-api" curl -fsS "$API/readyz"
+}
+stop_api() { kill "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true; api_pid=""; }
 
 publishable_key() { # publishable_key BINARY
   local org project
