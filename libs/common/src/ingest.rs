@@ -15,6 +15,9 @@ pub const MAX_BATCH_EVENTS: usize = 500;
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 /// Everything one request produces, after a batch's shared fields are merged into every event:
 /// a small body cannot fan out into megabytes on the topic.
+/// The longest User-Agent copied into an event's context; a longer one is cut at a character
+/// boundary (real browsers send 100–300 bytes).
+pub const MAX_USER_AGENT_BYTES: usize = 512;
 pub const MAX_PRODUCED_BYTES_PER_REQUEST: usize = 1024 * 1024;
 /// Client timestamps further ahead than this are not believed.
 pub const MAX_FUTURE_SKEW: Duration = Duration::hours(24);

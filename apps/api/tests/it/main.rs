@@ -16,3 +16,4 @@ mod projects;
 mod reads;
 mod redis_outage;
 mod secrets_in_logs;
+mod trust_boundary;

@@ -19,15 +19,15 @@ use crate::harness::{
 };
 
 /// gamify-api serving in this process, producing to the test's topic.
-struct Gateway {
-    base_url: String,
-    admin_token: String,
-    client: reqwest::Client,
+pub struct Gateway {
+    pub base_url: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
     shutdown: CancellationToken,
 }
 
 impl Gateway {
-    async fn start(topic: &str) -> Self {
+    pub async fn start(topic: &str) -> Self {
         let settings = Settings {
             admin_token: AdminToken {
                 value: format!("adm_e2e_{}", Uuid::new_v4().simple()),
@@ -84,7 +84,7 @@ impl Gateway {
         }
     }
 
-    async fn call(
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -103,7 +103,7 @@ impl Gateway {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn admin(&self, path: &str, body: Value) -> Value {
+    pub async fn admin(&self, path: &str, body: Value) -> Value {
         let (status, body) = self
             .call(Method::POST, path, &self.admin_token, Some(body))
             .await;
@@ -112,7 +112,7 @@ impl Gateway {
     }
 
     /// A new project with a publishable and a secret key: (project id, pk, sk).
-    async fn project(&self) -> (Uuid, String, String) {
+    pub async fn project(&self) -> (Uuid, String, String) {
         let org = self
             .admin("/v1/organizations", json!({ "name": "e2e" }))
             .await;
@@ -137,11 +137,11 @@ impl Gateway {
         )
     }
 
-    async fn send(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    pub async fn send(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, key, Some(body)).await
     }
 
-    async fn events(&self, sk: &str) -> Vec<Value> {
+    pub async fn events(&self, sk: &str) -> Vec<Value> {
         let (status, page) = self
             .call(Method::GET, "/v1/events?limit=1000", sk, None)
             .await;
