@@ -16,6 +16,7 @@ mod m20261124_000006_project_rate_limits;
 mod m20261124_000007_event_retention;
 mod m20261124_000008_retention_without_deadlocks;
 mod m20261124_000009_events_without_row_foreign_keys;
+mod m20261204_000010_versioned_trusted_events;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000007_event_retention::migration()),
             Box::new(m20261124_000008_retention_without_deadlocks::migration()),
             Box::new(m20261124_000009_events_without_row_foreign_keys::migration()),
+            Box::new(m20261204_000010_versioned_trusted_events::migration()),
         ]
     }
 }
@@ -78,6 +80,7 @@ const APPLICATION_TABLES: &[&str] = &[
     "end_users",
     "events",
     "event_message_ids",
+    "superseded_trusted_events",
 ];
 
 /// How many monthly partitions of `events` exist ahead of the current month after migrating.

@@ -1,5 +1,6 @@
 //! Ingestion request bodies: JSON (or the same JSON sent as `text/plain`, which browsers can send
-//! without a CORS preflight), optionally gzip-compressed, at most 500 KB once inflated.
+//! without a CORS preflight), optionally gzip-compressed, at most 500 KB once inflated. A gzip body
+//! of several members (RFC 1952 lets a sender concatenate them) is read whole.
 
 use std::io::Read;
 
@@ -52,7 +53,7 @@ pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value> {
         None | Some("" | "identity") => raw.to_vec(),
         Some("gzip" | "x-gzip") => {
             let mut inflated = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..])
+            flate2::read::MultiGzDecoder::new(&raw[..])
                 .take(MAX_BATCH_BYTES as u64 + 1)
                 .read_to_end(&mut inflated)
                 .map_err(|_| Error::invalid("request body is not valid gzip"))?;

@@ -120,7 +120,7 @@ impl Error {
                 Bucket::SecretKey(_) => {
                     "too many requests with this secret key; retry after Retry-After seconds"
                 }
-                Bucket::Project(_) => {
+                Bucket::Project(..) => {
                     "the project's limit on accepted events is reached; retry after Retry-After seconds"
                 }
                 Bucket::InvalidKeys(_) => {

@@ -1,16 +1,20 @@
 //! Extractors whose rejections are this API's JSON errors, and the admin authentication extractor.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::{FromRequest, FromRequestParts},
     http::{HeaderMap, header, request::Parts},
 };
-use chrono::Utc;
-use gamify_common::{ApiKey, KeyType, events::NameList, keys::constant_time_eq};
+use chrono::{DateTime, Utc};
+use gamify_common::{ApiKey, KeyHash, KeyType, events::NameList, keys::constant_time_eq};
 
 use crate::{
-    AppState, Result, body::read_json, client_ip::client_ip, error::Error, key_cache::KeyRecord,
+    AppState, Result,
+    body::read_json,
+    client_ip::client_ip,
+    error::Error,
+    key_cache::{KeyRecord, Resolved},
     rate_limit::Bucket,
 };
 
@@ -97,38 +101,17 @@ async fn authenticate(
     client: Option<IpAddr>,
     raw: &str,
     state: &AppState,
-) -> Result<Arc<KeyRecord>> {
-    let ip = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    // A client that keeps presenting unknown keys is refused before any lookup, so a flood of
-    // random keys costs Postgres (and Redis) nothing beyond this budget per address.
-    let invalid = Bucket::InvalidKeys(ip);
-    let invalid_quota = state.http_limits().invalid_keys;
-    state
-        .rate_limiter()
-        .peek(invalid, invalid_quota)
-        .map_err(|wait| Error::rate_limited(invalid, wait))?;
-    let refused = |err: Error| {
-        if matches!(err, Error::InvalidApiKey) {
-            let _ = state.rate_limiter().check(invalid, invalid_quota, 1);
-        }
-        err
-    };
+) -> Result<(Arc<KeyRecord>, KeyHash)> {
     // Malformed keys never reach Redis or Postgres.
-    let key = ApiKey::parse(raw).map_err(|_| refused(Error::InvalidApiKey))?;
-    let record = state
-        .keys()
-        .resolve(&key.hash())
-        .await
-        .map_err(|err| {
-            tracing::warn!(error = %err, "cannot resolve api key");
-            Error::unavailable("cannot verify the API key right now", Some(1))
-        })?
-        .ok_or_else(|| refused(Error::InvalidApiKey))?;
+    let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
+    let hash = key.hash();
+    let record = resolve(state, client, &key, &hash).await?;
     if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
-        return Err(refused(Error::InvalidApiKey));
+        return Err(Error::InvalidApiKey);
     }
     check_origin(&record, &parts.headers)?;
     // One publishable key serves every visitor of a site: it is limited per client address.
+    let ip = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let limits = state.limits();
     let (bucket, quota) = match record.key_type {
         KeyType::Publishable => (Bucket::Client(record.key_id, ip), limits.client),
@@ -139,6 +122,65 @@ async fn authenticate(
         .check(bucket, quota, 1)
         .map_err(|wait| Error::rate_limited(bucket, wait))?;
     state.keys().mark_used(record.key_id);
+    Ok((record, hash))
+}
+
+/// The key's record. A client that keeps presenting keys nobody knows spends a budget per address
+/// (`Bucket::InvalidKeys`), charged only by lookups that reached Postgres and found nothing; once
+/// it is spent, the address' keys are answered from the caches only. A key found in a cache never
+/// consults the budget, nor does one this deployment issued (vouched for by its tag): a valid key
+/// is never refused for what another client behind the same address did.
+async fn resolve(
+    state: &AppState,
+    client: Option<IpAddr>,
+    key: &ApiKey,
+    hash: &KeyHash,
+) -> Result<Arc<KeyRecord>> {
+    let ip = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let budget = Bucket::InvalidKeys(ip);
+    let quota = state.http_limits().invalid_keys;
+    let vouched = state.key_voucher().vouches_for(key);
+    let within_budget = || vouched || state.rate_limiter().peek(budget, quota).is_ok();
+    match state.keys().resolve(hash, within_budget()).await? {
+        Resolved::Found(record) => Ok(record),
+        Resolved::Unknown { looked_up } => {
+            if looked_up && !vouched {
+                let _ = state.rate_limiter().check(budget, quota, 1);
+            }
+            Err(Error::InvalidApiKey)
+        }
+        Resolved::NotLookedUp => {
+            let wait = state
+                .rate_limiter()
+                .peek(budget, quota)
+                .err()
+                .unwrap_or(Duration::from_secs(1));
+            Err(Error::rate_limited(budget, wait))
+        }
+    }
+}
+
+/// The key's record again once the request's body has arrived, for the instant `received_at`
+/// the event is accepted at: a revocation, expiry or trusted-list change that took effect while the
+/// body was on its way applies to it. An L0 hit on the gateway's usual path.
+async fn confirm(
+    state: &AppState,
+    parts: &Parts,
+    hash: &KeyHash,
+    authenticated: &KeyRecord,
+    received_at: DateTime<Utc>,
+) -> Result<Arc<KeyRecord>> {
+    let record = match state.keys().resolve(hash, true).await? {
+        Resolved::Found(record) => record,
+        Resolved::Unknown { .. } | Resolved::NotLookedUp => return Err(Error::InvalidApiKey),
+    };
+    if record.key_id != authenticated.key_id
+        || record.key_type != authenticated.key_type
+        || record.is_expired_at(received_at)
+    {
+        return Err(Error::InvalidApiKey);
+    }
+    check_origin(&record, &parts.headers)?;
     Ok(record)
 }
 
@@ -152,7 +194,9 @@ impl FromRequestParts<AppState> for IngestKey {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let raw = header_key(parts).ok_or(Error::InvalidApiKey)?;
         let client = request_client_ip(parts, state);
-        authenticate(parts, client, raw, state).await.map(IngestKey)
+        authenticate(parts, client, raw, state)
+            .await
+            .map(|(record, _)| IngestKey(record))
     }
 }
 
@@ -160,12 +204,17 @@ impl FromRequestParts<AppState> for IngestKey {
 /// for browsers delivering on page unload with `navigator.sendBeacon`, which cannot set headers and
 /// must avoid a CORS preflight — from a top-level `"apiKey"` field of a `text/plain` body. Either
 /// way the same checks apply; the field is removed before the body is validated.
+///
+/// The request is accepted at `received_at`, once its whole body has arrived, and `key` is the
+/// key as it stands then: a header-keyed request is refused before its body is read when the key
+/// is, and checked again after.
 pub struct IngestRequest {
     pub key: Arc<KeyRecord>,
     /// The client's address (`TRUSTED_PROXY_HOPS` applied), as limited and as recorded.
     pub client_ip: Option<IpAddr>,
     pub headers: HeaderMap,
     pub body: serde_json::Value,
+    pub received_at: DateTime<Utc>,
 }
 
 impl FromRequest<AppState> for IngestRequest {
@@ -174,15 +223,15 @@ impl FromRequest<AppState> for IngestRequest {
     async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<Self> {
         let (parts, body) = request.into_parts();
         let client = request_client_ip(&parts, state);
-        let (key, body) = match header_key(&parts) {
+        let (authenticated, hash, body) = match header_key(&parts) {
             // Authenticated before the body is read, as every header-keyed request.
             Some(raw) => {
-                let key = authenticate(&parts, client, raw, state).await?;
+                let (key, hash) = authenticate(&parts, client, raw, state).await?;
                 let mut body = read_json(&parts.headers, body).await?;
                 if let Some(object) = body.as_object_mut() {
                     object.remove("apiKey");
                 }
-                (key, body)
+                (key, hash, body)
             }
             None => {
                 let mut body = read_json(&parts.headers, body).await?;
@@ -190,14 +239,20 @@ impl FromRequest<AppState> for IngestRequest {
                     Some(serde_json::Value::String(raw)) => raw,
                     _ => return Err(Error::InvalidApiKey),
                 };
-                (authenticate(&parts, client, &raw, state).await?, body)
+                let (key, hash) = authenticate(&parts, client, &raw, state).await?;
+                (key, hash, body)
             }
         };
+        // Stamped before the key is confirmed: a change that reaches this gateway after the
+        // confirmation took effect after this instant.
+        let received_at = Utc::now();
+        let key = confirm(state, &parts, &hash, &authenticated, received_at).await?;
         Ok(Self {
             key,
             client_ip: client,
             headers: parts.headers,
             body,
+            received_at,
         })
     }
 }

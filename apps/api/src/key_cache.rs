@@ -1,12 +1,28 @@
 //! API key resolution on the ingestion path: L0 in-process (moka) → L1 Redis → L2 Postgres.
 //! Unknown keys are remembered as unknown for a few seconds at L0 and L1, so a flood of random keys
-//! does not reach Postgres. Revoke and roll delete the Redis entry and publish an invalidation that
-//! every gateway drops from its L0.
+//! does not reach Postgres.
+//!
+//! A change that can make a key refuse what it accepted before (a revocation, an expiry brought
+//! forward, a trusted-event list) is *announced* ([`KeyResolver::announce`]): every gateway drops
+//! the key from its L0 and acknowledges, and the announcement answers [`Propagation::Confirmed`]
+//! only once every gateway did. The management API then fixes the instant the change takes effect
+//! after that, so no gateway accepts under the old facts an event received after it — which is
+//! what the worker checks. Three rules keep a stale view from outliving an announcement:
+//! - a load that began before an invalidation of its key is never served (it may have read the
+//!   old row);
+//! - an announced key's Redis entry is replaced by a marker that no refill may overwrite
+//!   (`SET NX`), for longer than any load that read the old row could take to write it back;
+//! - a gateway whose invalidation feed is not known to be live serves an L0 entry only briefly
+//!   after loading it ([`DISCONNECTED_SERVE_FOR`]), so one that Redis no longer counts as a
+//!   subscriber cannot keep serving what it cached.
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::Duration,
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -23,12 +39,28 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{Error, redis::Redis};
+use crate::{Error, Result, redis::Redis};
 
-/// Channel on which revocations and rolls are announced to every gateway instance.
+fn cannot_verify() -> Error {
+    Error::unavailable("cannot verify the API key right now", Some(1))
+}
+
+/// Channel on which key changes are announced to every gateway instance. A message is
+/// `<nonce> <hash> [<hash>…]`; each receiver acknowledges by incrementing `ACK_PREFIX<nonce>`.
+/// A bare `<hash>` (from gateways before acknowledgements) is dropped without one.
 pub const INVALIDATION_CHANNEL: &str = "gamify:apikey:invalidate";
-const L1_TTL_SECONDS: u64 = 60;
+const ACK_PREFIX: &str = "gamify:apikey:ack:";
+/// How long acknowledgement counters live in Redis.
+const ACK_TTL_SECONDS: u64 = 60;
+/// How long an announcement waits for every gateway's acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// An unknown (or revoked) key, at L1.
 const NEGATIVE_MARKER: &str = "-";
+/// A changed key, at L1: read Postgres, and let no refill overwrite this for a while.
+const CHANGED_MARKER: &str = "~";
+/// How long a marker written by an announcement stays: longer than a load that read the old row
+/// could take to try writing it back (Postgres' statement timeout, 30 s, plus Redis' call bound).
+const MARKER_TTL_SECONDS: u64 = 60;
 /// Invalidations that could not reach Redis wait here, retried until Redis takes them; beyond this
 /// many, new ones are dropped (and logged): other instances then drop the key when their L0 entry
 /// expires or their subscription reconnects, and Redis' L1 entry when it expires.
@@ -38,6 +70,20 @@ const MAX_PENDING_INVALIDATIONS: usize = 10_000;
 const INVALIDATION_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// last_used_at is written at most this often per key.
 const LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the invalidation feed is pinged, and how recent its last answer must be for the feed
+/// to count as live.
+const FEED_PING_INTERVAL: Duration = Duration::from_millis(100);
+const FEED_LIVE_FOR: Duration = Duration::from_millis(300);
+/// How long after loading it a gateway whose feed is not live serves an L0 entry.
+pub const DISCONNECTED_SERVE_FOR: Duration = Duration::from_millis(300);
+/// A change confirmed by every gateway takes effect no sooner than this after it was announced:
+/// a gateway whose feed died unnoticed (not counted among the receivers) stops serving what it
+/// cached within this time ([`FEED_LIVE_FOR`], [`DISCONNECTED_SERVE_FOR`]).
+pub const CONFIRMED_CHANGE_GRACE: Duration = Duration::from_millis(300);
+/// Added to the L0 lifetime for a change no acknowledgement confirmed: loads in flight and clocks.
+pub const UNCONFIRMED_CHANGE_MARGIN: Duration = Duration::from_secs(5);
+/// Loads of one key tried in a row while it keeps being invalidated during them.
+const MAX_LOAD_ATTEMPTS: usize = 3;
 
 /// What the gateway needs to know about a key, cached at every level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +96,9 @@ pub struct KeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// The project's extra server-only event names.
     pub trusted_events: NameList,
+    /// The version of `trusted_events`; 0 in entries cached by gateways before versions.
+    #[serde(default)]
+    pub trusted_events_version: i32,
     /// Browser origins allowed to use a publishable key; empty: any.
     pub allowed_origins: NameList,
     /// The project's own ceiling on accepted events, if it set one.
@@ -62,40 +111,104 @@ impl KeyRecord {
     }
 }
 
+/// What a change does to a key, for the marker that replaces its Redis entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The key is refused from now on: unknown everywhere.
+    Revoked,
+    /// The key or its project changed: read it again from Postgres.
+    Updated,
+}
+
+/// Whether every gateway acknowledged an announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Every gateway subscribed when it was announced dropped the keys.
+    Confirmed,
+    /// Redis could not be reached, or some gateway did not answer in time: only the L0 lifetime
+    /// bounds how long another gateway may still use what it cached.
+    Unconfirmed,
+}
+
+/// The result of resolving a key.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    Found(Arc<KeyRecord>),
+    /// Unknown or revoked; `looked_up` when this call asked Postgres to find that out.
+    Unknown {
+        looked_up: bool,
+    },
+    /// Not in any cache, and the caller may not ask Postgres.
+    NotLookedUp,
+}
+
 #[derive(Debug, Clone)]
 enum Lookup {
     Found(Arc<KeyRecord>),
     Unknown,
 }
 
-struct LookupExpiry {
-    found: Duration,
-    unknown: Duration,
+/// An L0 entry: what was found, when its load began, how long it may be kept.
+#[derive(Debug, Clone)]
+struct Cached {
+    lookup: Lookup,
+    loaded: Instant,
+    keep_for: Duration,
+    from_postgres: bool,
 }
 
-impl Expiry<String, Lookup> for LookupExpiry {
+struct CachedExpiry;
+
+impl Expiry<String, Cached> for CachedExpiry {
     fn expire_after_create(
         &self,
         _key: &String,
-        value: &Lookup,
-        _created_at: std::time::Instant,
+        value: &Cached,
+        created_at: Instant,
     ) -> Option<Duration> {
-        Some(match value {
-            Lookup::Found(_) => self.found,
-            Lookup::Unknown => self.unknown,
-        })
+        // Counted from the start of the load: what it read is that old already.
+        Some(
+            value
+                .keep_for
+                .saturating_sub(created_at.saturating_duration_since(value.loaded)),
+        )
+    }
+}
+
+#[derive(Debug)]
+enum LoadError {
+    Failed(Error),
+    NotAllowed,
+}
+
+/// Instants as nanoseconds since the resolver started, for atomics.
+struct Clock(Instant);
+
+impl Clock {
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.0).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
 pub struct KeyResolver {
-    l0: Cache<String, Lookup>,
+    l0: Cache<String, Cached>,
     redis: Arc<Redis>,
     db: Db,
+    positive_ttl: Duration,
     negative_ttl: Duration,
+    clock: Clock,
+    /// When each recently invalidated key was last invalidated here.
+    invalidated: moka::sync::Cache<String, Instant>,
+    /// The latest invalidation of any key, and the latest of all of L0 (in `clock` nanos): a load
+    /// that began after both is not checked against `invalidated`.
+    last_invalidation: AtomicU64,
+    all_invalidated: AtomicU64,
+    /// When the last answered ping of the invalidation feed was sent (`clock` nanos; 0: never).
+    feed_confirmed: AtomicU64,
     recently_used: moka::sync::Cache<Uuid, ()>,
     used: mpsc::Sender<Uuid>,
-    /// Key hashes whose invalidation did not reach Redis yet.
-    pending_invalidations: Mutex<HashSet<String>>,
+    /// Key hashes whose invalidation did not reach Redis yet, with the marker each needs.
+    pending_invalidations: Mutex<HashMap<String, Change>>,
     /// `gamify_key_cache_lookups_total{level="l0"}`, registered once: by name it costs a hash and
     /// a map probe per request.
     l0_hits: metrics::Counter,
@@ -112,23 +225,31 @@ impl KeyResolver {
     ) -> Arc<Self> {
         let l0 = Cache::builder()
             .max_capacity(100_000)
-            .expire_after(LookupExpiry {
-                found: positive_ttl,
-                unknown: negative_ttl,
-            })
+            .expire_after(CachedExpiry)
             .build();
         let (used, used_rx) = mpsc::channel(10_000);
         let resolver = Arc::new(Self {
             l0,
             redis,
             db: db.clone(),
+            positive_ttl,
             negative_ttl,
+            clock: Clock(Instant::now()),
+            invalidated: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                // Longer than an L0 entry lives, counted from a load that may have taken the
+                // statement timeout.
+                .time_to_live(positive_ttl + Duration::from_secs(MARKER_TTL_SECONDS))
+                .build(),
+            last_invalidation: AtomicU64::new(0),
+            all_invalidated: AtomicU64::new(0),
+            feed_confirmed: AtomicU64::new(0),
             recently_used: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(LAST_USED_INTERVAL)
                 .build(),
             used,
-            pending_invalidations: Mutex::new(HashSet::new()),
+            pending_invalidations: Mutex::new(HashMap::new()),
             l0_hits: metrics::counter!("gamify_key_cache_lookups_total", "level" => "l0"),
         });
         tokio::spawn(listen_for_invalidations(resolver.clone(), shutdown.clone()));
@@ -137,94 +258,199 @@ impl KeyResolver {
         resolver
     }
 
-    /// The key's record, or `None` when it is unknown or revoked. Expiry is the caller's check, so
+    /// How long after a change that no acknowledgement confirmed another gateway may still accept
+    /// under the old facts: the change takes effect that long after it was announced.
+    pub fn unconfirmed_change_delay(&self) -> Duration {
+        self.positive_ttl + UNCONFIRMED_CHANGE_MARGIN
+    }
+
+    /// The key's record, whether it is unknown (or revoked), or — when `may_query_postgres` is
+    /// false and no cache knows it — that it was not looked up. Expiry is the caller's check, so
     /// that an expired key is refused the moment it expires, whatever the caches hold.
-    pub async fn resolve(&self, hash: &KeyHash) -> Result<Option<Arc<KeyRecord>>, Arc<Error>> {
+    pub async fn resolve(&self, hash: &KeyHash, may_query_postgres: bool) -> Result<Resolved> {
         // A hit needs none of the loading machinery. The loader's future (Redis, then Postgres)
         // is boxed: inline, its several KB would be part of every request's future, copied
         // whenever that future is moved or boxed, on hits as much as on misses.
-        let lookup = match self.l0.get(hash.as_str()).await {
-            Some(lookup) => {
+        if let Some(cached) = self.l0.get(hash.as_str()).await {
+            if self.servable(hash.as_str(), &cached) {
                 self.l0_hits.increment(1);
-                lookup
+                return Ok(cached.resolved(false));
             }
-            None => Box::pin(self.load_into_l0(hash)).await?,
-        };
-        Ok(match lookup {
-            Lookup::Found(record) => Some(record),
-            Lookup::Unknown => None,
-        })
+            self.l0.invalidate(hash.as_str()).await;
+        }
+        for _ in 0..MAX_LOAD_ATTEMPTS {
+            match Box::pin(self.load_into_l0(hash, may_query_postgres)).await {
+                Ok((cached, fresh)) => {
+                    if !self.invalidated_since(hash.as_str(), cached.loaded) {
+                        return Ok(cached.resolved(fresh));
+                    }
+                    // It began before an invalidation of this key: it may hold the old row.
+                    self.l0.invalidate(hash.as_str()).await;
+                }
+                Err(err) => match err.as_ref() {
+                    LoadError::NotAllowed => return Ok(Resolved::NotLookedUp),
+                    LoadError::Failed(err) => {
+                        tracing::warn!(error = %err, "cannot resolve api key");
+                        return Err(cannot_verify());
+                    }
+                },
+            }
+        }
+        tracing::warn!("an api key kept changing while it was loaded");
+        Err(cannot_verify())
     }
 
-    /// Concurrent misses of one key share a single load.
-    async fn load_into_l0(&self, hash: &KeyHash) -> Result<Lookup, Arc<Error>> {
+    /// Whether an L0 entry may answer now: no invalidation since its load began, and, for a
+    /// found key, either a live feed (any change would have reached this gateway) or a recent load.
+    fn servable(&self, hash: &str, cached: &Cached) -> bool {
+        if self.invalidated_since(hash, cached.loaded) {
+            return false;
+        }
+        match cached.lookup {
+            Lookup::Unknown => true,
+            Lookup::Found(_) => {
+                self.feed_is_live() || cached.loaded.elapsed() < DISCONNECTED_SERVE_FOR
+            }
+        }
+    }
+
+    fn feed_is_live(&self) -> bool {
+        let confirmed = self.feed_confirmed.load(Ordering::Acquire);
+        confirmed != 0
+            && self.clock.nanos(Instant::now()).saturating_sub(confirmed)
+                < FEED_LIVE_FOR.as_nanos() as u64
+    }
+
+    /// Whether `hash` (or all of L0) was invalidated here at or after `loaded`.
+    fn invalidated_since(&self, hash: &str, loaded: Instant) -> bool {
+        let loaded_nanos = self.clock.nanos(loaded);
+        if loaded_nanos > self.last_invalidation.load(Ordering::Acquire) {
+            return false;
+        }
+        loaded_nanos <= self.all_invalidated.load(Ordering::Acquire)
+            || self.invalidated.get(hash).is_some_and(|at| loaded <= at)
+    }
+
+    /// Drops `hashes` from L0, and makes sure a load already under way for one is not served.
+    async fn forget_locally(&self, hashes: &[&str]) {
+        let now = Instant::now();
+        for hash in hashes {
+            self.invalidated.insert((*hash).to_owned(), now);
+        }
+        self.last_invalidation
+            .fetch_max(self.clock.nanos(now), Ordering::AcqRel);
+        for hash in hashes {
+            self.l0.invalidate(*hash).await;
+        }
+    }
+
+    fn forget_all_locally(&self) {
+        let now = self.clock.nanos(Instant::now());
+        self.all_invalidated.fetch_max(now, Ordering::AcqRel);
+        self.last_invalidation.fetch_max(now, Ordering::AcqRel);
+        self.l0.invalidate_all();
+    }
+
+    /// Concurrent misses of one key share a single load; `true` with the entry when this call's
+    /// load made it.
+    async fn load_into_l0(
+        &self,
+        hash: &KeyHash,
+        may_query_postgres: bool,
+    ) -> Result<(Cached, bool), Arc<LoadError>> {
         let entry = self
             .l0
             .entry_by_ref(hash.as_str())
-            .or_try_insert_with(self.load(hash))
+            .or_try_insert_with(self.load(hash, may_query_postgres))
             .await?;
         if !entry.is_fresh() {
             self.l0_hits.increment(1);
         }
-        Ok(entry.into_value())
+        let fresh = entry.is_fresh();
+        Ok((entry.into_value(), fresh))
     }
 
-    /// L1, then L2; fills L1 on the way back.
-    async fn load(&self, hash: &KeyHash) -> Result<Lookup, Error> {
+    /// L1, then L2; fills L1 on the way back unless a marker says the key just changed.
+    async fn load(&self, hash: &KeyHash, may_query_postgres: bool) -> Result<Cached, LoadError> {
+        let loaded = Instant::now();
         let redis_key = format!("apikey:{hash}");
-        match self
-            .redis
-            .query::<Option<String>>(redis::cmd("GET").arg(&redis_key))
-            .await
-        {
-            Ok(Some(cached)) if cached == NEGATIVE_MARKER => {
+        let mut read = redis::pipe();
+        read.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+        let mut refill = true;
+        match self.redis.pipeline::<(Option<String>, i64)>(&read).await {
+            Ok((Some(cached), _)) if cached == NEGATIVE_MARKER => {
                 metrics::counter!("gamify_key_cache_lookups_total", "level" => "l1").increment(1);
-                return Ok(Lookup::Unknown);
+                return Ok(Cached {
+                    lookup: Lookup::Unknown,
+                    loaded,
+                    keep_for: self.negative_ttl,
+                    from_postgres: false,
+                });
             }
-            Ok(Some(cached)) => {
+            Ok((Some(cached), _)) if cached == CHANGED_MARKER => refill = false,
+            Ok((Some(cached), remaining_ms)) => {
                 if let Ok(record) = serde_json::from_str::<KeyRecord>(&cached) {
                     metrics::counter!("gamify_key_cache_lookups_total", "level" => "l1")
                         .increment(1);
-                    return Ok(Lookup::Found(Arc::new(record)));
+                    // Whoever wrote it read Postgres when its lifetime began: it is kept here
+                    // only for what is left of it.
+                    let remaining = u64::try_from(remaining_ms)
+                        .map_or(self.positive_ttl, Duration::from_millis);
+                    return Ok(Cached {
+                        lookup: Lookup::Found(Arc::new(record)),
+                        loaded,
+                        keep_for: remaining.min(self.positive_ttl),
+                        from_postgres: false,
+                    });
                 }
                 tracing::warn!("unreadable key cache entry in redis; reading postgres");
             }
-            Ok(None) => {}
+            Ok((None, _)) => {}
             Err(err) => {
                 tracing::debug!(error = %err, "redis unavailable for key lookup; reading postgres");
                 metrics::counter!("gamify_key_cache_redis_errors_total").increment(1);
             }
         }
+        if !may_query_postgres {
+            return Err(LoadError::NotAllowed);
+        }
 
         metrics::counter!("gamify_key_cache_lookups_total", "level" => "l2").increment(1);
-        let lookup = match self.load_from_postgres(hash).await? {
+        let lookup = match self
+            .load_from_postgres(hash)
+            .await
+            .map_err(LoadError::Failed)?
+        {
             Some(record) => Lookup::Found(Arc::new(record)),
             None => Lookup::Unknown,
         };
-        let (value, ttl) = match &lookup {
+        let (value, keep_for) = match &lookup {
             Lookup::Found(record) => (
                 serde_json::to_string(record.as_ref()).unwrap_or_default(),
-                L1_TTL_SECONDS,
+                self.positive_ttl,
             ),
-            Lookup::Unknown => (
-                NEGATIVE_MARKER.to_owned(),
-                self.negative_ttl.as_secs().max(1),
-            ),
+            Lookup::Unknown => (NEGATIVE_MARKER.to_owned(), self.negative_ttl),
         };
-        if let Err(err) = self
-            .redis
-            .query::<()>(
-                redis::cmd("SET")
-                    .arg(&redis_key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(ttl),
-            )
-            .await
-        {
-            tracing::debug!(error = %err, "cannot fill the redis key cache");
+        if refill {
+            // NX: an announcement's marker written since this load began is never overwritten
+            // with what it read.
+            let fill = redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(value)
+                .arg("PX")
+                .arg(keep_for.as_millis().max(1) as u64)
+                .arg("NX")
+                .to_owned();
+            if let Err(err) = self.redis.query::<()>(&fill).await {
+                tracing::debug!(error = %err, "cannot fill the redis key cache");
+            }
         }
-        Ok(lookup)
+        Ok(Cached {
+            lookup,
+            loaded,
+            keep_for,
+            from_postgres: true,
+        })
     }
 
     /// Through the one source lookup the worker uses too; a revoked key is unknown here.
@@ -241,6 +467,7 @@ impl KeyResolver {
             key_type: source.key_type,
             expires_at: source.expires_at,
             trusted_events: source.trusted_events,
+            trusted_events_version: source.trusted_events_version,
             allowed_origins: source.allowed_origins,
             project_rate_limit: source.rate_limit,
         }))
@@ -257,48 +484,133 @@ impl KeyResolver {
         let _ = self.used.try_send(key_id);
     }
 
-    /// Forgets keys everywhere: this instance's L0 now, Redis, and every other instance's L0 through
-    /// the invalidation channel. What cannot reach Redis now is retried in the background until it
-    /// does, so other instances learn of it once Redis is back.
-    pub async fn invalidate(&self, hashes: &[String]) {
-        for hash in hashes {
-            self.l0.invalidate(hash).await;
+    /// Announces a change of `hashes` (already committed to Postgres) to every gateway: this one's
+    /// L0 now, Redis' entries replaced by a marker, and every other gateway's L0 through the
+    /// invalidation channel, waiting for each to acknowledge. What cannot reach Redis now is
+    /// retried in the background until it does, so other gateways learn of it once Redis is back.
+    pub async fn announce(&self, hashes: &[String], change: Change) -> Propagation {
+        let refs: Vec<&str> = hashes.iter().map(String::as_str).collect();
+        self.forget_locally(&refs).await;
+        if hashes.is_empty() {
+            return Propagation::Confirmed;
         }
-        let mut failed = Vec::new();
-        for hash in hashes {
-            if let Err(err) = self.invalidate_in_redis(hash).await {
-                tracing::warn!(error = %err, "cannot invalidate a key through redis; retrying in the background");
-                failed.push(hash.clone());
+        let nonce = Uuid::new_v4().simple().to_string();
+        match self.announce_in_redis(hashes, change, &nonce).await {
+            Ok(receivers) => {
+                if self.acknowledged(&nonce, receivers).await {
+                    Propagation::Confirmed
+                } else {
+                    metrics::counter!("gamify_key_announcements_unconfirmed_total").increment(1);
+                    tracing::warn!(
+                        receivers,
+                        "not every gateway acknowledged a key change in time"
+                    );
+                    Propagation::Unconfirmed
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot announce a key change through redis; retrying in the background");
+                self.defer_invalidations(hashes.iter().map(|hash| (hash.clone(), change)));
+                Propagation::Unconfirmed
             }
         }
-        self.defer_invalidations(failed);
     }
 
-    /// Deletes the L1 entry, then announces the key to every instance.
-    async fn invalidate_in_redis(&self, hash: &str) -> Result<(), Error> {
-        self.redis
-            .query::<()>(redis::cmd("DEL").arg(format!("apikey:{hash}")))
-            .await?;
-        self.redis
-            .query::<()>(redis::cmd("PUBLISH").arg(INVALIDATION_CHANNEL).arg(hash))
-            .await
+    /// Writes the markers, then publishes; the number of gateways that received it.
+    async fn announce_in_redis(
+        &self,
+        hashes: &[String],
+        change: Change,
+        nonce: &str,
+    ) -> Result<u64, Error> {
+        let marker = match change {
+            Change::Revoked => NEGATIVE_MARKER,
+            Change::Updated => CHANGED_MARKER,
+        };
+        let mut pipe = redis::pipe();
+        for hash in hashes {
+            pipe.cmd("SET")
+                .arg(format!("apikey:{hash}"))
+                .arg(marker)
+                .arg("EX")
+                .arg(MARKER_TTL_SECONDS)
+                .ignore();
+        }
+        let mut message = String::with_capacity(nonce.len() + hashes.len() * 65);
+        message.push_str(nonce);
+        for hash in hashes {
+            message.push(' ');
+            message.push_str(hash);
+        }
+        pipe.cmd("PUBLISH").arg(INVALIDATION_CHANNEL).arg(message);
+        let (receivers,): (u64,) = self.redis.pipeline(&pipe).await?;
+        Ok(receivers)
     }
 
-    fn defer_invalidations(&self, hashes: Vec<String>) {
+    /// Whether `receivers` gateways acknowledged announcement `nonce` within [`ACK_TIMEOUT`].
+    async fn acknowledged(&self, nonce: &str, receivers: u64) -> bool {
+        if receivers == 0 {
+            return true;
+        }
+        let counter = format!("{ACK_PREFIX}{nonce}");
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self
+                .redis
+                .query::<Option<u64>>(redis::cmd("GET").arg(&counter))
+                .await
+            {
+                Ok(Some(acks)) if acks >= receivers => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            if Instant::now() + pause > deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// A received announcement: drop the keys, then acknowledge (when it asks for it).
+    async fn receive(&self, payload: &str) {
+        let mut parts = payload.split(' ');
+        let first = parts.next().unwrap_or_default();
+        let hashes: Vec<&str> = parts.collect();
         if hashes.is_empty() {
+            self.forget_locally(&[first]).await;
             return;
         }
+        self.forget_locally(&hashes).await;
+        let counter = format!("{ACK_PREFIX}{first}");
+        let mut ack = redis::pipe();
+        ack.cmd("INCR")
+            .arg(&counter)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&counter)
+            .arg(ACK_TTL_SECONDS)
+            .ignore();
+        if let Err(err) = self.redis.pipeline::<()>(&ack).await {
+            tracing::debug!(error = %err, "cannot acknowledge a key change");
+        }
+    }
+
+    fn defer_invalidations(&self, changes: impl IntoIterator<Item = (String, Change)>) {
         let Ok(mut pending) = self.pending_invalidations.lock() else {
-            tracing::error!(
-                keys = hashes.len(),
-                "pending key invalidations unavailable; dropped"
-            );
+            tracing::error!("pending key invalidations unavailable; dropped");
             return;
         };
         let mut dropped = 0usize;
-        for hash in hashes {
-            if pending.len() < MAX_PENDING_INVALIDATIONS || pending.contains(&hash) {
-                pending.insert(hash);
+        for (hash, change) in changes {
+            if let Some(known) = pending.get_mut(&hash) {
+                // A revocation is final: it wins over any later update of the same key.
+                if change == Change::Revoked {
+                    *known = Change::Revoked;
+                }
+            } else if pending.len() < MAX_PENDING_INVALIDATIONS {
+                pending.insert(hash, change);
             } else {
                 dropped += 1;
             }
@@ -323,6 +635,17 @@ impl KeyResolver {
     }
 }
 
+impl Cached {
+    fn resolved(&self, fresh: bool) -> Resolved {
+        match &self.lookup {
+            Lookup::Found(record) => Resolved::Found(record.clone()),
+            Lookup::Unknown => Resolved::Unknown {
+                looked_up: fresh && self.from_postgres,
+            },
+        }
+    }
+}
+
 /// Retries invalidations that did not reach Redis, until each does.
 async fn retry_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationToken) {
     loop {
@@ -330,7 +653,7 @@ async fn retry_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationT
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(INVALIDATION_RETRY_INTERVAL) => {}
         }
-        let batch: Vec<String> = match resolver.pending_invalidations.lock() {
+        let batch: Vec<(String, Change)> = match resolver.pending_invalidations.lock() {
             Ok(mut pending) => pending.drain().collect(),
             Err(_) => return,
         };
@@ -340,12 +663,16 @@ async fn retry_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationT
         let mut remaining = batch.into_iter();
         let mut delivered = 0usize;
         let mut failed = Vec::new();
-        for hash in remaining.by_ref() {
-            if resolver.invalidate_in_redis(&hash).await.is_ok() {
+        for (hash, change) in remaining.by_ref() {
+            let nonce = Uuid::new_v4().simple().to_string();
+            let sent = resolver
+                .announce_in_redis(std::slice::from_ref(&hash), change, &nonce)
+                .await;
+            if sent.is_ok() {
                 delivered += 1;
             } else {
                 // Redis is down again (and the breaker now open): keep the rest for later.
-                failed.push(hash);
+                failed.push((hash, change));
                 break;
             }
         }
@@ -364,12 +691,12 @@ async fn retry_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationT
     }
 }
 
-/// Drops announced keys from L0. After any disconnection the whole L0 is dropped, since
-/// announcements may have been missed meanwhile; a subscription that stops answering pings (a Redis
-/// that hangs rather than closes) counts as disconnected.
+/// Drops announced keys from L0 and acknowledges them. After any disconnection the whole L0 is
+/// dropped, since announcements may have been missed meanwhile; a subscription that stops
+/// answering pings (a Redis that hangs rather than closes) counts as disconnected. Each answered
+/// ping marks the feed live (see [`KeyResolver::servable`]).
 async fn listen_for_invalidations(resolver: Arc<KeyResolver>, shutdown: CancellationToken) {
     const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(2);
-    const PING_INTERVAL: Duration = Duration::from_secs(5);
     loop {
         let subscribed = tokio::time::timeout(SUBSCRIPTION_TIMEOUT, async {
             let mut pubsub = resolver.redis.client().get_async_pubsub().await?;
@@ -379,23 +706,24 @@ async fn listen_for_invalidations(resolver: Arc<KeyResolver>, shutdown: Cancella
         .await;
         match subscribed {
             Ok(Ok(pubsub)) => {
-                resolver.l0.invalidate_all();
+                resolver.forget_all_locally();
                 tracing::debug!("listening for key invalidations");
                 let (mut sink, mut messages) = pubsub.split();
-                let mut ping = tokio::time::interval(PING_INTERVAL);
-                ping.tick().await;
+                let mut ping = tokio::time::interval(FEED_PING_INTERVAL);
+                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         message = messages.next() => match message {
                             Some(message) => {
-                                if let Ok(hash) = message.get_payload::<String>() {
-                                    resolver.l0.invalidate(&hash).await;
+                                if let Ok(payload) = message.get_payload::<String>() {
+                                    resolver.receive(&payload).await;
                                 }
                             }
                             None => break,
                         },
                         _ = ping.tick() => {
+                            let sent = Instant::now();
                             let answered = tokio::time::timeout(
                                 SUBSCRIPTION_TIMEOUT,
                                 sink.ping::<redis::Value>(),
@@ -404,6 +732,9 @@ async fn listen_for_invalidations(resolver: Arc<KeyResolver>, shutdown: Cancella
                             if !matches!(answered, Ok(Ok(_))) {
                                 break;
                             }
+                            resolver
+                                .feed_confirmed
+                                .fetch_max(resolver.clock.nanos(sent).max(1), Ordering::AcqRel);
                         }
                     }
                 }
@@ -414,7 +745,8 @@ async fn listen_for_invalidations(resolver: Arc<KeyResolver>, shutdown: Cancella
             }
             Err(_) => tracing::debug!("redis did not answer the key invalidation subscription"),
         }
-        resolver.l0.invalidate_all();
+        resolver.feed_confirmed.store(0, Ordering::Release);
+        resolver.forget_all_locally();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

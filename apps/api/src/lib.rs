@@ -20,6 +20,8 @@ mod v1;
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit, http::Request};
+use chrono::{DateTime, Utc};
+use gamify_common::KeyVoucher;
 use gamify_db::Db;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -47,6 +49,7 @@ struct Inner {
     admin_token: String,
     redis: Arc<Redis>,
     keys: Arc<KeyResolver>,
+    key_voucher: KeyVoucher,
     producer: EventProducer,
     rate_limiter: Arc<RateLimiter>,
     limits: Limits,
@@ -96,6 +99,7 @@ impl AppState {
             in_flight: tokio::sync::Semaphore::new(settings.http.max_in_flight),
             redis,
             keys,
+            key_voucher: KeyVoucher::new(settings.envelope_secret.as_bytes()),
             producer,
             metrics,
             readiness_timeout: Duration::from_secs(2),
@@ -115,19 +119,51 @@ impl AppState {
         &self.0.keys
     }
 
-    /// Forgets keys in every cache after a revoke, roll or project change; the invalidation is
-    /// repeated shortly after, because a gateway that read the old row just before the change may
-    /// have written it back into Redis after the first one.
-    pub(crate) async fn forget_keys(&self, hashes: Vec<String>) {
-        if hashes.is_empty() {
-            return;
+    /// Tags the keys this deployment issues, and tells them from made-up ones without a lookup.
+    pub(crate) fn key_voucher(&self) -> &KeyVoucher {
+        &self.0.key_voucher
+    }
+
+    /// The latest instant a key change committed now may take to hold on every gateway: what the
+    /// management API writes first, before it knows better.
+    pub(crate) fn provisional_effect(&self) -> DateTime<Utc> {
+        Utc::now()
+            + chrono::Duration::from_std(self.0.keys.unconfirmed_change_delay())
+                .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// Announces a change of keys (committed to Postgres, taking effect at `provisional` at the
+    /// latest) to every gateway and returns the instant from which every gateway applies it: soon
+    /// after every gateway acknowledged, or `provisional` when not all did. Returns only once that
+    /// instant has passed, so that once the caller answers, no gateway accepts what the change
+    /// forbids — and no event a gateway accepted before is judged otherwise by the worker.
+    pub(crate) async fn settle_key_change(
+        &self,
+        hashes: &[String],
+        change: key_cache::Change,
+        provisional: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let announced = tokio::time::Instant::now();
+        let effective = match self.0.keys.announce(hashes, change).await {
+            key_cache::Propagation::Confirmed => {
+                tokio::time::sleep_until(announced + key_cache::CONFIRMED_CHANGE_GRACE).await;
+                Utc::now().min(provisional)
+            }
+            key_cache::Propagation::Unconfirmed => provisional,
+        };
+        if let Ok(wait) = (effective - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
         }
-        self.0.keys.invalidate(&hashes).await;
-        let keys = self.0.keys.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            keys.invalidate(&hashes).await;
-        });
+        effective
+    }
+
+    /// Makes every gateway read keys again after a change that refuses nothing it accepted before
+    /// (origins aside, which the worker does not judge; rate limits).
+    pub(crate) async fn refresh_keys(&self, hashes: &[String]) {
+        self.0
+            .keys
+            .announce(hashes, key_cache::Change::Updated)
+            .await;
     }
 
     pub fn producer(&self) -> &EventProducer {

@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gamify_common::KeyType;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -44,7 +45,9 @@ pub struct Limits {
 pub enum Bucket {
     Client(Uuid, IpAddr),
     SecretKey(Uuid),
-    Project(Uuid),
+    /// A project's accepted events from one key class: publishable and secret keys each have the
+    /// project's ceiling, so browsers can never spend what the project's servers need.
+    Project(Uuid, KeyType),
     /// Requests with unknown or invalid keys from one client address: a flood of random keys is
     /// refused before it costs a lookup.
     InvalidKeys(IpAddr),
@@ -55,7 +58,7 @@ impl Bucket {
         match self {
             Bucket::Client(..) => "client_rate_limited",
             Bucket::SecretKey(_) => "key_rate_limited",
-            Bucket::Project(_) => "project_rate_limited",
+            Bucket::Project(..) => "project_rate_limited",
             Bucket::InvalidKeys(_) => "invalid_key_rate_limited",
         }
     }
@@ -64,7 +67,7 @@ impl Bucket {
         match self {
             Bucket::Client(key, ip) => format!("gamify:rl:client:{key}:{ip}"),
             Bucket::SecretKey(key) => format!("gamify:rl:key:{key}"),
-            Bucket::Project(project) => format!("gamify:rl:project:{project}"),
+            Bucket::Project(project, class) => format!("gamify:rl:project:{project}:{class}"),
             Bucket::InvalidKeys(ip) => format!("gamify:rl:invalid:{ip}"),
         }
     }
@@ -378,7 +381,7 @@ mod tests {
     #[test]
     fn a_new_quota_carries_the_debt_over_in_units() {
         let limiter = RateLimiter::new(ManualClock::default());
-        let project = Bucket::Project(KEY);
+        let project = Bucket::Project(KEY, KeyType::Publishable);
         let slow = Quota {
             per_second: 1,
             burst: 600,
@@ -417,7 +420,7 @@ mod tests {
     #[test]
     fn costs_count_in_units_and_a_cost_above_the_burst_never_passes() {
         let limiter = RateLimiter::new(ManualClock::default());
-        let project = Bucket::Project(KEY);
+        let project = Bucket::Project(KEY, KeyType::Publishable);
         let quota = Quota {
             per_second: 5_000,
             burst: 10_000,
@@ -426,7 +429,7 @@ mod tests {
             assert!(limiter.check(project, quota, 500).is_ok());
         }
         assert!(limiter.check(project, quota, 1).is_err());
-        let other = Bucket::Project(Uuid::from_u128(8));
+        let other = Bucket::Project(Uuid::from_u128(8), KeyType::Publishable);
         assert!(limiter.check(other, quota, 10_001).is_err());
     }
 

@@ -22,6 +22,10 @@ use tower::{Service, ServiceExt};
 
 use crate::config::HttpLimits;
 
+/// The most a request line and headers may take: a larger header block is answered 431 before any
+/// handler runs. (hyper's default is ~400 KB; a browser's headers are a few KB.)
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 pub async fn run<S, B>(
     listener: TcpListener,
     app: S,
@@ -42,7 +46,8 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,

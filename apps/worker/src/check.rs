@@ -6,12 +6,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use gamify_common::{
     Envelope, KeyType,
     envelope::{SIGNATURE_HEADER, Signer},
     events::requires_secret_key,
 };
-use gamify_db::{Db, sources::KeySource};
+use gamify_db::{Db, sources::KeySource, trusted_lists::SupersededList};
 use sea_orm::DbErr;
 use uuid::Uuid;
 
@@ -50,57 +51,124 @@ pub fn decode(signer: &Signer, record: &Record) -> Result<Envelope, String> {
     serde_json::from_slice(payload).map_err(|err| format!("unparseable envelope: {err}"))
 }
 
-/// API keys with their projects' trusted events, cached briefly: a batch of 500 events from one
-/// key costs one lookup, and a revoked key or changed trusted-event list takes effect within the
-/// TTL. Absence is not cached, so a key created a moment ago is found on the next batch. Read
-/// through `gamify_db::sources`, the same lookup the gateway uses.
+/// API keys with their projects' trusted events, and the trusted-event lists projects replaced, as
+/// the worker judges envelopes by them. A key's facts are read again for an envelope received after
+/// they were read (and at least every TTL), so an event is judged by the facts as they stood when
+/// the gateway accepted it: a batch of 500 events from one key costs one lookup. Absence is not
+/// cached, so a key created a moment ago is found on the next batch. Read through
+/// `gamify_db::sources`, the same lookup the gateway uses.
 #[derive(Debug)]
 pub struct Sources {
     ttl: Duration,
-    keys: HashMap<Uuid, (Instant, KeySource)>,
+    /// Each key with when it was read (by the worker's clock, and as a time of day).
+    keys: HashMap<Uuid, (Instant, DateTime<Utc>, KeySource)>,
+    /// Replaced lists by (project, version). A replaced list never changes; its `superseded_at`
+    /// only moves earlier, which a cached copy may miss: the worker then judges more leniently than
+    /// it could, never refusing what a gateway accepted.
+    superseded: HashMap<(Uuid, i32), SupersededList>,
 }
+
+/// Replaced lists kept at most; beyond, the cache starts again.
+const MAX_SUPERSEDED_CACHED: usize = 10_000;
 
 impl Sources {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
             keys: HashMap::new(),
+            superseded: HashMap::new(),
+        }
+    }
+
+    /// Sources as if read from Postgres at `read_at`, for judging without a database.
+    #[cfg(test)]
+    fn known(
+        keys: impl IntoIterator<Item = KeySource>,
+        superseded: impl IntoIterator<Item = SupersededList>,
+        read_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            ttl: Duration::from_secs(3600),
+            keys: keys
+                .into_iter()
+                .map(|key| (key.key_id, (Instant::now(), read_at, key)))
+                .collect(),
+            superseded: superseded
+                .into_iter()
+                .map(|list| ((list.project_id, list.version), list))
+                .collect(),
         }
     }
 
     pub fn key(&self, id: Uuid) -> Option<&KeySource> {
-        self.keys.get(&id).map(|(_, key)| key)
+        self.keys.get(&id).map(|(_, _, key)| key)
     }
 
-    /// Reads every key of `envelopes` that is not cached or has expired.
+    fn superseded(&self, project_id: Uuid, version: i32) -> Option<&SupersededList> {
+        self.superseded.get(&(project_id, version))
+    }
+
+    /// Reads every key of `envelopes` that is not cached, has expired, or was read before one of
+    /// its envelopes was received; then the replaced lists those envelopes were judged by.
     pub async fn load<'a>(
         &mut self,
         db: &Db,
-        envelopes: impl Iterator<Item = &'a Envelope>,
+        envelopes: impl Iterator<Item = &'a Envelope> + Clone,
     ) -> Result<(), DbErr> {
         let now = Instant::now();
-        let fresh = |at: &Instant| now.duration_since(*at) < self.ttl;
+        let read_at = Utc::now();
+        let ttl = self.ttl;
+        let fresh = |at: &Instant| now.duration_since(*at) < ttl;
         let mut key_ids = HashSet::new();
-        for envelope in envelopes {
-            if !self
+        for envelope in envelopes.clone() {
+            let known = self
                 .keys
                 .get(&envelope.key_id)
-                .is_some_and(|(at, _)| fresh(at))
-            {
+                .is_some_and(|(at, read, _)| fresh(at) && *read > envelope.received_at);
+            if !known {
                 key_ids.insert(envelope.key_id);
             }
         }
-        if key_ids.is_empty() {
-            return Ok(());
+        if !key_ids.is_empty() {
+            self.keys.retain(|_, (at, _, _)| fresh(at));
+            let ids: Vec<Uuid> = key_ids.into_iter().collect();
+            let sources = db
+                .key_sources_by_id(&ids)
+                .await
+                .map_err(|gamify_db::Error::Db(err)| err)?;
+            for source in sources {
+                self.keys.insert(source.key_id, (now, read_at, source));
+            }
         }
-        self.keys.retain(|_, (at, _)| fresh(at));
-        let ids: Vec<Uuid> = key_ids.into_iter().collect();
-        let sources = db
-            .key_sources_by_id(&ids)
-            .await
-            .map_err(|gamify_db::Error::Db(err)| err)?;
-        for source in sources {
-            self.keys.insert(source.key_id, (now, source));
+
+        let mut wanted = HashSet::new();
+        for envelope in envelopes {
+            let (Some(version), Some(key)) =
+                (envelope.trusted_events_version, self.key(envelope.key_id))
+            else {
+                continue;
+            };
+            if version < key.trusted_events_version
+                && !self
+                    .superseded
+                    .contains_key(&(envelope.project_id, version))
+            {
+                wanted.insert((envelope.project_id, version));
+            }
+        }
+        if !wanted.is_empty() {
+            if self.superseded.len() > MAX_SUPERSEDED_CACHED {
+                self.superseded.clear();
+            }
+            let wanted: Vec<(Uuid, i32)> = wanted.into_iter().collect();
+            let lists = db
+                .superseded_trusted_events(&wanted)
+                .await
+                .map_err(|gamify_db::Error::Db(err)| err)?;
+            for list in lists {
+                self.superseded
+                    .insert((list.project_id, list.version), list);
+            }
         }
         Ok(())
     }
@@ -123,6 +191,9 @@ pub fn stored_key_type(envelope: &Envelope, sources: &Sources) -> KeyType {
         .map_or(envelope.key_type, |key| key.key_type)
 }
 
+/// Judges an envelope by the facts the gateway applied when it accepted it: the key as it stood at
+/// `receivedAt` (not revoked or expired before it) and the trusted-event list of the version the
+/// gateway stamped, provided no gateway applied a newer one by then.
 pub fn judge(envelope: &Envelope, sources: &Sources) -> Verdict {
     let Some(key) = sources.key(envelope.key_id) else {
         return Verdict::DeadLetter(format!("unknown API key {}", envelope.key_id));
@@ -159,8 +230,27 @@ pub fn judge(envelope: &Envelope, sources: &Sources) -> Verdict {
             envelope.key_id
         ));
     }
-    if key.key_type != KeyType::Secret && requires_secret_key(&envelope.event, &key.trusted_events)
-    {
+    if key.key_type == KeyType::Secret {
+        return Verdict::Processed;
+    }
+    let trusted_events = match envelope.trusted_events_version {
+        Some(version) if version < key.trusted_events_version => {
+            match sources.superseded(envelope.project_id, version) {
+                Some(list) if list.superseded_at <= envelope.received_at => {
+                    return Verdict::Failed(format!(
+                        "the gateway applied version {version} of the project's trusted events, \
+                         replaced before the event was received"
+                    ));
+                }
+                Some(list) => &list.trusted_events,
+                // Its history is gone (the project was recreated by hand?): the current list.
+                None => &key.trusted_events,
+            }
+        }
+        // The current version, or an envelope from before versions.
+        _ => &key.trusted_events,
+    };
+    if requires_secret_key(&envelope.event, trusted_events) {
         return Verdict::Failed(format!(
             "trusted event {:?} requires a secret key, but was sent with a {} key",
             envelope.event, key.key_type
@@ -185,6 +275,134 @@ mod tests {
             key: None,
             payload,
             headers,
+        }
+    }
+
+    const PROJECT: Uuid = Uuid::from_u128(1);
+    const PUBLISHABLE: Uuid = Uuid::from_u128(2);
+
+    fn key(version: i32, trusted: &[&str]) -> KeySource {
+        KeySource {
+            key_id: PUBLISHABLE,
+            project_id: PROJECT,
+            key_type: KeyType::Publishable,
+            revoked_at: None,
+            expires_at: None,
+            trusted_events: gamify_common::events::NameList::listed(trusted),
+            trusted_events_version: version,
+            allowed_origins: gamify_common::events::NameList::default(),
+            rate_limit: None,
+        }
+    }
+
+    fn replaced(version: i32, trusted: &[&str], at: DateTime<Utc>) -> SupersededList {
+        SupersededList {
+            project_id: PROJECT,
+            version,
+            trusted_events: gamify_common::events::NameList::listed(trusted),
+            superseded_at: at,
+        }
+    }
+
+    fn envelope(event: &str, version: Option<i32>, received_at: DateTime<Utc>) -> Envelope {
+        let mut envelope: Envelope = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": Uuid::now_v7(), "messageId": "m", "projectId": PROJECT,
+            "keyId": PUBLISHABLE, "keyType": "publishable", "kind": "track", "event": event,
+            "userId": "u", "anonymousId": null, "properties": {},
+            "occurredAt": received_at, "receivedAt": received_at, "context": {}
+        }))
+        .unwrap();
+        envelope.trusted_events_version = version;
+        envelope
+    }
+
+    #[test]
+    fn an_event_is_judged_by_the_list_version_the_gateway_applied() {
+        let t0 = Utc::now();
+        let later = t0 + chrono::Duration::seconds(5);
+        // Version 1 trusted bonus.granted; version 2 (current) trusts nothing, and vice versa.
+        let sources = Sources::known(
+            [key(2, &[])],
+            [replaced(1, &["bonus.granted"], later)],
+            later,
+        );
+        let judged = |event, version, at| judge(&envelope(event, version, at), &sources);
+        assert_eq!(judged("bonus.granted", Some(2), t0), Verdict::Processed);
+        assert!(matches!(
+            judged("bonus.granted", Some(1), t0),
+            Verdict::Failed(_)
+        ));
+        // Version 1 was applied after every gateway had moved on: refused whatever it says.
+        let failed = judged("page_view", Some(1), later);
+        assert!(
+            matches!(&failed, Verdict::Failed(d) if d.contains("replaced")),
+            "{failed:?}"
+        );
+        // Envelopes from before versions: the current list.
+        assert_eq!(judged("bonus.granted", None, t0), Verdict::Processed);
+
+        let sources = Sources::known([key(2, &["vip.reward"])], [replaced(1, &[], later)], later);
+        let judged = |event, version, at| judge(&envelope(event, version, at), &sources);
+        // Accepted under version 1 before it was replaced: processed, though trusted now.
+        assert_eq!(judged("vip.reward", Some(1), t0), Verdict::Processed);
+        assert!(matches!(
+            judged("vip.reward", Some(2), t0),
+            Verdict::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn revocation_and_expiry_count_from_the_instant_the_event_was_received() {
+        let t0 = Utc::now();
+        let at = t0 + chrono::Duration::milliseconds(1);
+        let mut revoked = key(1, &[]);
+        revoked.revoked_at = Some(at);
+        let mut expired = key(1, &[]);
+        expired.expires_at = Some(at);
+        for source in [revoked, expired] {
+            let sources = Sources::known([source], [], at);
+            assert_eq!(
+                judge(&envelope("click", Some(1), t0), &sources),
+                Verdict::Processed
+            );
+            assert!(matches!(
+                judge(&envelope("click", Some(1), at), &sources),
+                Verdict::Failed(_)
+            ));
+        }
+    }
+
+    proptest! {
+        /// Whatever a project's history of trusted lists, an event a gateway accepted from a
+        /// publishable key under the version in force when it received it is processed.
+        #[test]
+        fn what_a_gateway_accepted_under_the_list_in_force_is_processed(
+            lists in proptest::collection::vec(proptest::collection::vec("[a-c]", 0..3), 1..6),
+            event in "[a-c]",
+            received_ms in 0i64..10_000,
+            step_ms in 1i64..3_000,
+        ) {
+            let t0 = Utc::now();
+            let current = lists.len() as i32;
+            fn as_refs(list: &[String]) -> Vec<&str> {
+                list.iter().map(String::as_str).collect()
+            }
+            // Version v (1-based) is replaced at t0 + v × step.
+            let history: Vec<SupersededList> = lists[..lists.len() - 1]
+                .iter()
+                .enumerate()
+                .map(|(i, list)| replaced(i as i32 + 1, &as_refs(list), t0 + chrono::Duration::milliseconds((i as i64 + 1) * step_ms)))
+                .collect();
+            let received_at = t0 + chrono::Duration::milliseconds(received_ms);
+            let in_force = history
+                .iter()
+                .find(|list| list.superseded_at > received_at)
+                .map_or(current, |list| list.version);
+            let applied = &lists[(in_force - 1) as usize];
+            let sources = Sources::known([key(current, &as_refs(&lists[lists.len() - 1]))], history, received_at);
+            let verdict = judge(&envelope(&event, Some(in_force), received_at), &sources);
+            let gateway_accepts = !applied.contains(&event);
+            prop_assert_eq!(verdict == Verdict::Processed, gateway_accepts, "{:?}", verdict);
         }
     }
 

@@ -752,6 +752,7 @@ pub(crate) mod tests {
                 project_id,
                 key_id: Uuid::nil(),
                 key_type: gamify_common::KeyType::Publishable,
+                trusted_events_version: Some(1),
                 kind: gamify_common::ingest::Kind::Track,
                 event: "page_view".into(),
                 user_id: None,

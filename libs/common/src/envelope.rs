@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 use crate::{
     KeyType,
-    ingest::{Event, FieldError, Kind, storable_problem, storable_times, validate_fields},
+    ingest::{
+        Event, FieldError, Kind, MAX_USER_AGENT_BYTES, storable_problem, storable_times,
+        validate_fields,
+    },
 };
 
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -27,6 +30,11 @@ pub struct Envelope {
     pub project_id: Uuid,
     pub key_id: Uuid,
     pub key_type: KeyType,
+    /// The version of the project's trusted-event list the gateway applied when it accepted the
+    /// event; the worker judges the event by that same list. Absent from envelopes made before
+    /// lists were versioned, which are judged by the project's current list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_events_version: Option<i32>,
     pub kind: Kind,
     pub event: String,
     pub user_id: Option<String>,
@@ -61,6 +69,8 @@ pub struct Source {
     pub project_id: Uuid,
     pub key_id: Uuid,
     pub key_type: KeyType,
+    /// The version of the project's trusted-event list the gateway judged the event by.
+    pub trusted_events_version: i32,
 }
 
 /// What the gateway knows about the request itself.
@@ -69,6 +79,24 @@ pub struct Received {
     pub at: DateTime<Utc>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+}
+
+impl Received {
+    /// `user_agent` cut to [`MAX_USER_AGENT_BYTES`] at a character boundary: it is copied into
+    /// every event of the request, so its size must be bounded like the body's.
+    pub fn bounded_user_agent(user_agent: &str) -> String {
+        let mut end = user_agent.len().min(MAX_USER_AGENT_BYTES);
+        while !user_agent.is_char_boundary(end) {
+            end -= 1;
+        }
+        user_agent[..end].to_owned()
+    }
+
+    /// Bytes the request's own fields add to each of its events (address and User-Agent), counted
+    /// in the per-event and per-request limits with the client's fields.
+    pub fn added_bytes(&self) -> usize {
+        self.ip.as_ref().map_or(0, String::len) + self.user_agent.as_ref().map_or(0, String::len)
+    }
 }
 
 impl Envelope {
@@ -94,6 +122,7 @@ impl Envelope {
             project_id: source.project_id,
             key_id: source.key_id,
             key_type: source.key_type,
+            trusted_events_version: Some(source.trusted_events_version),
             kind: event.kind,
             event: event.event,
             user_id: event.user_id,
@@ -244,6 +273,7 @@ mod tests {
             project_id: Uuid::new_v4(),
             key_id: Uuid::new_v4(),
             key_type,
+            trusted_events_version: 1,
         }
     }
 
@@ -390,6 +420,19 @@ mod tests {
             }
 
             /// Decoding arbitrary bytes as an envelope never panics.
+            #[test]
+            fn user_agents_are_cut_to_their_bound_at_a_character_boundary(agent in ".{0,700}") {
+                let bounded = Received::bounded_user_agent(&agent);
+                prop_assert!(bounded.len() <= MAX_USER_AGENT_BYTES);
+                prop_assert!(agent.starts_with(&bounded));
+                // Nothing is cut that fits, and no more than one character's bytes beyond it.
+                if agent.len() <= MAX_USER_AGENT_BYTES {
+                    prop_assert_eq!(&bounded, &agent);
+                } else {
+                    prop_assert!(bounded.len() > MAX_USER_AGENT_BYTES - 4);
+                }
+            }
+
             #[test]
             fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
                 let _ = serde_json::from_slice::<Envelope>(&bytes);

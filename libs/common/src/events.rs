@@ -20,7 +20,6 @@ pub const CLIENT_SAFE_EVENTS: &[&str] = &[
     "signup",
     "login",
     "logout",
-    "$profile_update",
 ];
 
 /// Events only a server may send, with a secret key, on every project.
@@ -37,6 +36,9 @@ pub const BUILTIN_TRUSTED_EVENTS: &[&str] = &[
 
 /// The event type under which an identify call travels.
 pub const IDENTIFY_EVENT: &str = "$identify";
+
+/// Names starting with this are the platform's own (`$identify`): a track call cannot use them.
+pub const RESERVED_PREFIX: char = '$';
 
 /// A list of names stored as a JSON array of strings (a project's trusted events, a key's allowed
 /// origins). A stored value that is anything else is `Unreadable`, and every check on it refuses:
@@ -83,10 +85,15 @@ pub fn requires_secret_key(event: &str, project_trusted_events: &NameList) -> bo
         }
 }
 
-/// An event name is 1–200 characters with no control characters.
+/// A tracked event's name: 1–200 characters, no control characters, not a reserved `$` name.
 pub fn validate_event_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("must not be empty");
+    }
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(
+            "names starting with $ are reserved for the platform (identify calls go to POST /v1/identify)",
+        );
     }
     if name.chars().count() > MAX_EVENT_NAME_CHARS {
         return Err("must be at most 200 characters");
@@ -110,6 +117,9 @@ mod tests {
         assert!(validate_event_name("").is_err());
         assert!(validate_event_name("tab\tname").is_err());
         assert!(validate_event_name("nul\0").is_err());
+        assert!(validate_event_name(IDENTIFY_EVENT).is_err());
+        assert!(validate_event_name("$profile_update").is_err());
+        assert!(validate_event_name("price_in_$").is_ok());
     }
 
     #[test]

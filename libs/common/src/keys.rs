@@ -1,13 +1,22 @@
-//! API key format: `pk_live_` or `sk_live_` followed by 64 lowercase hex characters (32 bytes from
-//! the OS CSPRNG). Only SHA-256 of the full key is ever stored.
+//! API key format: `pk_live_` or `sk_live_` followed by 64 lowercase hex characters. Only SHA-256
+//! of the full key is ever stored.
+//!
+//! Keys made by [`ApiKey::generate_vouched`] are 24 bytes from the OS CSPRNG followed by an 8-byte
+//! tag, an HMAC of the rest under a secret only the gateways know ([`KeyVoucher`]). The format is
+//! unchanged, but a gateway can tell such a key from a made-up one without any lookup: a flood of
+//! random keys is refused from the budget for unknown keys, while a real key never is.
 
 use std::fmt;
 
+use hmac::{Hmac, Mac};
 use rand::{RngCore, rngs::OsRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const SECRET_BYTES: usize = 32;
+/// Of a vouched key's 32 bytes, the last ones are the tag.
+const TAG_BYTES: usize = 8;
+const RANDOM_BYTES: usize = SECRET_BYTES - TAG_BYTES;
 const SECRET_HEX_LEN: usize = SECRET_BYTES * 2;
 const PREFIX_LEN: usize = 8; // "pk_live_" and "sk_live_" have the same length
 /// How many characters of the full key are shown back to the user after creation.
@@ -74,6 +83,18 @@ impl ApiKey {
     pub fn generate(key_type: KeyType) -> Self {
         let mut secret = [0u8; SECRET_BYTES];
         OsRng.fill_bytes(&mut secret);
+        Self {
+            key_type,
+            full: format!("{}{}", key_type.prefix(), hex::encode(secret)),
+        }
+    }
+
+    /// A new key whose last bytes vouch for it under `voucher`'s secret (see [`KeyVoucher`]).
+    pub fn generate_vouched(key_type: KeyType, voucher: &KeyVoucher) -> Self {
+        let mut secret = [0u8; SECRET_BYTES];
+        OsRng.fill_bytes(&mut secret[..RANDOM_BYTES]);
+        let tag = voucher.tag(key_type, &secret[..RANDOM_BYTES]);
+        secret[RANDOM_BYTES..].copy_from_slice(&tag);
         Self {
             key_type,
             full: format!("{}{}", key_type.prefix(), hex::encode(secret)),
@@ -162,6 +183,54 @@ impl fmt::Display for KeyHash {
     }
 }
 
+/// Tells keys this deployment issued (with [`ApiKey::generate_vouched`]) from made-up ones, without
+/// a lookup. A vouched key may still be unknown (revoked and forgotten); an unvouched one may still
+/// be real (issued before keys were vouched, or under another secret): the voucher only decides
+/// whether a lookup is charged to the budget for unknown keys.
+#[derive(Clone)]
+pub struct KeyVoucher(Hmac<Sha256>);
+
+impl KeyVoucher {
+    /// Keyed by `secret`; the gateway derives it from its envelope secret.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        derive.update(b"gamify api key voucher v1");
+        let derived = derive.finalize().into_bytes();
+        Self(
+            <Hmac<Sha256> as Mac>::new_from_slice(&derived)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length")),
+        )
+    }
+
+    fn tag(&self, key_type: KeyType, random: &[u8]) -> [u8; TAG_BYTES] {
+        let mut mac = self.0.clone();
+        mac.update(key_type.prefix().as_bytes());
+        mac.update(random);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&full[..TAG_BYTES]);
+        tag
+    }
+
+    /// Whether `key` carries this voucher's tag (compared in constant time).
+    pub fn vouches_for(&self, key: &ApiKey) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut secret = [0u8; SECRET_BYTES];
+        if hex::decode_to_slice(&key.full[PREFIX_LEN..], &mut secret).is_err() {
+            return false;
+        }
+        let expected = self.tag(key.key_type, &secret[..RANDOM_BYTES]);
+        bool::from(expected.ct_eq(&secret[RANDOM_BYTES..]))
+    }
+}
+
+impl fmt::Debug for KeyVoucher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyVoucher(…)")
+    }
+}
+
 /// Compares two secrets without leaking, through timing, where they first differ or how long they
 /// are: both sides are hashed to a fixed length first.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -189,6 +258,26 @@ mod tests {
             );
             assert_eq!(ApiKey::parse(full), Ok(key.clone()));
             assert_eq!(ApiKey::parse(full).map(|k| k.key_type()), Ok(key_type));
+        }
+    }
+
+    #[test]
+    fn a_voucher_vouches_for_its_own_keys_only() {
+        let voucher = KeyVoucher::new(b"one secret");
+        let other = KeyVoucher::new(b"another secret");
+        for key_type in [KeyType::Publishable, KeyType::Secret] {
+            let key = ApiKey::generate_vouched(key_type, &voucher);
+            assert_eq!(ApiKey::parse(key.expose()).unwrap(), key);
+            assert!(voucher.vouches_for(&key));
+            assert!(!other.vouches_for(&key));
+            assert!(!voucher.vouches_for(&ApiKey::generate(key_type)));
+            // The tag covers the key type: the same bytes under the other prefix are not vouched.
+            let other_type = match key_type {
+                KeyType::Publishable => KeyType::Secret,
+                KeyType::Secret => KeyType::Publishable,
+            };
+            let swapped = format!("{}{}", other_type.prefix(), &key.expose()[PREFIX_LEN..]);
+            assert!(!voucher.vouches_for(&ApiKey::parse(&swapped).unwrap()));
         }
     }
 
@@ -290,6 +379,17 @@ mod tests {
                     }
                     Err(_) => prop_assert!(!well_formed, "{raw:?} refused"),
                 }
+            }
+
+            #[test]
+            fn altered_vouched_keys_are_not_vouched(at in 0..SECRET_HEX_LEN, by in 1u8..16) {
+                let voucher = KeyVoucher::new(b"a secret");
+                let key = ApiKey::generate_vouched(KeyType::Secret, &voucher);
+                let mut altered = key.expose().as_bytes().to_vec();
+                let digit = (altered[PREFIX_LEN + at] as char).to_digit(16).unwrap() as u8;
+                altered[PREFIX_LEN + at] = char::from_digit(u32::from((digit + by) % 16), 16).unwrap() as u8;
+                let altered = ApiKey::parse(std::str::from_utf8(&altered).unwrap()).unwrap();
+                prop_assert!(!voucher.vouches_for(&altered));
             }
 
             #[test]

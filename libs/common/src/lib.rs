@@ -11,4 +11,4 @@ pub mod timestamp;
 
 pub use config::ConfigError;
 pub use envelope::Envelope;
-pub use keys::{ApiKey, KeyFormatError, KeyHash, KeyType};
+pub use keys::{ApiKey, KeyFormatError, KeyHash, KeyType, KeyVoucher};

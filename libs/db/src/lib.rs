@@ -3,6 +3,7 @@
 
 pub mod entities;
 pub mod sources;
+pub mod trusted_lists;
 
 use std::{ops::Deref, time::Duration};
 

@@ -18,6 +18,8 @@ pub struct KeySource {
     pub expires_at: Option<DateTime<Utc>>,
     /// The project's extra server-only event names.
     pub trusted_events: NameList,
+    /// The version of `trusted_events`, bumped on every change.
+    pub trusted_events_version: i32,
     /// Browser origins allowed to use a publishable key; an empty list allows any.
     pub allowed_origins: NameList,
     /// The project's own ceiling on accepted events, when it has one.
@@ -33,7 +35,8 @@ pub struct ProjectRateLimit {
 }
 
 const SELECT: &str = "SELECT k.id, k.project_id, k.type, k.revoked_at, k.expires_at,
-        k.allowed_origins, p.trusted_events, p.rate_limit_events_per_second, p.rate_limit_burst
+        k.allowed_origins, p.trusted_events, p.trusted_events_version,
+        p.rate_limit_events_per_second, p.rate_limit_burst
     FROM api_keys k JOIN projects p ON p.id = k.project_id";
 
 impl Db {
@@ -100,6 +103,7 @@ fn decode(row: &QueryResult) -> Result<Option<KeySource>> {
         revoked_at: row.try_get("", "revoked_at")?,
         expires_at: row.try_get("", "expires_at")?,
         trusted_events: list("trusted_events")?,
+        trusted_events_version: row.try_get("", "trusted_events_version")?,
         allowed_origins: list("allowed_origins")?,
         rate_limit,
     }))

@@ -3,12 +3,12 @@ use axum::{
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
-use gamify_common::{ApiKey, KeyType};
+use gamify_common::{ApiKey, KeyType, KeyVoucher};
 use gamify_db::{
     entities::api_keys,
     sea_orm::{
-        ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-        TransactionTrait, sea_query::Expr,
+        ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+        QueryOrder, Set, Statement, TransactionTrait, sea_query::Expr,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::{
     AppState, Error, Result,
     extract::{Admin, Json, Path},
+    key_cache::Change,
     v1::{projects::find_project, validate_name},
 };
 
@@ -118,12 +119,13 @@ impl From<api_keys::Model> for ApiKeyOut {
 /// Generates a key and stores its hash; the full key exists only in the returned value.
 async fn insert_key(
     db: &impl ConnectionTrait,
+    voucher: &KeyVoucher,
     project_id: Uuid,
     name: String,
     key_type: KeyType,
     allowed_origins: &[String],
 ) -> Result<CreatedApiKeyOut> {
-    let key = ApiKey::generate(key_type);
+    let key = ApiKey::generate_vouched(key_type, voucher);
     let model = api_keys::ActiveModel {
         id: Set(Uuid::now_v7()),
         project_id: Set(project_id),
@@ -184,7 +186,15 @@ async fn create_api_key(
         normalize_origins(body.key_type, body.allowed_origins.unwrap_or_default())?;
     let db = state.db().shared();
     find_project(db, project_id).await?;
-    let created = insert_key(db, project_id, body.name, body.key_type, &allowed_origins).await?;
+    let created = insert_key(
+        db,
+        state.key_voucher(),
+        project_id,
+        body.name,
+        body.key_type,
+        &allowed_origins,
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -213,7 +223,8 @@ async fn list_api_keys(
     Ok(axum::Json(keys.into_iter().map(Into::into).collect()))
 }
 
-/// Revokes the key. Repeating it is harmless and keeps the first revocation time.
+/// Revokes the key. Repeating it is harmless and keeps the first revocation time. Answers once no
+/// gateway accepts the key any more; `revokedAt` is that instant.
 #[utoipa::path(
     delete,
     path = "/v1/projects/{project_id}/api-keys/{key_id}",
@@ -222,7 +233,7 @@ async fn list_api_keys(
         ("project_id" = Uuid, Path, description = "The project's id"),
         ("key_id" = Uuid, Path, description = "The key's id"),
     ),
-    responses((status = 204, description = "Revoked (also when it already was)"), crate::openapi::ReadErrors),
+    responses((status = 204, description = "Revoked (also when it already was): from now on every gateway refuses the key"), crate::openapi::ReadErrors),
     security(("adminToken" = []))
 )]
 async fn revoke_api_key(
@@ -232,19 +243,36 @@ async fn revoke_api_key(
 ) -> Result<StatusCode> {
     let db = state.db().shared();
     let key = find_key(db, project_id, key_id).await?;
-    if key.revoked_at.is_none() {
-        api_keys::Entity::update_many()
-            .col_expr(
-                api_keys::Column::RevokedAt,
-                Expr::cust("COALESCE(revoked_at, now())"),
-            )
-            .filter(api_keys::Column::Id.eq(key_id))
-            .exec(db)
-            .await?;
-        tracing::info!(project_id = %project_id, key_id = %key_id, "api key revoked");
+    // First the latest instant the revocation can take to hold everywhere: from it on, no lookup
+    // finds the key, and the worker refuses events received after it.
+    let provisional = state.provisional_effect();
+    let revoked_at: DateTime<Utc> = db
+        .query_one(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1
+             RETURNING revoked_at",
+            [key_id.into(), provisional.into()],
+        ))
+        .await?
+        .ok_or_else(|| Error::not_found("api key"))?
+        .try_get("", "revoked_at")?;
+    // Also on a repeat: a caller retrying a revoke must be able to rely on every gateway refusing
+    // the key once it answers.
+    let effective = state
+        .settle_key_change(&[key.key_hash], Change::Revoked, revoked_at)
+        .await;
+    if effective < revoked_at {
+        // Every gateway confirmed sooner: that is when the key stopped being accepted.
+        db.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at > $2",
+            [key_id.into(), effective.into()],
+        ))
+        .await?;
     }
-    // Also on a repeat: a caller retrying a revoke must be able to rely on caches being clear.
-    state.forget_keys(vec![key.key_hash]).await;
+    if key.revoked_at.is_none() {
+        tracing::info!(project_id = %project_id, key_id = %key_id, revoked_at = %effective.min(revoked_at), "api key revoked");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,21 +308,61 @@ async fn roll_api_key(
     if old.revoked_at.is_some() {
         return Err(Error::Conflict("a revoked key cannot be rolled".to_owned()));
     }
+    let now = Utc::now();
+    if old.expires_at.is_some_and(|at| at <= now) {
+        return Err(Error::Conflict(
+            "an expired key cannot be rolled".to_owned(),
+        ));
+    }
     let key_type = KeyType::from_name(&old.key_type)
         .ok_or_else(|| Error::invalid("the stored key has an unknown type"))?;
     let seconds = i64::try_from(body.expires_in_seconds).unwrap_or(i64::MAX);
-    let expires_at = Utc::now() + chrono::Duration::seconds(seconds);
-    // A roll never extends a key that already expires sooner.
-    let expires_at = old.expires_at.map_or(expires_at, |e| e.min(expires_at));
+    let requested = now + chrono::Duration::seconds(seconds);
+    // An expiry sooner than every gateway can learn of it is written as the latest instant that
+    // can take, and brought forward once they confirmed. A roll never extends a key that already
+    // expires sooner: every gateway knows that expiry already.
+    let known_everywhere_by = state.provisional_effect();
+    let cap = |at: DateTime<Utc>| old.expires_at.map_or(at, |e| e.min(at));
+    let provisional = cap(requested.max(known_everywhere_by));
     api_keys::Entity::update_many()
-        .col_expr(api_keys::Column::ExpiresAt, Expr::value(expires_at))
+        .col_expr(api_keys::Column::ExpiresAt, Expr::value(provisional))
         .filter(api_keys::Column::Id.eq(key_id))
         .exec(&txn)
         .await?;
     let origins: Vec<String> = serde_json::from_value(old.allowed_origins).unwrap_or_default();
-    let created = insert_key(&txn, project_id, old.name, key_type, &origins).await?;
+    let created = insert_key(
+        &txn,
+        state.key_voucher(),
+        project_id,
+        old.name,
+        key_type,
+        &origins,
+    )
+    .await?;
     txn.commit().await?;
-    state.forget_keys(vec![old.key_hash]).await;
+    let hashes = [old.key_hash];
+    let expires_at = if requested < provisional {
+        let known = state
+            .settle_key_change(&hashes, Change::Updated, provisional)
+            .await;
+        let effective = cap(requested.max(known));
+        if effective < provisional {
+            state
+                .db()
+                .shared()
+                .execute(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "UPDATE api_keys SET expires_at = $2 WHERE id = $1 AND expires_at > $2",
+                    [key_id.into(), effective.into()],
+                ))
+                .await?;
+        }
+        effective
+    } else {
+        // Far enough ahead for every gateway to learn of it before it arrives.
+        state.refresh_keys(&hashes).await;
+        provisional
+    };
     tracing::info!(project_id = %project_id, key_id = %key_id, new_key_id = %created.id, %expires_at, "api key rolled");
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
@@ -326,7 +394,15 @@ async fn update_api_key(
     let mut active: api_keys::ActiveModel = key.into();
     active.allowed_origins = Set(serde_json::json!(origins));
     let key = active.update(db).await?;
-    state.forget_keys(vec![key.key_hash.clone()]).await;
+    // A narrower list must hold on every gateway once this answers, as a revocation does.
+    let provisional = state.provisional_effect();
+    state
+        .settle_key_change(
+            std::slice::from_ref(&key.key_hash),
+            Change::Updated,
+            provisional,
+        )
+        .await;
     tracing::info!(project_id = %project_id, key_id = %key_id, origins = origins.len(), "api key origins updated");
     Ok(axum::Json(key.into()))
 }

@@ -13,7 +13,7 @@ use gamify_common::{
     envelope::{Received, Source},
     events::requires_secret_key,
     ingest::{
-        self, BatchDefaults, EVENT_TOO_LARGE, Event, FieldError, MAX_BATCH_EVENTS,
+        self, BatchDefaults, EVENT_TOO_LARGE, Event, FieldError, MAX_BATCH_EVENTS, MAX_EVENT_BYTES,
         MAX_PRODUCED_BYTES_PER_REQUEST,
     },
 };
@@ -38,14 +38,15 @@ use crate::{
 /// Seconds a client should wait before retrying after the broker did not acknowledge.
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
 
-fn received(headers: &HeaderMap, client_ip: Option<IpAddr>) -> Received {
+/// What the request itself adds to its events; the User-Agent cut to its bound.
+fn received(headers: &HeaderMap, client_ip: Option<IpAddr>, at: DateTime<Utc>) -> Received {
     Received {
-        at: Utc::now(),
+        at,
         ip: client_ip.map(|ip| ip.to_string()),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+            .map(Received::bounded_user_agent),
     }
 }
 
@@ -54,7 +55,17 @@ fn source(record: &KeyRecord) -> Source {
         project_id: record.project_id,
         key_id: record.key_id,
         key_type: record.key_type,
+        trusted_events_version: record.trusted_events_version,
     }
+}
+
+/// An event's size once the request's own fields are added, within the per-event limit.
+fn produced_size(event: &Event, received: &Received) -> Result<usize, FieldError> {
+    let size = event.produced_len + received.added_bytes();
+    if size > MAX_EVENT_BYTES {
+        return Err(FieldError::new("", EVENT_TOO_LARGE));
+    }
+    Ok(size)
 }
 
 /// 413 when any problem is an oversized event, else 400 with every field error.
@@ -111,6 +122,8 @@ fn secret_key_required(events: Vec<String>, indexes: Option<Vec<usize>>) -> Erro
 }
 
 /// The project's ceiling on accepted events, counted in events, checked once a request is valid.
+/// Each key class has a budget of its own: a browser key spending its project's ceiling never
+/// refuses the events the project's servers send.
 fn within_project_limit(state: &AppState, key: &KeyRecord, events: usize) -> Result<()> {
     let quota = key
         .project_rate_limit
@@ -121,8 +134,8 @@ fn within_project_limit(state: &AppState, key: &KeyRecord, events: usize) -> Res
     let cost = u32::try_from(events).unwrap_or(u32::MAX);
     state
         .rate_limiter()
-        .check(Bucket::Project(key.project_id), quota, cost)
-        .map_err(|wait| Error::rate_limited(Bucket::Project(key.project_id), wait))
+        .check(Bucket::Project(key.project_id, key.key_type), quota, cost)
+        .map_err(|wait| Error::rate_limited(Bucket::Project(key.project_id, key.key_type), wait))
 }
 
 async fn produce(state: &AppState, envelopes: &[Envelope]) -> Result<()> {
@@ -163,10 +176,12 @@ async fn accept_one(
         client_ip,
         headers,
         body: value,
+        received_at,
     } = request;
     let key = key.as_ref();
-    let received = received(&headers, client_ip);
+    let received = received(&headers, client_ip, received_at);
     let event = parse(value, received.at).map_err(|errors| rejected(errors, None))?;
+    produced_size(&event, &received).map_err(|error| rejected(vec![error], None))?;
     if requires_secret(key, &event) {
         return Err(secret_key_required(vec![event.event], None));
     }
@@ -244,6 +259,7 @@ async fn batch(
         client_ip,
         headers,
         body,
+        received_at,
     }: IngestRequest,
 ) -> Result<(StatusCode, axum::Json<BatchAccepted>)> {
     let Value::Object(mut body) = body else {
@@ -289,15 +305,20 @@ async fn batch(
         return Err(rejected(errors, None));
     }
     let defaults = BatchDefaults { sent_at, context };
-    let received = received(&headers, client_ip);
+    let received = received(&headers, client_ip, received_at);
 
     let mut events = Vec::with_capacity(items.len());
     let mut invalid = Vec::new();
     let mut produced_bytes = 0;
     for (index, item) in items.into_iter().enumerate() {
-        match ingest::parse_track(item, &defaults, received.at) {
-            Ok(event) => {
-                produced_bytes += event.produced_len;
+        match ingest::parse_track(item, &defaults, received.at).and_then(|event| {
+            Ok((
+                produced_size(&event, &received).map_err(|e| vec![e])?,
+                event,
+            ))
+        }) {
+            Ok((size, event)) => {
+                produced_bytes += size;
                 events.push(event);
             }
             Err(item_errors) => {

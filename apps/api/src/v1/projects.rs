@@ -5,9 +5,10 @@ use gamify_db::{
     entities::{api_keys, organizations, projects},
     sea_orm::{
         ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-        QueryFilter, QuerySelect, Set,
+        QueryFilter, QuerySelect, Set, TransactionTrait,
     },
     sources::ProjectRateLimit,
+    trusted_lists,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     AppState, Error, Result,
     extract::{Admin, Json, Path},
+    key_cache::Change,
     v1::{nullable, validate_name, validate_storable},
 };
 
@@ -206,6 +208,7 @@ async fn create_project(
         name: Set(body.name),
         description: Set(body.description),
         trusted_events: Set(serde_json::json!([])),
+        trusted_events_version: Set(1),
         rate_limit_events_per_second: Set(None),
         rate_limit_burst: Set(None),
         created_at: Set(now),
@@ -266,18 +269,42 @@ async fn update_project(
         validate_rate_limit(limit)?;
     }
 
-    let db = state.db().shared();
-    let mut project = find_project(db, project_id).await?.into_active_model();
+    let txn = state.db().shared().begin().await?;
+    // Locked: two changes of the trusted list must not both replace the same version.
+    let current = projects::Entity::find_by_id(project_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::not_found("project"))?;
+    let trusted_events = trusted_events.filter(|names| *names != current.trusted_event_names());
+    // A new list holds on every gateway only once they all learned of it; until then a gateway
+    // may still apply the old one, which is kept with the instant it stops being applied.
+    let superseded = match &trusted_events {
+        Some(_) => {
+            let until = state.provisional_effect();
+            trusted_lists::supersede(
+                &txn,
+                current.id,
+                current.trusted_events_version,
+                &current.trusted_events,
+                until,
+            )
+            .await?;
+            Some((current.trusted_events_version, until))
+        }
+        None => None,
+    };
+    let version = current.trusted_events_version;
+    let mut project = current.into_active_model();
     if let Some(name) = body.name {
         project.name = Set(name);
     }
     if let Some(description) = body.description {
         project.description = Set(description);
     }
-    // Cached keys carry their project's trusted list and rate limit.
-    let cached_fields_changed = trusted_events.is_some() || body.rate_limit.is_some();
-    if let Some(trusted_events) = trusted_events {
+    if let Some(trusted_events) = &trusted_events {
         project.trusted_events = Set(serde_json::json!(trusted_events));
+        project.trusted_events_version = Set(version.saturating_add(1));
     }
     if let Some(limit) = body.rate_limit {
         let to_column = |value: u32| i32::try_from(value).ok();
@@ -286,9 +313,11 @@ async fn update_project(
         project.rate_limit_burst = Set(limit.and_then(|l| to_column(l.burst)));
     }
     project.updated_at = Set(Utc::now());
-    let project = project.update(db).await.map_err(name_taken)?;
-    if cached_fields_changed {
-        // The change must reach every gateway now, not when its cache entry expires.
+    let project = project.update(&txn).await.map_err(name_taken)?;
+    txn.commit().await?;
+    // Cached keys carry their project's trusted list and rate limit.
+    if trusted_events.is_some() || body.rate_limit.is_some() {
+        let db = state.db().shared();
         let hashes = api_keys::Entity::find()
             .select_only()
             .column(api_keys::Column::KeyHash)
@@ -296,9 +325,22 @@ async fn update_project(
             .into_tuple::<String>()
             .all(db)
             .await?;
-        state.forget_keys(hashes).await;
+        match superseded {
+            Some((old_version, until)) => {
+                let effective = state
+                    .settle_key_change(&hashes, Change::Updated, until)
+                    .await;
+                if effective < until {
+                    state
+                        .db()
+                        .settle_superseded(project.id, old_version, effective)
+                        .await?;
+                }
+            }
+            None => state.refresh_keys(&hashes).await,
+        }
     }
-    tracing::info!(project_id = %project.id, "project updated");
+    tracing::info!(project_id = %project.id, trusted_events_version = project.trusted_events_version, "project updated");
     Ok(axum::Json(project.into()))
 }
 

@@ -200,9 +200,10 @@ async fn a_flood_of_random_keys_is_bounded_per_client_address() {
     }
     // 10 lookups at most (the burst, plus what refills during the loop); the rest never looked up.
     assert!(refused_without_lookup >= 25, "{refused_without_lookup}");
-    // The attacker's valid key is refused too while its budget is spent: the check comes first.
+    // A valid key is never refused for the unknown keys sent from its address (issue 18: one
+    // tenant's bad keys must not lock out another behind a shared NAT).
     let response = from(&attacker, &pk).await.unwrap();
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
     // Another visitor of the same site is unaffected.
     let response = from("203.0.113.77", &pk).await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);

@@ -87,21 +87,14 @@ async fn events_accepted_while_their_key_is_being_revoked_are_stored_processed()
             .admin(&keys_path, json!({ "name": "racing", "type": "secret" }))
             .await;
         let sk = key["key"].as_str().unwrap().to_owned();
-        let event = |n: usize| {
-            json!({ "event": "purchase", "userId": "u1", "messageId": format!("r{round}-{n}") })
-        };
+        let event = |n: usize| json!({ "event": "purchase", "userId": "u1", "messageId": format!("r{round}-{n}") });
         for (n, gateway) in [&revoking, &other].into_iter().enumerate() {
             let (status, body) = gateway.send(&sk, "/v1/events/track", event(100 + n)).await;
             assert_eq!(status, StatusCode::ACCEPTED, "{body}");
             accepted += 1;
         }
         let key_path = format!("{keys_path}/{}", key["id"].as_str().unwrap());
-        let revoke = revoking.call(
-            Method::DELETE,
-            &key_path,
-            &revoking.admin_token,
-            None,
-        );
+        let revoke = revoking.call(Method::DELETE, &key_path, &revoking.admin_token, None);
         let racing = async {
             let mut sent = Vec::new();
             for n in 1..=12 {

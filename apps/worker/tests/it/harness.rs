@@ -141,6 +141,7 @@ impl Tenant {
             project_id: self.project,
             key_id: self.key(key_type),
             key_type,
+            trusted_events_version: Some(1),
             kind: Kind::Track,
             event: event.to_owned(),
             user_id: Some(user.to_owned()),

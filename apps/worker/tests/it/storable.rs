@@ -204,6 +204,7 @@ fn every_event_the_gateway_accepts_the_worker_stores() {
                 project_id: tenant.project,
                 key_id: tenant.key(key_type),
                 key_type,
+                trusted_events_version: 1,
             };
             let envelope = Envelope::new(event, source, &received);
             // Over the topic: the worker reads the envelope back from its JSON bytes.

@@ -10,6 +10,9 @@ pub struct Model {
     pub description: Option<String>,
     /// JSON array of extra server-only event names.
     pub trusted_events: Json,
+    /// Bumped on every change of `trusted_events`; the lists it replaced are in
+    /// `superseded_trusted_events`.
+    pub trusted_events_version: i32,
     /// The project's own ceiling on accepted events; both NULL: the gateway's default.
     pub rate_limit_events_per_second: Option<i32>,
     pub rate_limit_burst: Option<i32>,
