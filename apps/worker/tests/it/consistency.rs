@@ -125,3 +125,69 @@ async fn events_accepted_while_their_key_is_being_revoked_are_stored_processed()
         failed.len()
     );
 }
+
+/// Envelopes stamped with a list version the project has replaced since are judged by that
+/// version while it was in force when they were received, and refused when it no longer was.
+#[tokio::test]
+async fn envelopes_are_judged_by_the_trusted_list_version_they_carry() {
+    use gamify_common::KeyType;
+    use gamify_db::sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    use crate::harness::{Tenant, connect, database_url, produce_envelopes};
+
+    let db = connect(&database_url()).await;
+    // Version 1 trusts nothing; version 2 trusts vip.reward, and replaced version 1 an hour from now.
+    let tenant = Tenant::create(&db, &[]).await;
+    let replaced_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    gamify_db::trusted_lists::supersede(db.shared(), tenant.project, 1, &json!([]), replaced_at)
+        .await
+        .unwrap();
+    db.shared()
+        .execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE projects SET trusted_events = '[\"vip.reward\"]', trusted_events_version = 2
+             WHERE id = $1",
+            [tenant.project.into()],
+        ))
+        .await
+        .unwrap();
+    let envelope = |message_id: &str, event: &str, version: i32, late: bool| {
+        let mut envelope = tenant.track(KeyType::Publishable, event, "u1", json!({}));
+        envelope.message_id = message_id.to_owned();
+        envelope.trusted_events_version = Some(version);
+        if late {
+            envelope.received_at = replaced_at + chrono::Duration::seconds(1);
+        }
+        envelope
+    };
+    let topics = Topics::create(1).await;
+    produce_envelopes(
+        &topics.topic,
+        &[
+            envelope("under-v1", "vip.reward", 1, false),
+            envelope("under-v2", "vip.reward", 2, false),
+            envelope("v1-after-it-was-replaced", "page_view", 1, true),
+        ],
+    )
+    .await;
+    let _worker = Running::start(config(&topics)).await;
+    wait_until(Duration::from_secs(30), "3 stored events", || async {
+        tenant.events(&db).await == 3
+    })
+    .await;
+    let rows = tenant.rows(&db).await;
+    let status = |id: &str| {
+        let row = rows.iter().find(|row| row.message_id == id).unwrap();
+        (
+            row.status.clone(),
+            row.error_details.clone().unwrap_or_default(),
+        )
+    };
+    assert_eq!(status("under-v1").0, "processed");
+    let (v2, why) = status("under-v2");
+    assert_eq!(v2, "failed");
+    assert!(why.contains("requires a secret key"), "{why}");
+    let (late, why) = status("v1-after-it-was-replaced");
+    assert_eq!(late, "failed");
+    assert!(why.contains("replaced"), "{why}");
+}

@@ -28,6 +28,9 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(topic: &str) -> Self {
+        // One metrics recorder per process: the worker's, so that the tests reading a worker's
+        // /metrics find its gauges whichever test starts first (the gateway's metrics go there too).
+        gamify_worker::metrics::install().unwrap();
         let settings = Settings {
             admin_token: AdminToken {
                 value: format!("adm_e2e_{}", Uuid::new_v4().simple()),
