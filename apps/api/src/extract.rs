@@ -1,6 +1,10 @@
 //! Extractors whose rejections are this API's JSON errors, and the admin authentication extractor.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{FromRequest, FromRequestParts},
@@ -101,10 +105,11 @@ async fn authenticate(
     client: Option<IpAddr>,
     raw: &str,
     state: &AppState,
-) -> Result<(Arc<KeyRecord>, KeyHash)> {
+) -> Result<Authenticated> {
     // Malformed keys never reach Redis or Postgres.
     let key = ApiKey::parse(raw).map_err(|_| Error::InvalidApiKey)?;
     let hash = key.hash();
+    let checked = Instant::now();
     let record = resolve(state, client, &key, &hash).await?;
     if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
         return Err(Error::InvalidApiKey);
@@ -122,7 +127,18 @@ async fn authenticate(
         .check(bucket, quota, 1)
         .map_err(|wait| Error::rate_limited(bucket, wait))?;
     state.keys().mark_used(record.key_id);
-    Ok((record, hash))
+    Ok(Authenticated {
+        record,
+        hash,
+        checked,
+    })
+}
+
+/// A key that passed the checks, with when they began.
+struct Authenticated {
+    record: Arc<KeyRecord>,
+    hash: KeyHash,
+    checked: Instant,
 }
 
 /// The key's record. A client that keeps presenting keys nobody knows spends a budget per address
@@ -139,12 +155,13 @@ async fn resolve(
     let ip = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let budget = Bucket::InvalidKeys(ip);
     let quota = state.http_limits().invalid_keys;
-    let vouched = state.key_voucher().vouches_for(key);
-    let within_budget = || vouched || state.rate_limiter().peek(budget, quota).is_ok();
-    match state.keys().resolve(hash, within_budget()).await? {
+    // Asked only when no cache knows the key; the tag is checked only when the budget is spent.
+    let within_budget =
+        || state.rate_limiter().peek(budget, quota).is_ok() || state.key_voucher().vouches_for(key);
+    match state.keys().resolve(hash, within_budget).await? {
         Resolved::Found(record) => Ok(record),
         Resolved::Unknown { looked_up } => {
-            if looked_up && !vouched {
+            if looked_up && !state.key_voucher().vouches_for(key) {
                 let _ = state.rate_limiter().check(budget, quota, 1);
             }
             Err(Error::InvalidApiKey)
@@ -162,25 +179,35 @@ async fn resolve(
 
 /// The key's record again once the request's body has arrived, for the instant `received_at`
 /// the event is accepted at: a revocation, expiry or trusted-list change that took effect while the
-/// body was on its way applies to it. An L0 hit on the gateway's usual path.
+/// body was on its way applies to it. Usually nothing was invalidated on this gateway since the
+/// headers were checked, and the record stands without a second lookup.
 async fn confirm(
     state: &AppState,
     parts: &Parts,
-    hash: &KeyHash,
-    authenticated: &KeyRecord,
+    authenticated: Authenticated,
     received_at: DateTime<Utc>,
 ) -> Result<Arc<KeyRecord>> {
-    let record = match state.keys().resolve(hash, true).await? {
-        Resolved::Found(record) => record,
-        Resolved::Unknown { .. } | Resolved::NotLookedUp => return Err(Error::InvalidApiKey),
+    let Authenticated {
+        record: first,
+        hash,
+        checked,
+    } = authenticated;
+    let record = if state.keys().unchanged_since(checked) {
+        first
+    } else {
+        let record = match state.keys().resolve(&hash, || true).await? {
+            Resolved::Found(record) => record,
+            Resolved::Unknown { .. } | Resolved::NotLookedUp => return Err(Error::InvalidApiKey),
+        };
+        if record.key_id != first.key_id || record.key_type != first.key_type {
+            return Err(Error::InvalidApiKey);
+        }
+        check_origin(&record, &parts.headers)?;
+        record
     };
-    if record.key_id != authenticated.key_id
-        || record.key_type != authenticated.key_type
-        || record.is_expired_at(received_at)
-    {
+    if record.is_expired_at(received_at) {
         return Err(Error::InvalidApiKey);
     }
-    check_origin(&record, &parts.headers)?;
     Ok(record)
 }
 
@@ -196,7 +223,7 @@ impl FromRequestParts<AppState> for IngestKey {
         let client = request_client_ip(parts, state);
         authenticate(parts, client, raw, state)
             .await
-            .map(|(record, _)| IngestKey(record))
+            .map(|authenticated| IngestKey(authenticated.record))
     }
 }
 
@@ -223,15 +250,15 @@ impl FromRequest<AppState> for IngestRequest {
     async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<Self> {
         let (parts, body) = request.into_parts();
         let client = request_client_ip(&parts, state);
-        let (authenticated, hash, body) = match header_key(&parts) {
+        let (authenticated, body) = match header_key(&parts) {
             // Authenticated before the body is read, as every header-keyed request.
             Some(raw) => {
-                let (key, hash) = authenticate(&parts, client, raw, state).await?;
+                let authenticated = authenticate(&parts, client, raw, state).await?;
                 let mut body = read_json(&parts.headers, body).await?;
                 if let Some(object) = body.as_object_mut() {
                     object.remove("apiKey");
                 }
-                (key, hash, body)
+                (authenticated, body)
             }
             None => {
                 let mut body = read_json(&parts.headers, body).await?;
@@ -239,14 +266,13 @@ impl FromRequest<AppState> for IngestRequest {
                     Some(serde_json::Value::String(raw)) => raw,
                     _ => return Err(Error::InvalidApiKey),
                 };
-                let (key, hash) = authenticate(&parts, client, &raw, state).await?;
-                (key, hash, body)
+                (authenticate(&parts, client, &raw, state).await?, body)
             }
         };
         // Stamped before the key is confirmed: a change that reaches this gateway after the
         // confirmation took effect after this instant.
         let received_at = Utc::now();
-        let key = confirm(state, &parts, &hash, &authenticated, received_at).await?;
+        let key = confirm(state, &parts, authenticated, received_at).await?;
         Ok(Self {
             key,
             client_ip: client,

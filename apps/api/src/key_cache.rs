@@ -82,6 +82,9 @@ pub const DISCONNECTED_SERVE_FOR: Duration = Duration::from_millis(300);
 pub const CONFIRMED_CHANGE_GRACE: Duration = Duration::from_millis(300);
 /// Added to the L0 lifetime for a change no acknowledgement confirmed: loads in flight and clocks.
 pub const UNCONFIRMED_CHANGE_MARGIN: Duration = Duration::from_secs(5);
+/// How recent a check [`KeyResolver::unchanged_since`] vouches for: a body that took longer gets
+/// its key looked up again.
+const FAST_CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 /// Loads of one key tried in a row while it keeps being invalidated during them.
 const MAX_LOAD_ATTEMPTS: usize = 3;
 
@@ -264,10 +267,15 @@ impl KeyResolver {
         self.positive_ttl + UNCONFIRMED_CHANGE_MARGIN
     }
 
-    /// The key's record, whether it is unknown (or revoked), or — when `may_query_postgres` is
-    /// false and no cache knows it — that it was not looked up. Expiry is the caller's check, so
-    /// that an expired key is refused the moment it expires, whatever the caches hold.
-    pub async fn resolve(&self, hash: &KeyHash, may_query_postgres: bool) -> Result<Resolved> {
+    /// The key's record, whether it is unknown (or revoked), or — when `may_query_postgres` says
+    /// no (asked only on an L0 miss) and no cache knows it — that it was not looked up. Expiry is
+    /// the caller's check, so that an expired key is refused the moment it expires, whatever the
+    /// caches hold.
+    pub async fn resolve(
+        &self,
+        hash: &KeyHash,
+        may_query_postgres: impl FnOnce() -> bool,
+    ) -> Result<Resolved> {
         // A hit needs none of the loading machinery. The loader's future (Redis, then Postgres)
         // is boxed: inline, its several KB would be part of every request's future, copied
         // whenever that future is moved or boxed, on hits as much as on misses.
@@ -278,6 +286,7 @@ impl KeyResolver {
             }
             self.l0.invalidate(hash.as_str()).await;
         }
+        let may_query_postgres = may_query_postgres();
         for _ in 0..MAX_LOAD_ATTEMPTS {
             match Box::pin(self.load_into_l0(hash, may_query_postgres)).await {
                 Ok((cached, fresh)) => {
@@ -309,16 +318,27 @@ impl KeyResolver {
         match cached.lookup {
             Lookup::Unknown => true,
             Lookup::Found(_) => {
-                self.feed_is_live() || cached.loaded.elapsed() < DISCONNECTED_SERVE_FOR
+                let now = Instant::now();
+                self.feed_is_live_at(now)
+                    || now.saturating_duration_since(cached.loaded) < DISCONNECTED_SERVE_FOR
             }
         }
     }
 
-    fn feed_is_live(&self) -> bool {
+    /// Whether a record this gateway found servable at `checked` (an instant taken before it
+    /// looked) still is, without looking again: no key was invalidated here since, the feed is
+    /// live (so no change went unseen), and it was a moment ago ([`FAST_CONFIRM_WITHIN`]).
+    pub fn unchanged_since(&self, checked: Instant) -> bool {
+        let now = Instant::now();
+        now.saturating_duration_since(checked) < FAST_CONFIRM_WITHIN
+            && self.clock.nanos(checked) > self.last_invalidation.load(Ordering::Acquire)
+            && self.feed_is_live_at(now)
+    }
+
+    fn feed_is_live_at(&self, now: Instant) -> bool {
         let confirmed = self.feed_confirmed.load(Ordering::Acquire);
         confirmed != 0
-            && self.clock.nanos(Instant::now()).saturating_sub(confirmed)
-                < FEED_LIVE_FOR.as_nanos() as u64
+            && self.clock.nanos(now).saturating_sub(confirmed) < FEED_LIVE_FOR.as_nanos() as u64
     }
 
     /// Whether `hash` (or all of L0) was invalidated here at or after `loaded`.
@@ -375,7 +395,11 @@ impl KeyResolver {
         let loaded = Instant::now();
         let redis_key = format!("apikey:{hash}");
         let mut read = redis::pipe();
-        read.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+        read.atomic()
+            .cmd("GET")
+            .arg(&redis_key)
+            .cmd("PTTL")
+            .arg(&redis_key);
         let mut refill = true;
         match self.redis.pipeline::<(Option<String>, i64)>(&read).await {
             Ok((Some(cached), _)) if cached == NEGATIVE_MARKER => {

@@ -276,7 +276,9 @@ async fn update_project(
         .one(&txn)
         .await?
         .ok_or_else(|| Error::not_found("project"))?;
-    let trusted_events = trusted_events.filter(|names| *names != current.trusted_event_names());
+    // The stored JSON, not its reading: an unreadable stored list is replaced whatever it is.
+    let trusted_events =
+        trusted_events.filter(|names| serde_json::json!(names) != current.trusted_events);
     // A new list holds on every gateway only once they all learned of it; until then a gateway
     // may still apply the old one, which is kept with the instant it stops being applied.
     let superseded = match &trusted_events {
