@@ -64,7 +64,25 @@ impl Default for HttpLimits {
     }
 }
 
-pub use crate::rate_limit::{Limits, Quota};
+/// Requests (or events) per second sustained, and how many may come at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// The limits of the gateway, each with its default quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A publishable key, per client IP: one visitor of a site is throttled, the others are not.
+    pub client: Quota,
+    /// A secret key: a team's servers.
+    pub secret_key: Quota,
+    /// Accepted events of a project, counted in events; projects may set their own.
+    pub project: Quota,
+    /// How often instances exchange their consumption.
+    pub sync_interval: Duration,
+}
 
 /// What `gamify-api migrate` needs.
 #[derive(Clone)]

@@ -1,28 +1,25 @@
 //! The OpenAPI 3.1 document. Every route is registered through `utoipa_axum`'s
 //! [`OpenApiRouter`] with `routes!()`, so the router and the document come from the same
-//! `#[utoipa::path]` annotations; this module holds what they share: the document's frame
-//! (info, tags, security schemes), the error body and the schemas of bodies that handlers read as
-//! raw JSON (ingestion). `GET /openapi.json` serves it; `docs/openapi.json` is the committed copy
+//! `#[utoipa::path]` annotations; this module holds the document's frame (info, tags, security
+//! schemes; the shared schemas are in `http::schemas`). `GET /openapi.json` serves it; `docs/openapi.json` is the committed copy
 //! (`gamify-api openapi` prints it; the test `openapi_document_is_current` checks it).
 
-use std::{collections::BTreeMap, sync::OnceLock};
+use std::sync::OnceLock;
 
 use axum::Json;
-use serde::Serialize;
-use serde_json::Value;
 use utoipa::{
-    Modify, OpenApi, ToSchema,
+    Modify, OpenApi,
     openapi::{
-        self, Ref, RefOr, ResponseBuilder,
-        content::ContentBuilder,
-        header::HeaderBuilder,
-        schema::{ObjectBuilder, Type},
+        self,
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::AppState;
+use crate::{
+    http::schemas::{ErrorBody, ErrorCode, ErrorObject},
+    state::AppState,
+};
 
 /// Security scheme names used in `security(...)` of the operations.
 pub const ADMIN: &str = "adminToken";
@@ -87,287 +84,6 @@ impl Modify for SecuritySchemes {
         );
     }
 }
-
-/// Every error response: `{"error": {"code", "message", "details"?}}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    error: ErrorObject,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorObject {
-    code: ErrorCode,
-    /// Human-readable; a 500 says only "internal server error".
-    message: String,
-    /// Present on some 400, 403 and 413 errors: the fields, items or events concerned.
-    #[schema(value_type = Option<Object>)]
-    details: Option<Value>,
-}
-
-/// The error codes; docs/API.md says when each is used.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidRequest,
-    Unauthorized,
-    InvalidApiKey,
-    EventRequiresSecretKey,
-    OriginNotAllowed,
-    SecretKeyRequired,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ClientRateLimited,
-    KeyRateLimited,
-    ProjectRateLimited,
-    InvalidKeyRateLimited,
-    RequestTimeout,
-    InternalError,
-    Unavailable,
-}
-
-/// `{"status": "ok"}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusOk {
-    #[schema(inline)]
-    status: OkStatus,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OkStatus {
-    Ok,
-}
-
-/// `/readyz`: `ready`, or `degraded` when only Redis fails.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Readiness {
-    #[schema(inline)]
-    status: ReadinessStatus,
-    checks: ReadinessChecks,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadinessStatus {
-    Ready,
-    Degraded,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadinessChecks {
-    #[schema(inline)]
-    postgres: CheckStatus,
-    #[schema(inline)]
-    redis: CheckStatus,
-    #[schema(inline)]
-    kafka: CheckStatus,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    Ok,
-    Failing,
-}
-
-/// A free-form JSON object (`properties`, `traits`, `context`, `metadata`): keys and string
-/// values hold no NUL character.
-pub type JsonObject = serde_json::Map<String, Value>;
-
-/// `POST /v1/events/track` (and each item of a batch). `userId` or `anonymousId` is required.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TrackBody {
-    /// 1–200 characters, no control characters. Trusted names need a secret key.
-    #[schema(min_length = 1, max_length = 200, example = "page_view")]
-    event: String,
-    #[schema(min_length = 1, max_length = 255)]
-    user_id: Option<String>,
-    #[schema(min_length = 1, max_length = 255)]
-    anonymous_id: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    properties: Option<JsonObject>,
-    /// 1–100 characters; retries with the same value are stored once. Assigned (UUIDv7) if absent.
-    #[schema(min_length = 1, max_length = 100)]
-    message_id: Option<String>,
-    /// RFC 3339, years 0001–9999.
-    #[schema(format = DateTime)]
-    timestamp: Option<String>,
-    /// RFC 3339: when the client sent it, to correct its clock.
-    #[schema(format = DateTime)]
-    sent_at: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    context: Option<JsonObject>,
-}
-
-/// The track body sent as `text/plain` (e.g. `navigator.sendBeacon`) with the key in `apiKey`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BeaconTrackBody {
-    /// The API key, when no header carries one; removed before validation.
-    api_key: Option<String>,
-    #[serde(flatten)]
-    body: TrackBody,
-}
-
-/// `POST /v1/events/batch`: 1–500 track bodies; `sentAt` and `context` apply to items lacking
-/// their own.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchBody {
-    #[schema(min_items = 1, max_items = 500)]
-    batch: Vec<TrackBody>,
-    #[schema(format = DateTime)]
-    sent_at: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    context: Option<JsonObject>,
-}
-
-/// The batch body sent as `text/plain` with the key in `apiKey`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BeaconBatchBody {
-    api_key: Option<String>,
-    #[serde(flatten)]
-    body: BatchBody,
-}
-
-/// `POST /v1/identify`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IdentifyBody {
-    #[schema(min_length = 1, max_length = 255)]
-    user_id: String,
-    #[schema(value_type = Option<Object>)]
-    traits: Option<JsonObject>,
-    #[schema(min_length = 1, max_length = 100)]
-    message_id: Option<String>,
-    #[schema(format = DateTime)]
-    timestamp: Option<String>,
-    #[schema(format = DateTime)]
-    sent_at: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    context: Option<JsonObject>,
-}
-
-/// The identify body sent as `text/plain` with the key in `apiKey`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BeaconIdentifyBody {
-    api_key: Option<String>,
-    #[serde(flatten)]
-    body: IdentifyBody,
-}
-
-/// Error responses shared by many operations: (status, when).
-fn error_responses(list: &[(u16, &str)]) -> BTreeMap<String, RefOr<openapi::Response>> {
-    list.iter()
-        .map(|(status, when)| {
-            let mut response = ResponseBuilder::new().description(*when).content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            );
-            if *status == 429 {
-                response = response.header(
-                    "Retry-After",
-                    HeaderBuilder::new()
-                        .schema(
-                            ObjectBuilder::new()
-                                .schema_type(Type::Integer)
-                                .minimum(Some(1)),
-                        )
-                        .description(Some("Seconds to wait before retrying"))
-                        .build(),
-                );
-            }
-            (status.to_string(), response.build().into())
-        })
-        .collect()
-}
-
-macro_rules! error_set {
-    ($(#[$doc:meta])* $name:ident: $(($status:literal, $when:literal)),+ $(,)?) => {
-        $(#[$doc])*
-        pub struct $name;
-
-        impl utoipa::IntoResponses for $name {
-            fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
-                error_responses(&[$(($status, $when)),+])
-            }
-        }
-    };
-}
-
-error_set!(
-    /// Errors of every ingestion endpoint.
-    IngestErrors:
-    (400, "Invalid request: malformed JSON, invalid fields (`details.errors`, and `details.indexes` in a batch), a body that is not an object"),
-    (401, "Missing, malformed, unknown, revoked or expired API key (`invalid_api_key`)"),
-    (403, "`event_requires_secret_key` (a trusted event with a publishable key; `details.events`, `details.indexes`) or `origin_not_allowed`"),
-    (413, "An event over 32 KB as produced, a batch over 500 events, 500 KB or 1 MB produced (`payload_too_large`)"),
-    (415, "Content-Type other than application/json or text/plain, Content-Encoding other than gzip (`unsupported_media_type`)"),
-    (429, "`client_rate_limited`, `key_rate_limited` or `project_rate_limited`; `Retry-After` says when to retry"),
-    (500, "A genuine fault (`internal_error`)"),
-    (503, "The broker did not acknowledge in time or the key could not be verified (`unavailable`); retry with the same messageIds"),
-);
-
-error_set!(
-    /// Errors of `GET /v1/events`.
-    ListEventsErrors:
-    (400, "An invalid query parameter (`details.field` names it)"),
-    (401, "Missing, malformed, unknown, revoked or expired API key (`invalid_api_key`)"),
-    (403, "`secret_key_required` (a publishable key) or `origin_not_allowed`"),
-    (429, "`client_rate_limited` or `key_rate_limited`; `Retry-After` says when to retry"),
-    (500, "A genuine fault (`internal_error`)"),
-    (503, "The key could not be verified right now (`unavailable`)"),
-);
-
-error_set!(
-    /// Errors of `GET /v1/users/{external_id}`.
-    GetUserErrors:
-    (401, "Missing, malformed, unknown, revoked or expired API key (`invalid_api_key`)"),
-    (403, "`secret_key_required` (a publishable key) or `origin_not_allowed`"),
-    (404, "No such end user in the key's project (`not_found`)"),
-    (429, "`client_rate_limited` or `key_rate_limited`; `Retry-After` says when to retry"),
-    (500, "A genuine fault (`internal_error`)"),
-    (503, "The key could not be verified right now (`unavailable`)"),
-);
-
-error_set!(
-    /// Errors of management requests with a JSON body and no path id.
-    CreateErrors:
-    (400, "Invalid request: malformed JSON, invalid or missing fields (`details.field` names it), unknown `organizationId`"),
-    (401, "Missing or wrong admin token (`unauthorized`)"),
-    (409, "A unique conflict, e.g. a project name taken in its organization (`conflict`)"),
-    (413, "Body over 64 KB (`payload_too_large`)"),
-    (415, "Body without Content-Type: application/json (`unsupported_media_type`)"),
-    (500, "A genuine fault (`internal_error`)"),
-);
-
-error_set!(
-    /// Errors of management requests with a path id and a JSON body.
-    UpdateErrors:
-    (400, "Invalid request: malformed JSON, invalid fields (`details.field` names it)"),
-    (401, "Missing or wrong admin token (`unauthorized`)"),
-    (404, "No such project or key; a malformed id too (`not_found`)"),
-    (409, "A unique conflict (`conflict`): a project name taken in its organization; rolling a revoked key"),
-    (413, "Body over 64 KB (`payload_too_large`)"),
-    (415, "Body without Content-Type: application/json (`unsupported_media_type`)"),
-    (500, "A genuine fault (`internal_error`)"),
-);
-
-error_set!(
-    /// Errors of management requests with a path id and no body.
-    ReadErrors:
-    (401, "Missing or wrong admin token (`unauthorized`)"),
-    (404, "No such project or key; a malformed id too (`not_found`)"),
-    (500, "A genuine fault (`internal_error`)"),
-);
 
 /// The document's frame; the operations are added by the routers.
 pub fn base() -> openapi::OpenApi {

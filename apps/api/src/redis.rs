@@ -18,7 +18,7 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use crate::Error;
+use crate::http::error::Error;
 
 /// Upper bound on any one Redis round trip from the request path.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);

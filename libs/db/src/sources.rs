@@ -53,6 +53,18 @@ impl Db {
         row.map(|row| decode(&row)).transpose().map(Option::flatten)
     }
 
+    /// Records that the keys `ids` were used just now (`last_used_at`).
+    pub async fn record_key_use(&self, ids: &[Uuid]) -> Result<()> {
+        self.shared()
+            .execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)",
+                [ids.to_vec().into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
     /// The keys among `ids` that exist.
     pub async fn key_sources_by_id(&self, ids: &[Uuid]) -> Result<Vec<KeySource>> {
         let rows = self

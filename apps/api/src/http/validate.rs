@@ -1,25 +1,8 @@
+//! Rules for text and fields of request bodies and queries that several routes share.
+
 use serde::{Deserialize, Deserializer};
 
-use utoipa_axum::router::OpenApiRouter;
-
-use crate::{AppState, Error, Result};
-
-mod api_keys;
-mod events;
-mod ingest;
-mod organizations;
-mod projects;
-mod users;
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .merge(organizations::router())
-        .merge(projects::router())
-        .merge(api_keys::router())
-        .merge(ingest::router())
-        .merge(events::router())
-        .merge(users::router())
-}
+use crate::http::error::{Error, Result};
 
 pub const MAX_NAME_CHARS: usize = 255;
 

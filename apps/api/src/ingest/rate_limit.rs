@@ -20,25 +20,8 @@ use gamify_common::KeyType;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Requests (or events) per second sustained, and how many may come at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
-/// The limits of the gateway, each with its default quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// A publishable key, per client IP: one visitor of a site is throttled, the others are not.
-    pub client: Quota,
-    /// A secret key: a team's servers.
-    pub secret_key: Quota,
-    /// Accepted events of a project, counted in events; projects may set their own.
-    pub project: Quota,
-    /// How often instances exchange their consumption.
-    pub sync_interval: Duration,
-}
+pub use crate::config::{Limits, Quota};
+use crate::http::error::Error;
 
 /// What is limited; the error code of a 429 names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +44,28 @@ impl Bucket {
             Bucket::Project(..) => "project_rate_limited",
             Bucket::InvalidKeys(_) => "invalid_key_rate_limited",
         }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            Bucket::Client(..) => {
+                "too many requests from this client with this key; retry after Retry-After seconds"
+            }
+            Bucket::SecretKey(_) => {
+                "too many requests with this secret key; retry after Retry-After seconds"
+            }
+            Bucket::Project(..) => {
+                "the project's limit on accepted events is reached; retry after Retry-After seconds"
+            }
+            Bucket::InvalidKeys(_) => {
+                "too many requests with unknown or invalid API keys from this client; retry after Retry-After seconds"
+            }
+        }
+    }
+
+    /// The 429 for this limit, to retry after `wait`.
+    pub fn refusal(&self, wait: Duration) -> Error {
+        Error::rate_limited(self.code(), self.message(), wait)
     }
 
     fn shared_name(&self) -> String {
@@ -98,7 +103,7 @@ pub trait SharedCounters: Send + Sync + 'static {
     fn add(
         &self,
         deltas: &[(String, u64)],
-    ) -> impl std::future::Future<Output = Result<Vec<u64>, crate::Error>> + Send;
+    ) -> impl std::future::Future<Output = Result<Vec<u64>, Error>> + Send;
 }
 
 #[derive(Debug)]
@@ -245,7 +250,7 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// One exchange with the other instances through `counters`.
-    pub async fn exchange(&self, counters: &impl SharedCounters) -> Result<(), crate::Error> {
+    pub async fn exchange(&self, counters: &impl SharedCounters) -> Result<(), Error> {
         let pending = self.take_pending();
         if pending.is_empty() {
             return Ok(());
@@ -263,7 +268,7 @@ impl<C: Clock> RateLimiter<C> {
             }
             Ok(_) => {
                 self.restore(&pending);
-                Err(crate::Error::RedisUnreachable)
+                Err(Error::RedisUnreachable)
             }
             Err(err) => {
                 self.restore(&pending);
@@ -300,7 +305,7 @@ pub async fn keep_in_step<C: Clock>(
 pub struct RedisCounters(pub Arc<crate::redis::Redis>);
 
 impl SharedCounters for RedisCounters {
-    async fn add(&self, deltas: &[(String, u64)]) -> Result<Vec<u64>, crate::Error> {
+    async fn add(&self, deltas: &[(String, u64)]) -> Result<Vec<u64>, Error> {
         let mut pipe = redis::pipe();
         for (name, delta) in deltas {
             pipe.cmd("INCRBY").arg(name).arg(*delta);
@@ -338,7 +343,7 @@ mod tests {
     struct MemoryCounters(Arc<Mutex<HashMap<String, u64>>>);
 
     impl SharedCounters for MemoryCounters {
-        async fn add(&self, deltas: &[(String, u64)]) -> Result<Vec<u64>, crate::Error> {
+        async fn add(&self, deltas: &[(String, u64)]) -> Result<Vec<u64>, Error> {
             let mut counters = self.0.lock().unwrap();
             Ok(deltas
                 .iter()
@@ -475,8 +480,8 @@ mod tests {
     async fn a_failed_exchange_keeps_the_units_for_the_next() {
         struct Down;
         impl SharedCounters for Down {
-            async fn add(&self, _: &[(String, u64)]) -> Result<Vec<u64>, crate::Error> {
-                Err(crate::Error::RedisUnreachable)
+            async fn add(&self, _: &[(String, u64)]) -> Result<Vec<u64>, Error> {
+                Err(Error::RedisUnreachable)
             }
         }
         let clock = ManualClock::default();

@@ -13,43 +13,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use metrics::{Counter, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::AppState;
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The process-wide recorder; installed once, however many servers a process (or test) runs.
-pub fn handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder was installed first; metrics then go there.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
-
-/// Drains histogram samples into their buckets every few seconds, so memory stays flat whether or
-/// not anyone scrapes `/metrics`.
-pub async fn keep_up(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => handle.run_upkeep(),
-        }
-    }
-}
+use crate::state::AppState;
 
 /// The request counter of one route and status, and the route's latency histogram.
 struct RouteMetrics {
@@ -108,7 +74,7 @@ fn record(route: &str, status: StatusCode, elapsed: std::time::Duration) {
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = crate::overload::guard(&state, request, next).await;
+    let response = crate::http::overload::guard(&state, request, next).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     record(route, response.status(), started.elapsed());
     response

@@ -10,9 +10,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Result,
-    extract::{Admin, Json},
-    v1::validate_name,
+    http::{error::Result, extract::Json, validate::validate_name},
+    manage::Admin,
+    state::AppState,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,7 +46,7 @@ impl From<organizations::Model> for OrganizationOut {
     path = "/v1/organizations",
     tag = "management",
     request_body = CreateOrganization,
-    responses((status = 201, description = "Created", body = OrganizationOut), crate::openapi::CreateErrors),
+    responses((status = 201, description = "Created", body = OrganizationOut), crate::http::schemas::CreateErrors),
     security(("adminToken" = []))
 )]
 async fn create_organization(

@@ -9,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{AppState, Error};
+use crate::{http::error::Error, state::AppState};
 
 pub async fn guard(state: &AppState, request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/v1/") {

@@ -107,26 +107,16 @@ impl Error {
         Self::NotFound(format!("{what} not found"))
     }
 
-    /// 429 naming the limit that `bucket` hit, with the wait rounded up to whole seconds.
-    pub fn rate_limited(bucket: crate::rate_limit::Bucket, wait: std::time::Duration) -> Self {
-        use crate::rate_limit::Bucket;
-        metrics::counter!("gamify_rate_limited_total", "limit" => bucket.code()).increment(1);
+    /// 429 for the limit named `code`, with the wait rounded up to whole seconds.
+    pub fn rate_limited(
+        code: &'static str,
+        message: &'static str,
+        wait: std::time::Duration,
+    ) -> Self {
+        metrics::counter!("gamify_rate_limited_total", "limit" => code).increment(1);
         Error::RateLimited {
-            code: bucket.code(),
-            message: match bucket {
-                Bucket::Client(..) => {
-                    "too many requests from this client with this key; retry after Retry-After seconds"
-                }
-                Bucket::SecretKey(_) => {
-                    "too many requests with this secret key; retry after Retry-After seconds"
-                }
-                Bucket::Project(..) => {
-                    "the project's limit on accepted events is reached; retry after Retry-After seconds"
-                }
-                Bucket::InvalidKeys(_) => {
-                    "too many requests with unknown or invalid API keys from this client; retry after Retry-After seconds"
-                }
-            },
+            code,
+            message,
             retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
         }
     }

@@ -11,7 +11,7 @@ use axum::{
 use gamify_common::ingest::MAX_BATCH_BYTES;
 use serde_json::Value;
 
-use crate::{Error, Result};
+use crate::http::error::{Error, Result};
 
 /// Reads a JSON body of at most 500 KB after decompression. gzip is inflated with the limit
 /// checked as it streams, so a small compressed bomb never grows past the limit in memory.

@@ -12,8 +12,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Error, Result,
-    extract::{Query, SecretKey},
+    http::{
+        error::{Error, Result},
+        extract::Query,
+    },
+    read::SecretKey,
+    state::AppState,
 };
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -58,7 +62,7 @@ pub enum EventStatus {
 #[serde(rename_all = "camelCase")]
 pub struct EventSource {
     key_id: Uuid,
-    #[schema(value_type = crate::v1::api_keys::KeyTypeDoc)]
+    #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
     key_type: String,
 }
 
@@ -140,7 +144,7 @@ fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::sea_orm::DbE
     path = "/v1/events",
     tag = "reads",
     params(ListEvents),
-    responses((status = 200, description = "A page of events", body = EventPage), crate::openapi::ListEventsErrors),
+    responses((status = 200, description = "A page of events", body = EventPage), crate::http::schemas::ListEventsErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
 async fn list_events(

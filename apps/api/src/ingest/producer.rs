@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::Error;
+use crate::http::error::Error;
 use gamify_common::envelope::{Envelope, SIGNATURE_HEADER, Signer};
 use rdkafka::{
     ClientConfig, ClientContext,

@@ -16,10 +16,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Error, Result,
-    extract::{Admin, Json, Path},
-    key_cache::Change,
-    v1::{nullable, validate_name, validate_storable},
+    http::{
+        error::{Error, Result},
+        extract::{Json, Path},
+        validate::{nullable, validate_name, validate_storable},
+    },
+    ingest::keys::Change,
+    manage::Admin,
+    state::AppState,
 };
 
 const MAX_DESCRIPTION_CHARS: usize = 2000;
@@ -180,7 +184,7 @@ pub async fn find_project(db: &impl ConnectionTrait, project_id: Uuid) -> Result
     path = "/v1/projects",
     tag = "management",
     request_body = CreateProject,
-    responses((status = 201, description = "Created", body = ProjectOut), crate::openapi::CreateErrors),
+    responses((status = 201, description = "Created", body = ProjectOut), crate::http::schemas::CreateErrors),
     security(("adminToken" = []))
 )]
 async fn create_project(
@@ -227,7 +231,7 @@ async fn create_project(
     path = "/v1/projects/{project_id}",
     tag = "management",
     params(("project_id" = Uuid, Path, description = "The project's id")),
-    responses((status = 200, description = "The project", body = ProjectOut), crate::openapi::ReadErrors),
+    responses((status = 200, description = "The project", body = ProjectOut), crate::http::schemas::ReadErrors),
     security(("adminToken" = []))
 )]
 async fn get_project(
@@ -246,7 +250,7 @@ async fn get_project(
     tag = "management",
     params(("project_id" = Uuid, Path, description = "The project's id")),
     request_body = UpdateProject,
-    responses((status = 200, description = "The changed project", body = ProjectOut), crate::openapi::UpdateErrors),
+    responses((status = 200, description = "The changed project", body = ProjectOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []))
 )]
 async fn update_project(

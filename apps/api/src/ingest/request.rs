@@ -1,4 +1,6 @@
-//! Extractors whose rejections are this API's JSON errors, and the admin authentication extractor.
+//! An ingestion request as the handlers get it: its key checked on the headers (known, not revoked
+//! or expired, allowed from the request's origin, within its rate limits) and again once the body
+//! has arrived, at the instant the request is accepted.
 
 use std::{
     net::IpAddr,
@@ -11,73 +13,19 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use chrono::{DateTime, Utc};
-use gamify_common::{ApiKey, KeyHash, KeyType, events::NameList, keys::constant_time_eq};
+use gamify_common::{ApiKey, KeyHash, KeyType, events::NameList};
 
 use crate::{
-    AppState, Result,
-    body::read_json,
-    client_ip::client_ip,
-    error::Error,
-    key_cache::{KeyRecord, Resolved},
-    rate_limit::Bucket,
+    http::{client_ip::client_ip, error::Error, extract::bearer_token},
+    ingest::{
+        body::read_json,
+        keys::{KeyRecord, Resolved},
+        rate_limit::Bucket,
+    },
+    state::AppState,
 };
 
-/// `axum::Json` with rejections as [`Error`] (400, 413, 415).
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
-pub struct Json<T>(pub T);
-
-/// `axum::extract::Query` with rejections as [`Error`] (400 in the API's JSON form).
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(Error))]
-pub struct Query<T>(pub T);
-
-/// `axum::extract::Path` with a malformed segment answered as 404.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(Error))]
-pub struct Path<T>(pub T);
-
-/// The bearer token from `Authorization`, if any.
-pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|token| !token.is_empty())
-}
-
-/// Proof that the request carries the admin token (`Authorization: Bearer <ADMIN_TOKEN>`).
-#[derive(Debug, Clone, Copy)]
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        match bearer_token(parts) {
-            Some(token) if constant_time_eq(token, state.admin_token()) => Ok(Admin),
-            _ => Err(Error::Unauthorized),
-        }
-    }
-}
-
-/// The client's socket address, when the server was started with connect info.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub Option<std::net::SocketAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| info.0),
-        ))
-    }
-}
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The API key a request carries in `x-api-key` or `Authorization: Bearer`.
 fn header_key(parts: &Parts) -> Option<&str> {
@@ -125,7 +73,7 @@ async fn authenticate(
     state
         .rate_limiter()
         .check(bucket, quota, 1)
-        .map_err(|wait| Error::rate_limited(bucket, wait))?;
+        .map_err(|wait| bucket.refusal(wait))?;
     state.keys().mark_used(record.key_id);
     Ok(Authenticated {
         record,
@@ -172,7 +120,7 @@ async fn resolve(
                 .peek(budget, quota)
                 .err()
                 .unwrap_or(Duration::from_secs(1));
-            Err(Error::rate_limited(budget, wait))
+            Err(budget.refusal(wait))
         }
     }
 }
@@ -307,24 +255,5 @@ fn check_origin(record: &KeyRecord, headers: &HeaderMap) -> Result<()> {
             message: "this key may not be used from this origin".to_owned(),
             details: None,
         })
-    }
-}
-
-/// A request authenticated with a secret key; a publishable key gets 403.
-pub struct SecretKey(pub Arc<KeyRecord>);
-
-impl FromRequestParts<AppState> for SecretKey {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let IngestKey(record) = IngestKey::from_request_parts(parts, state).await?;
-        if record.key_type != KeyType::Secret {
-            return Err(Error::Forbidden {
-                code: "secret_key_required",
-                message: "reading data requires a secret key".to_owned(),
-                details: None,
-            });
-        }
-        Ok(SecretKey(record))
     }
 }

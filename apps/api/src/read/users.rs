@@ -9,8 +9,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState, Error, Result,
-    extract::{Path, SecretKey},
+    http::{
+        error::{Error, Result},
+        extract::Path,
+    },
+    read::SecretKey,
+    state::AppState,
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,7 +35,7 @@ pub struct EndUserOut {
     path = "/v1/users/{external_id}",
     tag = "reads",
     params(("external_id" = String, Path, description = "The end user's userId")),
-    responses((status = 200, description = "The end user", body = EndUserOut), crate::openapi::GetUserErrors),
+    responses((status = 200, description = "The end user", body = EndUserOut), crate::http::schemas::GetUserErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
 async fn get_user(

@@ -5,8 +5,11 @@ use serde_json::{Map, Value, json};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    AppState, Error, Result,
-    openapi::{Readiness, StatusOk},
+    http::{
+        error::{Error, Result},
+        schemas::{Readiness, StatusOk},
+    },
+    state::AppState,
 };
 
 /// 200 `{"status":"ok"}`.
@@ -30,11 +33,11 @@ async fn healthz() -> Json<Value> {
     tag = "health",
     responses(
         (status = 200, description = "Postgres and the broker answer: `ready`, or `degraded` when Redis does not", body = Readiness),
-        (status = 503, description = "Postgres or the broker does not answer (`unavailable`; the message names them)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Postgres or the broker does not answer (`unavailable`; the message names them)", body = crate::http::schemas::ErrorBody),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
-    let timeout = state.0.readiness_timeout;
+    let timeout = state.readiness_timeout();
     let (postgres, redis, kafka) = tokio::join!(
         tokio::time::timeout(timeout, state.db().ping()),
         // Through the breaker: while Redis is known to be down this answers at once.

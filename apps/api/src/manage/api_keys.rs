@@ -17,10 +17,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Error, Result,
-    extract::{Admin, Json, Path},
-    key_cache::Change,
-    v1::{projects::find_project, validate_name},
+    http::{
+        error::{Error, Result},
+        extract::{Json, Path},
+        validate::validate_name,
+    },
+    ingest::keys::Change,
+    manage::{Admin, projects::find_project},
+    state::AppState,
 };
 
 /// The longest overlap a roll may give the old key.
@@ -29,23 +33,13 @@ const MAX_ROLL_EXPIRY_SECONDS: u64 = 30 * 24 * 3600;
 /// Most origins one publishable key may list.
 const MAX_ALLOWED_ORIGINS: usize = 100;
 
-/// `publishable` (browsers) or `secret` (servers).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code, reason = "documents the values; never built")]
-#[schema(as = KeyType)]
-pub enum KeyTypeDoc {
-    Publishable,
-    Secret,
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKey {
     #[schema(min_length = 1, max_length = 255)]
     name: String,
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDoc)]
+    #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
     key_type: KeyType,
     /// Browser origins (`scheme://host[:port]`) a publishable key may be used from, at most 100;
     /// absent or empty: any.
@@ -77,7 +71,7 @@ pub struct CreatedApiKeyOut {
     id: Uuid,
     name: String,
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDoc)]
+    #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
     key_type: String,
     prefix: String,
     key: String,
@@ -90,7 +84,7 @@ pub struct ApiKeyOut {
     id: Uuid,
     name: String,
     #[serde(rename = "type")]
-    #[schema(value_type = KeyTypeDoc)]
+    #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
     key_type: String,
     prefix: String,
     allowed_origins: Vec<String>,
@@ -172,7 +166,7 @@ async fn find_key(
     tag = "management",
     params(("project_id" = Uuid, Path, description = "The project's id")),
     request_body = CreateApiKey,
-    responses((status = 201, description = "Created, with the full key", body = CreatedApiKeyOut), crate::openapi::UpdateErrors),
+    responses((status = 201, description = "Created, with the full key", body = CreatedApiKeyOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []))
 )]
 async fn create_api_key(
@@ -204,7 +198,7 @@ async fn create_api_key(
     path = "/v1/projects/{project_id}/api-keys",
     tag = "management",
     params(("project_id" = Uuid, Path, description = "The project's id")),
-    responses((status = 200, description = "The keys", body = Vec<ApiKeyOut>), crate::openapi::ReadErrors),
+    responses((status = 200, description = "The keys", body = Vec<ApiKeyOut>), crate::http::schemas::ReadErrors),
     security(("adminToken" = []))
 )]
 async fn list_api_keys(
@@ -233,7 +227,7 @@ async fn list_api_keys(
         ("project_id" = Uuid, Path, description = "The project's id"),
         ("key_id" = Uuid, Path, description = "The key's id"),
     ),
-    responses((status = 204, description = "Revoked (also when it already was): from now on every gateway refuses the key"), crate::openapi::ReadErrors),
+    responses((status = 204, description = "Revoked (also when it already was): from now on every gateway refuses the key"), crate::http::schemas::ReadErrors),
     security(("adminToken" = []))
 )]
 async fn revoke_api_key(
@@ -286,7 +280,7 @@ async fn revoke_api_key(
         ("key_id" = Uuid, Path, description = "The key's id"),
     ),
     request_body(content = RollApiKey, description = "Optional: without a body (and Content-Type) the old key ends now", content_type = "application/json"),
-    responses((status = 201, description = "The new key, in full", body = CreatedApiKeyOut), crate::openapi::UpdateErrors),
+    responses((status = 201, description = "The new key, in full", body = CreatedApiKeyOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []))
 )]
 async fn roll_api_key(
@@ -377,7 +371,7 @@ async fn roll_api_key(
         ("key_id" = Uuid, Path, description = "The key's id"),
     ),
     request_body = UpdateApiKey,
-    responses((status = 200, description = "The key, as listed", body = ApiKeyOut), crate::openapi::UpdateErrors),
+    responses((status = 200, description = "The key, as listed", body = ApiKeyOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []))
 )]
 async fn update_api_key(

@@ -25,14 +25,19 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Error, Result,
-    extract::IngestRequest,
-    key_cache::KeyRecord,
-    openapi::{
-        BatchBody, BeaconBatchBody, BeaconIdentifyBody, BeaconTrackBody, IdentifyBody,
-        IngestErrors, TrackBody,
+    http::{
+        error::{Error, Result},
+        schemas::{
+            BatchBody, BeaconBatchBody, BeaconIdentifyBody, BeaconTrackBody, IdentifyBody,
+            IngestErrors, TrackBody,
+        },
     },
-    rate_limit::{Bucket, Quota},
+    ingest::{
+        keys::KeyRecord,
+        rate_limit::{Bucket, Quota},
+        request::IngestRequest,
+    },
+    state::AppState,
 };
 
 /// Seconds a client should wait before retrying after the broker did not acknowledge.
@@ -135,7 +140,7 @@ fn within_project_limit(state: &AppState, key: &KeyRecord, events: usize) -> Res
     state
         .rate_limiter()
         .check(Bucket::Project(key.project_id, key.key_type), quota, cost)
-        .map_err(|wait| Error::rate_limited(Bucket::Project(key.project_id, key.key_type), wait))
+        .map_err(|wait| Bucket::Project(key.project_id, key.key_type).refusal(wait))
 }
 
 async fn produce(state: &AppState, envelopes: &[Envelope]) -> Result<()> {

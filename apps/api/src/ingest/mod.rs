@@ -1,0 +1,11 @@
+//! Event ingestion (track, batch, identify) with a publishable or secret key: the request and its
+//! key checks, the body, key resolution and its caches, rate limits, and the broker the events go to.
+
+pub mod body;
+pub mod keys;
+pub mod producer;
+pub mod rate_limit;
+pub mod request;
+mod routes;
+
+pub use routes::router;
