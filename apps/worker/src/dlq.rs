@@ -109,7 +109,7 @@ impl DeadLetters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consumer::tests::config;
+    use crate::consumer::kafka::tests::config;
 
     #[test]
     fn producer_properties_reach_the_dead_letter_producer() {
