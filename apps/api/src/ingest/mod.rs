@@ -2,6 +2,7 @@
 //! key checks, the body, key resolution and its caches, rate limits, and the broker the events go to.
 
 pub mod body;
+mod decisions;
 pub mod keys;
 pub mod producer;
 pub mod rate_limit;

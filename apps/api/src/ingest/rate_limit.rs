@@ -496,6 +496,23 @@ mod tests {
         assert_eq!(admitted(&limiter, bucket, 200), 95);
     }
 
+    /// A project's ceiling is a bucket per key class: browser keys spending theirs leave the
+    /// servers' untouched.
+    #[test]
+    fn a_project_s_key_classes_have_budgets_of_their_own() {
+        let limiter = RateLimiter::new(ManualClock::default());
+        let ceiling = Quota {
+            per_second: 1,
+            burst: 500,
+        };
+        let browser = Bucket::Project(KEY, KeyType::Publishable);
+        let servers = Bucket::Project(KEY, KeyType::Secret);
+        assert!(limiter.check(browser, ceiling, 499).is_ok());
+        assert!(limiter.check(browser, ceiling, 2).is_err());
+        assert!(limiter.check(servers, ceiling, 500).is_ok());
+        assert_ne!(browser.shared_name(), servers.shared_name());
+    }
+
     #[test]
     fn idle_buckets_are_forgotten() {
         let clock = ManualClock::default();

@@ -1,24 +1,21 @@
 //! Event ingestion: `POST /v1/events/track`, `POST /v1/events/batch`, `POST /v1/identify`.
 //! A request is answered 202 only after the broker acknowledged every one of its events.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use axum::{
     extract::State,
-    http::{HeaderMap, HeaderName, Method, StatusCode, header},
+    http::{HeaderName, Method, StatusCode, header},
 };
 use chrono::{DateTime, Utc};
 use gamify_common::{
-    Envelope, KeyType,
-    envelope::{Received, Source},
-    events::requires_secret_key,
+    Envelope,
     ingest::{
-        self, BatchDefaults, EVENT_TOO_LARGE, Event, FieldError, MAX_BATCH_EVENTS, MAX_EVENT_BYTES,
-        MAX_PRODUCED_BYTES_PER_REQUEST,
+        self, BatchDefaults, Event, FieldError, MAX_BATCH_EVENTS, MAX_PRODUCED_BYTES_PER_REQUEST,
     },
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -33,8 +30,12 @@ use crate::{
         },
     },
     ingest::{
+        decisions::{
+            produced_size, project_quota, received, rejected, requires_secret, secret_key_required,
+            source,
+        },
         keys::KeyRecord,
-        rate_limit::{Bucket, Quota},
+        rate_limit::Bucket,
         request::IngestRequest,
     },
     state::AppState,
@@ -43,99 +44,11 @@ use crate::{
 /// Seconds a client should wait before retrying after the broker did not acknowledge.
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
 
-/// What the request itself adds to its events; the User-Agent cut to its bound.
-fn received(headers: &HeaderMap, client_ip: Option<IpAddr>, at: DateTime<Utc>) -> Received {
-    Received {
-        at,
-        ip: client_ip.map(|ip| ip.to_string()),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(Received::bounded_user_agent),
-    }
-}
-
-fn source(record: &KeyRecord) -> Source {
-    Source {
-        project_id: record.project_id,
-        key_id: record.key_id,
-        key_type: record.key_type,
-        trusted_events_version: record.trusted_events_version,
-    }
-}
-
-/// An event's size once the request's own fields are added, within the per-event limit.
-fn produced_size(event: &Event, received: &Received) -> Result<usize, FieldError> {
-    let size = event.produced_len + received.added_bytes();
-    if size > MAX_EVENT_BYTES {
-        return Err(FieldError::new("", EVENT_TOO_LARGE));
-    }
-    Ok(size)
-}
-
-/// 413 when any problem is an oversized event, else 400 with every field error.
-fn rejected(errors: Vec<FieldError>, indexes: Option<Vec<usize>>) -> Error {
-    let too_large = errors.iter().any(|e| e.message == EVENT_TOO_LARGE);
-    let mut details = json!({ "errors": errors });
-    if let Some(indexes) = indexes {
-        details["indexes"] = json!(indexes);
-    }
-    if too_large {
-        return Error::PayloadTooLarge {
-            message: EVENT_TOO_LARGE.to_owned(),
-            details: Some(details),
-        };
-    }
-    // The message stays short however many items failed; details carries them all.
-    const SHOWN: usize = 3;
-    let mut summary = errors
-        .iter()
-        .take(SHOWN)
-        .map(|e| {
-            if e.field.is_empty() {
-                e.message.clone()
-            } else {
-                format!("{}: {}", e.field, e.message)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    if errors.len() > SHOWN {
-        summary.push_str(&format!(" (and {} more)", errors.len() - SHOWN));
-    }
-    Error::InvalidRequest {
-        message: format!("invalid event: {summary}"),
-        details: Some(details),
-    }
-}
-
-fn requires_secret(record: &KeyRecord, event: &Event) -> bool {
-    record.key_type == KeyType::Publishable
-        && requires_secret_key(&event.event, &record.trusted_events)
-}
-
-fn secret_key_required(events: Vec<String>, indexes: Option<Vec<usize>>) -> Error {
-    let mut details = json!({ "events": events });
-    if let Some(indexes) = indexes {
-        details["indexes"] = json!(indexes);
-    }
-    Error::Forbidden {
-        code: "event_requires_secret_key",
-        message: "trusted events can only be sent with a secret key".to_owned(),
-        details: Some(details),
-    }
-}
-
 /// The project's ceiling on accepted events, counted in events, checked once a request is valid.
 /// Each key class has a budget of its own: a browser key spending its project's ceiling never
 /// refuses the events the project's servers send.
 fn within_project_limit(state: &AppState, key: &KeyRecord, events: usize) -> Result<()> {
-    let quota = key
-        .project_rate_limit
-        .map_or(state.limits().project, |own| Quota {
-            per_second: own.events_per_second,
-            burst: own.burst,
-        });
+    let quota = project_quota(key, state.limits().project);
     let cost = u32::try_from(events).unwrap_or(u32::MAX);
     state
         .rate_limiter()
