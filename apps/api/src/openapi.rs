@@ -6,6 +6,8 @@
 
 use std::sync::OnceLock;
 
+use gamify_common::ErrorCode;
+
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -17,7 +19,7 @@ use utoipa::{
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
-    http::schemas::{ErrorBody, ErrorCode, ErrorObject},
+    http::schemas::{ErrorBody, ErrorObject},
     state::AppState,
 };
 

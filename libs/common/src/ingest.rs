@@ -43,6 +43,9 @@ pub enum Kind {
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// The problem is the event's size (413), not its content (400).
+    #[serde(skip)]
+    pub too_large: bool,
 }
 
 impl FieldError {
@@ -50,6 +53,15 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+            too_large: false,
+        }
+    }
+
+    /// An event larger than [`MAX_EVENT_BYTES`] as produced.
+    pub fn event_too_large() -> Self {
+        Self {
+            too_large: true,
+            ..Self::new("", EVENT_TOO_LARGE)
         }
     }
 
@@ -296,7 +308,7 @@ fn finish(
     if errors.is_empty() {
         event.produced_len = event.measure_produced_len();
         if event.produced_len > MAX_EVENT_BYTES {
-            errors.push(FieldError::new("", EVENT_TOO_LARGE));
+            errors.push(FieldError::event_too_large());
         }
     }
     if errors.is_empty() {
@@ -525,7 +537,7 @@ pub const EVENT_TOO_LARGE: &str =
 
 fn check_size(value: &Value) -> Result<(), Vec<FieldError>> {
     if serialized_len(value) > MAX_EVENT_BYTES {
-        Err(vec![FieldError::new("", EVENT_TOO_LARGE)])
+        Err(vec![FieldError::event_too_large()])
     } else {
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod envelope;
+pub mod errors;
 pub mod events;
 pub mod ingest;
 pub mod keys;
@@ -11,4 +12,5 @@ pub mod timestamp;
 
 pub use config::ConfigError;
 pub use envelope::Envelope;
+pub use errors::ErrorCode;
 pub use keys::{ApiKey, KeyFormatError, KeyHash, KeyType, KeyVoucher};

@@ -5,6 +5,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use gamify_common::ErrorCode;
 use gamify_db::sea_orm::{DbErr, SqlErr};
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ pub enum Error {
     InvalidApiKey,
     #[error("{message}")]
     Forbidden {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         details: Option<Value>,
     },
@@ -44,7 +45,7 @@ pub enum Error {
     /// `code` names the limit that was hit.
     #[error("{message}")]
     RateLimited {
-        code: &'static str,
+        code: ErrorCode,
         message: &'static str,
         retry_after_seconds: u64,
     },
@@ -108,12 +109,8 @@ impl Error {
     }
 
     /// 429 for the limit named `code`, with the wait rounded up to whole seconds.
-    pub fn rate_limited(
-        code: &'static str,
-        message: &'static str,
-        wait: std::time::Duration,
-    ) -> Self {
-        metrics::counter!("gamify_rate_limited_total", "limit" => code).increment(1);
+    pub fn rate_limited(code: ErrorCode, message: &'static str, wait: std::time::Duration) -> Self {
+        metrics::counter!("gamify_rate_limited_total", "limit" => code.as_str()).increment(1);
         Error::RateLimited {
             code,
             message,
@@ -121,29 +118,27 @@ impl Error {
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The code the answer carries; its status comes with it.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
-            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Error::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
-            Error::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Error::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Error::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
-            Error::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Error::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::InvalidApiKey => ErrorCode::InvalidApiKey,
+            Error::Forbidden { code, .. } | Error::RateLimited { code, .. } => *code,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::Conflict(_) => ErrorCode::Conflict,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Error::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            Error::Unavailable { .. } => ErrorCode::Unavailable,
+            Error::RequestTimeout => ErrorCode::RequestTimeout,
             Error::Database(_)
             | Error::Redis(_)
             | Error::RedisUnreachable
             | Error::Kafka(_)
             | Error::ProduceQueueFull
             | Error::ProduceTimeout
-            | Error::Serialize(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            | Error::Serialize(_) => ErrorCode::InternalError,
         }
     }
 }
@@ -191,14 +186,16 @@ impl From<PathRejection> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = if status.is_server_error() && !matches!(self, Error::Unavailable { .. }) {
             tracing::error!(error = %self, "request failed");
             "internal server error".to_owned()
         } else {
             self.to_string()
         };
-        let mut body = json!({ "error": { "code": code, "message": message } });
+        let mut body = json!({ "error": { "code": code.as_str(), "message": message } });
         if let Error::InvalidRequest {
             details: Some(details),
             ..

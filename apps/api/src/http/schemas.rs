@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use gamify_common::ErrorCode;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::{
@@ -30,30 +31,6 @@ pub struct ErrorObject {
     /// Present on some 400, 403 and 413 errors: the fields, items or events concerned.
     #[schema(value_type = Option<Object>)]
     details: Option<Value>,
-}
-
-/// The error codes; docs/API.md says when each is used.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidRequest,
-    Unauthorized,
-    InvalidApiKey,
-    EventRequiresSecretKey,
-    OriginNotAllowed,
-    SecretKeyRequired,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ClientRateLimited,
-    KeyRateLimited,
-    ProjectRateLimited,
-    InvalidKeyRateLimited,
-    RequestTimeout,
-    InternalError,
-    Unavailable,
 }
 
 /// `{"status": "ok"}`.

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use gamify_common::{
-    KeyType,
+    ErrorCode, KeyType,
     envelope::{Received, Source},
     events::requires_secret_key,
     ingest::{EVENT_TOO_LARGE, Event, FieldError, MAX_EVENT_BYTES},
@@ -45,14 +45,14 @@ pub(super) fn source(record: &KeyRecord) -> Source {
 pub(super) fn produced_size(event: &Event, received: &Received) -> Result<usize, FieldError> {
     let size = event.produced_len + received.added_bytes();
     if size > MAX_EVENT_BYTES {
-        return Err(FieldError::new("", EVENT_TOO_LARGE));
+        return Err(FieldError::event_too_large());
     }
     Ok(size)
 }
 
 /// 413 when any problem is an oversized event, else 400 with every field error.
 pub(super) fn rejected(errors: Vec<FieldError>, indexes: Option<Vec<usize>>) -> Error {
-    let too_large = errors.iter().any(|e| e.message == EVENT_TOO_LARGE);
+    let too_large = errors.iter().any(|e| e.too_large);
     let mut details = json!({ "errors": errors });
     if let Some(indexes) = indexes {
         details["indexes"] = json!(indexes);
@@ -97,7 +97,7 @@ pub(super) fn secret_key_required(events: Vec<String>, indexes: Option<Vec<usize
         details["indexes"] = json!(indexes);
     }
     Error::Forbidden {
-        code: "event_requires_secret_key",
+        code: ErrorCode::EventRequiresSecretKey,
         message: "trusted events can only be sent with a secret key".to_owned(),
         details: Some(details),
     }

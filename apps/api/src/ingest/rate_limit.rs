@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gamify_common::KeyType;
+use gamify_common::{ErrorCode, KeyType};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,12 +37,12 @@ pub enum Bucket {
 }
 
 impl Bucket {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Bucket::Client(..) => "client_rate_limited",
-            Bucket::SecretKey(_) => "key_rate_limited",
-            Bucket::Project(..) => "project_rate_limited",
-            Bucket::InvalidKeys(_) => "invalid_key_rate_limited",
+            Bucket::Client(..) => ErrorCode::ClientRateLimited,
+            Bucket::SecretKey(_) => ErrorCode::KeyRateLimited,
+            Bucket::Project(..) => ErrorCode::ProjectRateLimited,
+            Bucket::InvalidKeys(_) => ErrorCode::InvalidKeyRateLimited,
         }
     }
 

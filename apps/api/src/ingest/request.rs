@@ -13,7 +13,7 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use chrono::{DateTime, Utc};
-use gamify_common::{ApiKey, KeyHash, KeyType, events::NameList};
+use gamify_common::{ApiKey, ErrorCode, KeyHash, KeyType, events::NameList};
 
 use crate::{
     http::{client_ip::client_ip, error::Error, extract::bearer_token},
@@ -251,7 +251,7 @@ fn check_origin(record: &KeyRecord, headers: &HeaderMap) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Forbidden {
-            code: "origin_not_allowed",
+            code: ErrorCode::OriginNotAllowed,
             message: "this key may not be used from this origin".to_owned(),
             details: None,
         })

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use gamify_common::KeyType;
+use gamify_common::{ErrorCode, KeyType};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
@@ -31,7 +31,7 @@ impl FromRequestParts<AppState> for SecretKey {
         let IngestKey(record) = IngestKey::from_request_parts(parts, state).await?;
         if record.key_type != KeyType::Secret {
             return Err(Error::Forbidden {
-                code: "secret_key_required",
+                code: ErrorCode::SecretKeyRequired,
                 message: "reading data requires a secret key".to_owned(),
                 details: None,
             });
