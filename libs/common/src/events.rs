@@ -104,9 +104,43 @@ pub fn validate_event_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// `sdks/core/src/contract.ts`: the built-in trusted list as the browser SDK reads it, so the SDK
+/// never carries a hand copy (the test `the_browser_sdk_s_list_is_generated_from_this_one` keeps
+/// the committed file current).
+pub fn browser_sdk_contract() -> String {
+    let mut out = String::from(
+        "// Generated from libs/common/src/events.rs; do not edit. Regenerate with\n\
+         //   UPDATE_SDK_CONTRACT=1 cargo test -p gamify-common browser_sdk\n\n\
+         /** Events only a server may send, with a secret key (the gateway's built-in list). */\n\
+         export const TRUSTED_EVENTS: readonly string[] = [\n",
+    );
+    for name in BUILTIN_TRUSTED_EVENTS {
+        out.push_str(&format!("  '{name}',\n"));
+    }
+    out.push_str("];\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_browser_sdk_s_list_is_generated_from_this_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../sdks/core/src/contract.ts");
+        let generated = browser_sdk_contract();
+        if std::env::var_os("UPDATE_SDK_CONTRACT").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "sdks/core/src/contract.ts is stale: regenerate it with\n  \
+             UPDATE_SDK_CONTRACT=1 cargo test -p gamify-common browser_sdk"
+        );
+    }
 
     #[test]
     fn event_names() {

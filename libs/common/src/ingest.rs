@@ -76,27 +76,50 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+// The one definition of the track and identify fields: parsed here, published as the OpenAPI
+// schemas (the doc comments are their descriptions), stamped into the envelope by `Envelope::new`.
+
+/// `POST /v1/events/track` (and each item of a batch). `userId` or `anonymousId` is required.
+#[derive(Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TrackBody {
+pub struct TrackBody {
+    /// 1–200 characters, no control characters. Trusted names need a secret key.
+    #[schema(min_length = 1, max_length = 200, example = "page_view")]
     event: String,
+    #[schema(min_length = 1, max_length = 255)]
     user_id: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     anonymous_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     properties: Option<Map<String, Value>>,
+    /// 1–100 characters; retries with the same value are stored once. Assigned (UUIDv7) if absent.
+    #[schema(min_length = 1, max_length = 100)]
     message_id: Option<String>,
+    /// RFC 3339, years 0001–9999.
+    #[schema(format = DateTime)]
     timestamp: Option<String>,
+    /// RFC 3339: when the client sent it, to correct its clock.
+    #[schema(format = DateTime)]
     sent_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
     context: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
+/// `POST /v1/identify`.
+#[derive(Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct IdentifyBody {
+pub struct IdentifyBody {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(value_type = Option<Object>)]
     traits: Option<Map<String, Value>>,
+    #[schema(min_length = 1, max_length = 100)]
     message_id: Option<String>,
+    #[schema(format = DateTime)]
     timestamp: Option<String>,
+    #[schema(format = DateTime)]
     sent_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
     context: Option<Map<String, Value>>,
 }
 

@@ -4,19 +4,11 @@
  * `sendBeacon` / `fetch(…, {keepalive})` when the page goes away.
  */
 
+import { TRUSTED_EVENTS } from './contract';
+
 export const VERSION = '0.1.0';
 
-/** Events only a server may send, with a secret key (the gateway's built-in list). */
-export const TRUSTED_EVENTS: readonly string[] = [
-  'purchase',
-  'checkout_complete',
-  'checkout_success',
-  'commission.created',
-  'referral_success',
-  'user.leveled_up',
-  'step.completed',
-  'quest.completed',
-];
+export { TRUSTED_EVENTS };
 
 export type Properties = Record<string, unknown>;
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use gamify_common::ErrorCode;
+pub use gamify_common::ingest::{IdentifyBody, TrackBody};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::{
@@ -82,32 +83,6 @@ pub enum CheckStatus {
 /// values hold no NUL character.
 pub type JsonObject = serde_json::Map<String, Value>;
 
-/// `POST /v1/events/track` (and each item of a batch). `userId` or `anonymousId` is required.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TrackBody {
-    /// 1–200 characters, no control characters. Trusted names need a secret key.
-    #[schema(min_length = 1, max_length = 200, example = "page_view")]
-    event: String,
-    #[schema(min_length = 1, max_length = 255)]
-    user_id: Option<String>,
-    #[schema(min_length = 1, max_length = 255)]
-    anonymous_id: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    properties: Option<JsonObject>,
-    /// 1–100 characters; retries with the same value are stored once. Assigned (UUIDv7) if absent.
-    #[schema(min_length = 1, max_length = 100)]
-    message_id: Option<String>,
-    /// RFC 3339, years 0001–9999.
-    #[schema(format = DateTime)]
-    timestamp: Option<String>,
-    /// RFC 3339: when the client sent it, to correct its clock.
-    #[schema(format = DateTime)]
-    sent_at: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    context: Option<JsonObject>,
-}
-
 /// The track body sent as `text/plain` (e.g. `navigator.sendBeacon`) with the key in `apiKey`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -138,24 +113,6 @@ pub struct BeaconBatchBody {
     api_key: Option<String>,
     #[serde(flatten)]
     body: BatchBody,
-}
-
-/// `POST /v1/identify`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IdentifyBody {
-    #[schema(min_length = 1, max_length = 255)]
-    user_id: String,
-    #[schema(value_type = Option<Object>)]
-    traits: Option<JsonObject>,
-    #[schema(min_length = 1, max_length = 100)]
-    message_id: Option<String>,
-    #[schema(format = DateTime)]
-    timestamp: Option<String>,
-    #[schema(format = DateTime)]
-    sent_at: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    context: Option<JsonObject>,
 }
 
 /// The identify body sent as `text/plain` with the key in `apiKey`.
