@@ -83,9 +83,8 @@ pub async fn serve(
     let served = server::run(listener, app, *state.http_limits(), shutdown).await;
     // Events already acknowledged are safe; this only lets late deliveries finish cleanly.
     let producer_state = state.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        producer_state.producer().flush(Duration::from_secs(5))
-    })
-    .await;
+    let _ =
+        tokio::task::spawn_blocking(move || producer_state.sink().flush(Duration::from_secs(5)))
+            .await;
     served
 }

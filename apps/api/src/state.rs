@@ -13,9 +13,10 @@ use crate::{
     config::{HttpLimits, Limits, Settings},
     http::error::Result,
     ingest::{
-        keys::{self, KeyResolver},
+        keys::{self, KeyResolver, KeyStore},
         producer::EventProducer,
         rate_limit::{self, RateLimiter, RedisCounters},
+        sink::EventSink,
     },
     redis::Redis,
     telemetry,
@@ -33,7 +34,7 @@ struct Inner {
     redis: Arc<Redis>,
     keys: Arc<KeyResolver>,
     key_voucher: KeyVoucher,
-    producer: EventProducer,
+    sink: Arc<dyn EventSink>,
     rate_limiter: Arc<RateLimiter>,
     limits: Limits,
     http_limits: HttpLimits,
@@ -44,20 +45,11 @@ struct Inner {
 }
 
 impl AppState {
-    /// Builds the state; background tasks (key invalidations, last-used writes) stop with
-    /// `shutdown`.
+    /// Builds the state on Postgres (`db`) and the broker the settings name; background tasks
+    /// (key invalidations, last-used writes, rate-limit exchange) stop with `shutdown`.
     pub fn new(db: Db, settings: &Settings, shutdown: &CancellationToken) -> Result<Self> {
-        // The recorder first: the key resolver and the producer register their metrics once, at
-        // creation.
-        let metrics = telemetry::handle();
-        let redis = Arc::new(Redis::new(&settings.redis_url)?);
-        let keys = KeyResolver::start(
-            db.clone(),
-            redis.clone(),
-            settings.key_cache_ttl,
-            settings.negative_cache_ttl,
-            shutdown,
-        );
+        // The recorder first: the producer registers its metrics once, at creation.
+        telemetry::handle();
         let producer = EventProducer::new(
             &settings.kafka_brokers,
             &settings.kafka_topic,
@@ -65,6 +57,29 @@ impl AppState {
             &settings.envelope_secret,
             settings.produce_timeout,
         )?;
+        let store = Arc::new(db.clone());
+        Self::with_parts(db, settings, shutdown, Arc::new(producer), store)
+    }
+
+    /// The state with the given event sink and key store: what `new` builds on the broker and
+    /// Postgres, or memory in the unit tests of the ingestion path.
+    pub fn with_parts(
+        db: Db,
+        settings: &Settings,
+        shutdown: &CancellationToken,
+        sink: Arc<dyn EventSink>,
+        store: Arc<dyn KeyStore>,
+    ) -> Result<Self> {
+        // The recorder first: the key resolver registers its metrics once, at creation.
+        let metrics = telemetry::handle();
+        let redis = Arc::new(Redis::new(&settings.redis_url)?);
+        let keys = KeyResolver::start(
+            store,
+            redis.clone(),
+            settings.key_cache_ttl,
+            settings.negative_cache_ttl,
+            shutdown,
+        );
         tokio::spawn(telemetry::keep_up(metrics.clone(), shutdown.clone()));
         let rate_limiter = Arc::new(RateLimiter::default());
         tokio::spawn(rate_limit::keep_in_step(
@@ -83,7 +98,7 @@ impl AppState {
             redis,
             keys,
             key_voucher: KeyVoucher::new(settings.envelope_secret.as_bytes()),
-            producer,
+            sink,
             metrics,
             readiness_timeout: Duration::from_secs(2),
             trusted_proxy_hops: settings.trusted_proxy_hops,
@@ -146,8 +161,8 @@ impl AppState {
         self.0.keys.announce(hashes, keys::Change::Updated).await;
     }
 
-    pub fn producer(&self) -> &EventProducer {
-        &self.0.producer
+    pub fn sink(&self) -> &dyn EventSink {
+        self.0.sink.as_ref()
     }
 
     pub(crate) fn redis(&self) -> &Redis {

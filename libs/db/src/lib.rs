@@ -34,6 +34,9 @@ pub struct PoolOptions {
     /// Postgres ends a session left idle inside a transaction this long (SQLSTATE 25P03), so a
     /// stuck caller cannot hold locks that delay every other tenant.
     pub idle_in_transaction_timeout: Duration,
+    /// Connect on first use instead of at once (a process that may not need Postgres at all, such
+    /// as the gateway's unit tests of its ingestion path).
+    pub lazy: bool,
 }
 
 impl Default for PoolOptions {
@@ -43,6 +46,7 @@ impl Default for PoolOptions {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             idle_in_transaction_timeout: Duration::from_secs(60),
+            lazy: false,
         }
     }
 }
@@ -58,7 +62,8 @@ impl Db {
         let mut connect = ConnectOptions::new(url);
         connect
             .max_connections(options.max_connections)
-            .min_connections(1)
+            .min_connections(u32::from(!options.lazy))
+            .connect_lazy(options.lazy)
             .connect_timeout(options.connect_timeout)
             .acquire_timeout(options.connect_timeout)
             .sqlx_logging(false);

@@ -42,7 +42,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
         tokio::time::timeout(timeout, state.db().ping()),
         // Through the breaker: while Redis is known to be down this answers at once.
         tokio::time::timeout(timeout, state.redis().ping()),
-        state.producer().check(timeout),
+        state.sink().check(timeout),
     );
     let redis_ok = matches!(redis, Ok(Ok(())));
     let required = [

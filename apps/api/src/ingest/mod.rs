@@ -8,5 +8,8 @@ pub mod producer;
 pub mod rate_limit;
 pub mod request;
 mod routes;
+pub mod sink;
+#[cfg(test)]
+mod tests;
 
 pub use routes::router;

@@ -57,7 +57,7 @@ fn within_project_limit(state: &AppState, key: &KeyRecord, events: usize) -> Res
 }
 
 async fn produce(state: &AppState, envelopes: &[Envelope]) -> Result<()> {
-    state.producer().produce(envelopes).await.map_err(|_| {
+    state.sink().send(envelopes).await.map_err(|_| {
         Error::unavailable(
             "the event could not be stored right now; retry with the same messageId",
             Some(RETRY_AFTER_UNAVAILABLE),

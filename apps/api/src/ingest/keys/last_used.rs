@@ -1,13 +1,12 @@
 //! `last_used_at`: recorded off the request path, at most once a minute per key and instance.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
-use gamify_db::Db;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::KeyResolver;
+use super::{KeyResolver, KeyStore};
 
 impl KeyResolver {
     /// Records that a key was used; written to Postgres off the request path, at most once a
@@ -23,7 +22,7 @@ impl KeyResolver {
 }
 
 pub(super) async fn write_last_used(
-    db: Db,
+    store: Arc<dyn KeyStore>,
     mut used: mpsc::Receiver<Uuid>,
     shutdown: CancellationToken,
 ) {
@@ -37,7 +36,7 @@ pub(super) async fn write_last_used(
             keys.insert(key);
         }
         let keys: Vec<Uuid> = keys.into_iter().collect();
-        if let Err(err) = db.record_key_use(&keys).await {
+        if let Err(err) = store.record_use(&keys).await {
             tracing::warn!(error = %err, "cannot record api key use");
         }
     }

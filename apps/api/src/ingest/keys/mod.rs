@@ -27,7 +27,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use gamify_common::{KeyHash, KeyType, events::NameList};
-use gamify_db::{Db, sources::ProjectRateLimit};
+use gamify_db::sources::ProjectRateLimit;
 use moka::{Expiry, future::Cache};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -36,10 +36,12 @@ use uuid::Uuid;
 
 mod announce;
 mod last_used;
+mod store;
 
 pub use announce::{Change, Propagation};
 use announce::{listen_for_invalidations, retry_invalidations};
 use last_used::write_last_used;
+pub use store::KeyStore;
 
 use crate::{
     http::error::{Error, Result},
@@ -182,7 +184,7 @@ impl Clock {
 pub struct KeyResolver {
     l0: Cache<String, Cached>,
     redis: Arc<Redis>,
-    db: Db,
+    store: Arc<dyn KeyStore>,
     positive_ttl: Duration,
     negative_ttl: Duration,
     clock: Clock,
@@ -206,7 +208,7 @@ pub struct KeyResolver {
 impl KeyResolver {
     /// Also spawns, bound to `shutdown`, the invalidation listener and the last_used_at writer.
     pub fn start(
-        db: Db,
+        store: Arc<dyn KeyStore>,
         redis: Arc<Redis>,
         positive_ttl: Duration,
         negative_ttl: Duration,
@@ -220,7 +222,7 @@ impl KeyResolver {
         let resolver = Arc::new(Self {
             l0,
             redis,
-            db: db.clone(),
+            store: store.clone(),
             positive_ttl,
             negative_ttl,
             clock: Clock(Instant::now()),
@@ -243,7 +245,7 @@ impl KeyResolver {
         });
         tokio::spawn(listen_for_invalidations(resolver.clone(), shutdown.clone()));
         tokio::spawn(retry_invalidations(resolver.clone(), shutdown.clone()));
-        tokio::spawn(write_last_used(db, used_rx, shutdown.clone()));
+        tokio::spawn(write_last_used(store, used_rx, shutdown.clone()));
         resolver
     }
 
@@ -465,7 +467,7 @@ impl KeyResolver {
 
     /// Through the one source lookup the worker uses too; a revoked key is unknown here.
     async fn load_from_postgres(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, Error> {
-        let Some(source) = self.db.key_source_by_hash(hash.as_str()).await? else {
+        let Some(source) = self.store.key_by_hash(hash.as_str()).await? else {
             return Ok(None);
         };
         if source.revoked_at.is_some() {
