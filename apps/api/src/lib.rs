@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::{health, metrics, server};
+use crate::http::{health, layers, metrics, server};
 pub use crate::{
     http::error::{Error, Result},
     ingest::rate_limit,
@@ -32,27 +32,41 @@ pub use crate::{
 /// ([`openapi::document`]). Routes are added here and nowhere else: the test
 /// `every_route_is_registered_through_the_openapi_router` checks the sources for others.
 pub fn api() -> OpenApiRouter<AppState> {
+    let (api, operations) = routes();
     OpenApiRouter::with_openapi(openapi::base())
-        .merge(health::router())
+        .merge(api)
+        .merge(operations)
+}
+
+/// The API's routes (`/v1/…`: ingestion, reads, management), which load shedding and the request
+/// deadline govern, and the operational ones (health, metrics, the document), which they do not:
+/// an orchestrator must see a busy gateway as alive.
+fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let api = OpenApiRouter::new()
         .merge(manage::router())
         .merge(ingest::router())
-        .merge(read::router())
+        .merge(read::router());
+    let operations = OpenApiRouter::new()
+        .merge(health::router())
         .merge(metrics::router())
-        .merge(openapi::router())
+        .merge(openapi::router());
+    (api, operations)
 }
 
 /// The routes with their per-route middleware. Middleware that needs no route (tracing, the body
 /// limit) wraps the router once in [`serve`] instead: as a router layer it would be one more boxed
 /// service cloned per request on every route.
 pub fn router(state: AppState) -> Router {
-    let (routes, _) = api().split_for_parts();
+    let (api, operations) = routes();
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        layers::api_route,
+    ));
+    let operations = operations.route_layer(axum::middleware::from_fn(layers::operational_route));
+    let (routes, _) = api.merge(operations).split_for_parts();
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
         .with_state(state)
 }
 

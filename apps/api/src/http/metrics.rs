@@ -2,6 +2,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{OnceLock, PoisonError, RwLock},
     time::Instant,
 };
@@ -9,7 +10,6 @@ use std::{
 use axum::{
     extract::{MatchedPath, Request, State},
     http::{StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use metrics::{Counter, Histogram};
@@ -68,13 +68,15 @@ fn record(route: &str, status: StatusCode, elapsed: std::time::Duration) {
         .record(elapsed);
 }
 
-/// Counts requests by route and status and records their latency, around the overload guard
-/// (whose 503 and 408 answers are counted too). One middleware rather than two: every layer of a
-/// route is a boxed service that axum clones, and a boxed future it allocates, for every request.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Counts the request by route and status and records its latency, around `handle` (whatever
+/// answers it, the overload guard's 503 and 408 included).
+pub async fn measured<F>(request: Request, handle: impl FnOnce(Request) -> F) -> Response
+where
+    F: Future<Output = Response>,
+{
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = crate::http::overload::guard(&state, request, next).await;
+    let response = handle(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     record(route, response.status(), started.elapsed());
     response

@@ -5,6 +5,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod layers;
 pub mod metrics;
 pub mod overload;
 pub mod schemas;

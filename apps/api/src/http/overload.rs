@@ -1,7 +1,8 @@
 //! Load shedding and the request deadline: at most `HTTP_MAX_IN_FLIGHT` API requests are handled
 //! at once, the rest get 503 with Retry-After at once instead of queueing until the gateway falls
 //! over; and a request not done within `HTTP_REQUEST_TIMEOUT_MS` (a client trickling its body) gets
-//! 408. Health, readiness and metrics are exempt, so an orchestrator sees a busy gateway as alive.
+//! 408. Applied to the API's routes only (`http::layers`): health, readiness and metrics are not
+//! governed by it, so an orchestrator sees a busy gateway as alive.
 
 use axum::{
     extract::Request,
@@ -12,9 +13,6 @@ use axum::{
 use crate::{http::error::Error, state::AppState};
 
 pub async fn guard(state: &AppState, request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with("/v1/") {
-        return next.run(request).await;
-    }
     let Ok(_permit) = state.in_flight().try_acquire() else {
         metrics::counter!("gamify_http_shed_total").increment(1);
         return Error::unavailable(
