@@ -7,7 +7,6 @@ use gamify_api::{
 use gamify_db::{Db, PoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// glibc's malloc was a fifth of the CPU profile under load (docs/BENCHMARKS.md).
 #[global_allocator]
@@ -41,12 +40,7 @@ enum Error {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .init();
+    gamify_common::logging::init();
 
     let command = std::env::args().nth(1);
     let result = match command.as_deref() {

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use gamify_worker::Config;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// glibc's malloc was a fifth of the CPU profile under load (docs/BENCHMARKS.md).
 #[global_allocator]
@@ -12,12 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .init();
+    gamify_common::logging::init();
     let result = async {
         let config = Config::from_env()?;
         let shutdown = CancellationToken::new();

@@ -7,6 +7,7 @@ pub mod errors;
 pub mod events;
 pub mod ingest;
 pub mod keys;
+pub mod logging;
 pub mod shutdown;
 pub mod timestamp;
 
