@@ -3,6 +3,7 @@
 //! route shares (server loop, errors, extractors, middleware, health), `ingest` the ingestion
 //! path, `manage` the management API, `read` the tenant reads; `state` the components they use.
 
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod ingest;

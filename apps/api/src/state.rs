@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    clock::{SystemClock, WallClock},
     config::{HttpLimits, Limits, Settings},
     http::error::Result,
     ingest::{
@@ -35,6 +36,7 @@ struct Inner {
     keys: Arc<KeyResolver>,
     key_voucher: KeyVoucher,
     sink: Arc<dyn EventSink>,
+    clock: Arc<dyn WallClock>,
     rate_limiter: Arc<RateLimiter>,
     limits: Limits,
     http_limits: HttpLimits,
@@ -58,17 +60,25 @@ impl AppState {
             settings.produce_timeout,
         )?;
         let store = Arc::new(db.clone());
-        Self::with_parts(db, settings, shutdown, Arc::new(producer), store)
+        Self::with_parts(
+            db,
+            settings,
+            shutdown,
+            Arc::new(producer),
+            store,
+            Arc::new(SystemClock),
+        )
     }
 
-    /// The state with the given event sink and key store: what `new` builds on the broker and
-    /// Postgres, or memory in the unit tests of the ingestion path.
+    /// The state with the given event sink, key store and clock: what `new` builds on the broker,
+    /// Postgres and the system clock, or memory and a clock a test moves.
     pub fn with_parts(
         db: Db,
         settings: &Settings,
         shutdown: &CancellationToken,
         sink: Arc<dyn EventSink>,
         store: Arc<dyn KeyStore>,
+        clock: Arc<dyn WallClock>,
     ) -> Result<Self> {
         // The recorder first: the key resolver registers its metrics once, at creation.
         let metrics = telemetry::handle();
@@ -99,6 +109,7 @@ impl AppState {
             keys,
             key_voucher: KeyVoucher::new(settings.envelope_secret.as_bytes()),
             sink,
+            clock,
             metrics,
             readiness_timeout: Duration::from_secs(2),
             trusted_proxy_hops: settings.trusted_proxy_hops,
@@ -159,6 +170,11 @@ impl AppState {
     /// (origins aside, which the worker does not judge; rate limits).
     pub(crate) async fn refresh_keys(&self, hashes: &[String]) {
         self.0.keys.announce(hashes, keys::Change::Updated).await;
+    }
+
+    /// The time of day, from the clock this state was given.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
     }
 
     pub fn sink(&self) -> &dyn EventSink {

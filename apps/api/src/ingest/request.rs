@@ -59,7 +59,7 @@ async fn authenticate(
     let hash = key.hash();
     let checked = Instant::now();
     let record = resolve(state, client, &key, &hash).await?;
-    if record.is_expired_at(Utc::now()) || record.key_type != key.key_type() {
+    if record.is_expired_at(state.now()) || record.key_type != key.key_type() {
         return Err(Error::InvalidApiKey);
     }
     check_origin(&record, &parts.headers)?;
@@ -219,7 +219,7 @@ impl FromRequest<AppState> for IngestRequest {
         };
         // Stamped before the key is confirmed: a change that reaches this gateway after the
         // confirmation took effect after this instant.
-        let received_at = Utc::now();
+        let received_at = state.now();
         let key = confirm(state, &parts, authenticated, received_at).await?;
         Ok(Self {
             key,

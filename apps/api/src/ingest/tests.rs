@@ -125,6 +125,7 @@ impl Gateway {
             &shutdown,
             sink.clone(),
             store.clone(),
+            Arc::new(crate::clock::SystemClock),
         )
         .unwrap();
         Self {

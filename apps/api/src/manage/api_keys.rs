@@ -302,7 +302,7 @@ async fn roll_api_key(
     if old.revoked_at.is_some() {
         return Err(Error::Conflict("a revoked key cannot be rolled".to_owned()));
     }
-    let now = Utc::now();
+    let now = state.now();
     if old.expires_at.is_some_and(|at| at <= now) {
         return Err(Error::Conflict(
             "an expired key cannot be rolled".to_owned(),

@@ -1,7 +1,8 @@
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use gamify_api::{
     AppState,
+    clock::WallClock,
     config::{AdminToken, Limits, Quota, Settings},
 };
 use gamify_db::{Db, PoolOptions};
@@ -231,11 +232,36 @@ impl TestServer {
     }
 
     pub async fn start_with(db: Db, settings: Settings) -> Self {
+        Self::start_on(db, settings, Arc::new(gamify_api::clock::SystemClock)).await
+    }
+
+    /// A server whose wall clock is `clock` (the real broker, Redis and Postgres otherwise).
+    pub async fn with_clock(settings: Settings, clock: Arc<dyn WallClock>) -> Self {
+        Self::start_on(connect().await, settings, clock).await
+    }
+
+    async fn start_on(db: Db, settings: Settings, clock: Arc<dyn WallClock>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let admin_token = settings.admin_token.value.clone();
         let shutdown = CancellationToken::new();
-        let state = AppState::new(db.clone(), &settings, &shutdown).unwrap();
+        let producer = gamify_api::ingest::producer::EventProducer::new(
+            &settings.kafka_brokers,
+            &settings.kafka_topic,
+            &settings.kafka_producer_properties,
+            &settings.envelope_secret,
+            settings.produce_timeout,
+        )
+        .unwrap();
+        let state = AppState::with_parts(
+            db.clone(),
+            &settings,
+            &shutdown,
+            Arc::new(producer),
+            Arc::new(db.clone()),
+            clock,
+        )
+        .unwrap();
         tokio::spawn(gamify_api::serve(listener, state, shutdown.clone()));
         Self {
             base_url,
@@ -366,4 +392,25 @@ pub async fn expect_error(response: Response, status: StatusCode, code: &str) ->
         "error without message: {body}"
     );
     body
+}
+
+/// A wall clock that moves only when told, for what depends on the time of day.
+pub struct ManualClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl ManualClock {
+    /// Starting at the real time, so what the database stamps stays comparable.
+    pub fn now_real() -> Arc<Self> {
+        Arc::new(Self(std::sync::Mutex::new(chrono::Utc::now())))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap();
+        *now += chrono::Duration::from_std(by).unwrap();
+    }
+}
+
+impl WallClock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
 }

@@ -7,7 +7,7 @@ use gamify_common::ApiKey;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{PrivateRedis, TestServer, expect_error, expect_json, settings};
+use crate::harness::{ManualClock, PrivateRedis, TestServer, expect_error, expect_json, settings};
 
 fn page_view() -> serde_json::Value {
     json!({ "event": "page_view", "userId": "u1" })
@@ -54,7 +54,8 @@ async fn a_revoked_key_is_refused_by_another_instance_within_a_second() {
 
 #[tokio::test]
 async fn a_rolled_key_is_refused_as_soon_as_it_expires() {
-    let server = TestServer::start().await;
+    let clock = ManualClock::now_real();
+    let server = TestServer::with_clock(settings(), clock.clone()).await;
     let project = server.create_project().await;
     let project = project["id"].as_str().unwrap();
     let key = server.create_key(project, "secret").await;
@@ -75,7 +76,7 @@ async fn a_rolled_key_is_refused_as_soon_as_it_expires() {
             .status(),
         StatusCode::ACCEPTED
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_millis(2100));
     expect_error(
         server.track(old, page_view()).await,
         StatusCode::UNAUTHORIZED,
