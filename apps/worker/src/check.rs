@@ -3,7 +3,8 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
 use chrono::{DateTime, Utc};
@@ -52,35 +53,37 @@ pub fn decode(signer: &Signer, record: &Record) -> Result<Envelope, String> {
 }
 
 /// API keys with their projects' trusted events, and the trusted-event lists projects replaced, as
-/// the worker judges envelopes by them. A key's facts are read again for an envelope received after
-/// they were read (and at least every TTL), so an event is judged by the facts as they stood when
-/// the gateway accepted it: a batch of 500 events from one key costs one lookup. Absence is not
-/// cached, so a key created a moment ago is found on the next batch. Read through
+/// the worker judges envelopes by them (moka caches). A key's facts are read again for an envelope
+/// received after they were read (and at least every TTL), so an event is judged by the facts as
+/// they stood when the gateway accepted it: a batch of 500 events from one key costs one lookup.
+/// Absence is not cached, so a key created a moment ago is found on the next batch. Read through
 /// `gamify_db::sources`, the same lookup the gateway uses.
-#[derive(Debug)]
 pub struct Sources {
-    ttl: Duration,
-    /// Each key with when it was read (by the worker's clock, and as a time of day).
-    keys: HashMap<Uuid, (Instant, DateTime<Utc>, KeySource)>,
+    /// Each key with when it was read (as a time of day).
+    keys: moka::sync::Cache<Uuid, Arc<ReadKey>>,
     /// Replaced lists by (project, version). A replaced list never changes; its `superseded_at`
     /// only moves earlier, which a cached copy may miss: the worker then judges more leniently than
     /// it could, never refusing what a gateway accepted.
-    superseded: HashMap<(Uuid, i32), SupersededList>,
+    superseded: moka::sync::Cache<(Uuid, i32), Arc<SupersededList>>,
 }
 
-/// Replaced lists kept at most; beyond, the cache starts again.
-const MAX_SUPERSEDED_CACHED: usize = 10_000;
+/// A key as read from Postgres at `read_at`.
+#[derive(Debug)]
+pub struct ReadKey {
+    read_at: DateTime<Utc>,
+    source: KeySource,
+}
 
-impl Sources {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            keys: HashMap::new(),
-            superseded: HashMap::new(),
-        }
-    }
+/// The facts one batch is judged by, taken from the caches when it is loaded: what a cache evicts
+/// afterwards cannot turn a known key into an unknown one halfway through the batch.
+#[derive(Debug, Default)]
+pub struct Facts {
+    keys: HashMap<Uuid, Arc<ReadKey>>,
+    superseded: HashMap<(Uuid, i32), Arc<SupersededList>>,
+}
 
-    /// Sources as if read from Postgres at `read_at`, for judging without a database.
+impl Facts {
+    /// Facts as if read from Postgres at `read_at`, for judging without a database.
     #[cfg(test)]
     fn known(
         keys: impl IntoIterator<Item = KeySource>,
@@ -88,89 +91,123 @@ impl Sources {
         read_at: DateTime<Utc>,
     ) -> Self {
         Self {
-            ttl: Duration::from_secs(3600),
             keys: keys
                 .into_iter()
-                .map(|key| (key.key_id, (Instant::now(), read_at, key)))
+                .map(|source| (source.key_id, Arc::new(ReadKey { read_at, source })))
                 .collect(),
             superseded: superseded
                 .into_iter()
-                .map(|list| ((list.project_id, list.version), list))
+                .map(|list| ((list.project_id, list.version), Arc::new(list)))
                 .collect(),
         }
     }
 
     pub fn key(&self, id: Uuid) -> Option<&KeySource> {
-        self.keys.get(&id).map(|(_, _, key)| key)
+        self.keys.get(&id).map(|read| &read.source)
     }
 
     fn superseded(&self, project_id: Uuid, version: i32) -> Option<&SupersededList> {
-        self.superseded.get(&(project_id, version))
+        self.superseded
+            .get(&(project_id, version))
+            .map(AsRef::as_ref)
+    }
+}
+
+impl Sources {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            keys: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            superseded: moka::sync::Cache::builder().max_capacity(10_000).build(),
+        }
     }
 
-    /// Reads every key of `envelopes` that is not cached, has expired, or was read before one of
-    /// its envelopes was received; then the replaced lists those envelopes were judged by.
+    /// The facts to judge `envelopes` by: every key that is not cached, or was read before one of
+    /// its envelopes was received, is read (again); then the replaced lists those envelopes were
+    /// judged by.
     pub async fn load<'a>(
-        &mut self,
+        &self,
         db: &Db,
         envelopes: impl Iterator<Item = &'a Envelope> + Clone,
-    ) -> Result<(), DbErr> {
-        let now = Instant::now();
+    ) -> Result<Facts, DbErr> {
         let read_at = Utc::now();
-        let ttl = self.ttl;
-        let fresh = |at: &Instant| now.duration_since(*at) < ttl;
-        let mut key_ids = HashSet::new();
+        let mut facts = Facts::default();
+        let mut stale = HashSet::new();
         for envelope in envelopes.clone() {
-            let known = self
-                .keys
-                .get(&envelope.key_id)
-                .is_some_and(|(at, read, _)| fresh(at) && *read > envelope.received_at);
-            if !known {
-                key_ids.insert(envelope.key_id);
+            if facts.keys.contains_key(&envelope.key_id) {
+                continue;
+            }
+            match self.keys.get(&envelope.key_id) {
+                Some(read) if read.read_at > envelope.received_at => {
+                    facts.keys.insert(envelope.key_id, read);
+                }
+                _ => {
+                    stale.insert(envelope.key_id);
+                }
             }
         }
-        if !key_ids.is_empty() {
-            self.keys.retain(|_, (at, _, _)| fresh(at));
-            let ids: Vec<Uuid> = key_ids.into_iter().collect();
+        // A key read for one envelope may be too old for another of the batch: read it again.
+        for envelope in envelopes.clone() {
+            if facts
+                .keys
+                .get(&envelope.key_id)
+                .is_some_and(|read| read.read_at <= envelope.received_at)
+            {
+                stale.insert(envelope.key_id);
+            }
+        }
+        if !stale.is_empty() {
+            let ids: Vec<Uuid> = stale.into_iter().collect();
+            for id in &ids {
+                facts.keys.remove(id);
+            }
             let sources = db
                 .key_sources_by_id(&ids)
                 .await
                 .map_err(|gamify_db::Error::Db(err)| err)?;
             for source in sources {
-                self.keys.insert(source.key_id, (now, read_at, source));
+                let read = Arc::new(ReadKey { read_at, source });
+                self.keys.insert(read.source.key_id, read.clone());
+                facts.keys.insert(read.source.key_id, read);
             }
         }
 
         let mut wanted = HashSet::new();
         for envelope in envelopes {
             let (Some(version), Some(key)) =
-                (envelope.trusted_events_version, self.key(envelope.key_id))
+                (envelope.trusted_events_version, facts.key(envelope.key_id))
             else {
                 continue;
             };
-            if version < key.trusted_events_version
-                && !self
-                    .superseded
-                    .contains_key(&(envelope.project_id, version))
-            {
-                wanted.insert((envelope.project_id, version));
+            if version >= key.trusted_events_version {
+                continue;
+            }
+            let id = (envelope.project_id, version);
+            match self.superseded.get(&id) {
+                Some(list) => {
+                    facts.superseded.insert(id, list);
+                }
+                None => {
+                    wanted.insert(id);
+                }
             }
         }
         if !wanted.is_empty() {
-            if self.superseded.len() > MAX_SUPERSEDED_CACHED {
-                self.superseded.clear();
-            }
             let wanted: Vec<(Uuid, i32)> = wanted.into_iter().collect();
             let lists = db
                 .superseded_trusted_events(&wanted)
                 .await
                 .map_err(|gamify_db::Error::Db(err)| err)?;
             for list in lists {
-                self.superseded
-                    .insert((list.project_id, list.version), list);
+                let id = (list.project_id, list.version);
+                let list = Arc::new(list);
+                self.superseded.insert(id, list.clone());
+                facts.superseded.insert(id, list);
             }
         }
-        Ok(())
+        Ok(facts)
     }
 }
 
@@ -185,8 +222,8 @@ pub enum Verdict {
 }
 
 /// The key type stored with the event: the one Postgres knows, not the one the envelope claims.
-pub fn stored_key_type(envelope: &Envelope, sources: &Sources) -> KeyType {
-    sources
+pub fn stored_key_type(envelope: &Envelope, facts: &Facts) -> KeyType {
+    facts
         .key(envelope.key_id)
         .map_or(envelope.key_type, |key| key.key_type)
 }
@@ -194,8 +231,8 @@ pub fn stored_key_type(envelope: &Envelope, sources: &Sources) -> KeyType {
 /// Judges an envelope by the facts the gateway applied when it accepted it: the key as it stood at
 /// `receivedAt` (not revoked or expired before it) and the trusted-event list of the version the
 /// gateway stamped, provided no gateway applied a newer one by then.
-pub fn judge(envelope: &Envelope, sources: &Sources) -> Verdict {
-    let Some(key) = sources.key(envelope.key_id) else {
+pub fn judge(envelope: &Envelope, facts: &Facts) -> Verdict {
+    let Some(key) = facts.key(envelope.key_id) else {
         return Verdict::DeadLetter(format!("unknown API key {}", envelope.key_id));
     };
     let errors = envelope.validate();
@@ -235,7 +272,7 @@ pub fn judge(envelope: &Envelope, sources: &Sources) -> Verdict {
     }
     let trusted_events = match envelope.trusted_events_version {
         Some(version) if version < key.trusted_events_version => {
-            match sources.superseded(envelope.project_id, version) {
+            match facts.superseded(envelope.project_id, version) {
                 Some(list) if list.superseded_at <= envelope.received_at => {
                     return Verdict::Failed(format!(
                         "the gateway applied version {version} of the project's trusted events, \
@@ -321,7 +358,7 @@ mod tests {
         let t0 = Utc::now();
         let later = t0 + chrono::Duration::seconds(5);
         // Version 1 trusted bonus.granted; version 2 (current) trusts nothing, and vice versa.
-        let sources = Sources::known(
+        let sources = Facts::known(
             [key(2, &[])],
             [replaced(1, &["bonus.granted"], later)],
             later,
@@ -341,7 +378,7 @@ mod tests {
         // Envelopes from before versions: the current list.
         assert_eq!(judged("bonus.granted", None, t0), Verdict::Processed);
 
-        let sources = Sources::known([key(2, &["vip.reward"])], [replaced(1, &[], later)], later);
+        let sources = Facts::known([key(2, &["vip.reward"])], [replaced(1, &[], later)], later);
         let judged = |event, version, at| judge(&envelope(event, version, at), &sources);
         // Accepted under version 1 before it was replaced: processed, though trusted now.
         assert_eq!(judged("vip.reward", Some(1), t0), Verdict::Processed);
@@ -360,7 +397,7 @@ mod tests {
         let mut expired = key(1, &[]);
         expired.expires_at = Some(at);
         for source in [revoked, expired] {
-            let sources = Sources::known([source], [], at);
+            let sources = Facts::known([source], [], at);
             assert_eq!(
                 judge(&envelope("click", Some(1), t0), &sources),
                 Verdict::Processed
@@ -399,7 +436,7 @@ mod tests {
                 .find(|list| list.superseded_at > received_at)
                 .map_or(current, |list| list.version);
             let applied = &lists[(in_force - 1) as usize];
-            let sources = Sources::known([key(current, &as_refs(&lists[lists.len() - 1]))], history, received_at);
+            let sources = Facts::known([key(current, &as_refs(&lists[lists.len() - 1]))], history, received_at);
             let verdict = judge(&envelope(&event, Some(in_force), received_at), &sources);
             let gateway_accepts = !applied.contains(&event);
             prop_assert_eq!(verdict == Verdict::Processed, gateway_accepts, "{:?}", verdict);

@@ -219,7 +219,8 @@ impl Loop {
         if pending.is_empty() {
             return Ok(());
         }
-        self.sources
+        let facts = self
+            .sources
             .load(&self.db, pending.iter().map(|(_, envelope)| &**envelope))
             .await
             .map_err(Retry)?;
@@ -228,7 +229,7 @@ impl Loop {
         let mut total = 0;
         for (index, envelope) in pending {
             let record = &batch[*index];
-            let status = match check::judge(envelope, &self.sources) {
+            let status = match check::judge(envelope, &facts) {
                 Verdict::Processed => Status::Processed,
                 Verdict::Failed(details) => {
                     tracing::warn!(project_id = %envelope.project_id, partition = record.partition,
@@ -244,7 +245,7 @@ impl Loop {
                     continue;
                 }
             };
-            let key_type = check::stored_key_type(envelope, &self.sources);
+            let key_type = check::stored_key_type(envelope, &facts);
             groups.entry(envelope.project_id).or_default().push((
                 *index,
                 Item {
