@@ -15,6 +15,11 @@ use crate::http::error::{Error, Result};
 
 /// Reads a JSON body of at most 500 KB after decompression. gzip is inflated with the limit
 /// checked as it streams, so a small compressed bomb never grows past the limit in memory.
+///
+/// Not tower-http's request decompression: since 0.6.8 its gzip decoder stops after the first
+/// member (tower-rs/tower-http#737, open), which refuses a valid multi-member body (the test
+/// `every_member_of_a_gzip_body_is_read` fails with it), and it recognises only the exact `gzip`,
+/// not `x-gzip` or another case (RFC 9110 8.4.1.3).
 pub async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
