@@ -71,21 +71,28 @@ pub struct BatchDefaults {
     pub context: Option<Map<String, Value>>,
 }
 
-/// A validated track or identify call, before the gateway stamps it into an envelope.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated track or identify call, before the gateway stamps it into an envelope. Serialized,
+/// it is what its size as produced is measured by ([`Event::measure_produced_len`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Event {
+    #[serde(skip)]
     pub kind: Kind,
     pub event: String,
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
     /// Properties of a track call, traits of an identify call.
+    #[serde(rename = "properties")]
     pub data: Map<String, Value>,
     pub message_id: Option<String>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub timestamp: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub sent_at: Option<DateTime<Utc>>,
     pub context: Map<String, Value>,
     /// Serialized size as the gateway produces it (see [`Event::measure_produced_len`]), measured
     /// once when the event is parsed.
+    #[serde(skip)]
     pub produced_len: usize,
 }
 
@@ -109,35 +116,9 @@ impl Event {
 
     /// Serialized size of the event as the gateway produces it, shared context merged in.
     pub fn measure_produced_len(&self) -> usize {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Produced<'a> {
-            event: &'a str,
-            user_id: Option<&'a str>,
-            anonymous_id: Option<&'a str>,
-            message_id: Option<&'a str>,
-            #[serde(serialize_with = "crate::timestamp::serialize_option")]
-            timestamp: Option<DateTime<Utc>>,
-            #[serde(serialize_with = "crate::timestamp::serialize_option")]
-            sent_at: Option<DateTime<Utc>>,
-            properties: &'a Map<String, Value>,
-            context: &'a Map<String, Value>,
-        }
         let mut counter = ByteCounter(0);
         // Writing to a sink that cannot fail cannot fail.
-        let _ = serde_json::to_writer(
-            &mut counter,
-            &Produced {
-                event: &self.event,
-                user_id: self.user_id.as_deref(),
-                anonymous_id: self.anonymous_id.as_deref(),
-                message_id: self.message_id.as_deref(),
-                timestamp: self.timestamp,
-                sent_at: self.sent_at,
-                properties: &self.data,
-                context: &self.context,
-            },
-        );
+        let _ = serde_json::to_writer(&mut counter, self);
         counter.0
     }
 
