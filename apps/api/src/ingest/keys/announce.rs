@@ -277,7 +277,7 @@ pub(super) async fn listen_for_invalidations(
                             }
                             resolver
                                 .feed_confirmed
-                                .fetch_max(resolver.clock.nanos(sent).max(1), Ordering::AcqRel);
+                                .fetch_max(resolver.epoch.nanos(sent).max(1), Ordering::AcqRel);
                         }
                     }
                 }

@@ -173,9 +173,9 @@ enum LoadError {
 }
 
 /// Instants as nanoseconds since the resolver started, for atomics.
-struct Clock(Instant);
+struct Epoch(Instant);
 
-impl Clock {
+impl Epoch {
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.0).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -187,14 +187,14 @@ pub struct KeyResolver {
     store: Arc<dyn KeyStore>,
     positive_ttl: Duration,
     negative_ttl: Duration,
-    clock: Clock,
+    epoch: Epoch,
     /// When each recently invalidated key was last invalidated here.
     invalidated: moka::sync::Cache<String, Instant>,
-    /// The latest invalidation of any key, and the latest of all of L0 (in `clock` nanos): a load
+    /// The latest invalidation of any key, and the latest of all of L0 (in `epoch` nanos): a load
     /// that began after both is not checked against `invalidated`.
     last_invalidation: AtomicU64,
     all_invalidated: AtomicU64,
-    /// When the last answered ping of the invalidation feed was sent (`clock` nanos; 0: never).
+    /// When the last answered ping of the invalidation feed was sent (`epoch` nanos; 0: never).
     feed_confirmed: AtomicU64,
     recently_used: moka::sync::Cache<Uuid, ()>,
     used: mpsc::Sender<Uuid>,
@@ -225,7 +225,7 @@ impl KeyResolver {
             store: store.clone(),
             positive_ttl,
             negative_ttl,
-            clock: Clock(Instant::now()),
+            epoch: Epoch(Instant::now()),
             invalidated: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 // Longer than an L0 entry lives, counted from a load that may have taken the
@@ -319,19 +319,19 @@ impl KeyResolver {
     pub fn unchanged_since(&self, checked: Instant) -> bool {
         let now = Instant::now();
         now.saturating_duration_since(checked) < FAST_CONFIRM_WITHIN
-            && self.clock.nanos(checked) > self.last_invalidation.load(Ordering::Acquire)
+            && self.epoch.nanos(checked) > self.last_invalidation.load(Ordering::Acquire)
             && self.feed_is_live_at(now)
     }
 
     fn feed_is_live_at(&self, now: Instant) -> bool {
         let confirmed = self.feed_confirmed.load(Ordering::Acquire);
         confirmed != 0
-            && self.clock.nanos(now).saturating_sub(confirmed) < FEED_LIVE_FOR.as_nanos() as u64
+            && self.epoch.nanos(now).saturating_sub(confirmed) < FEED_LIVE_FOR.as_nanos() as u64
     }
 
     /// Whether `hash` (or all of L0) was invalidated here at or after `loaded`.
     fn invalidated_since(&self, hash: &str, loaded: Instant) -> bool {
-        let loaded_nanos = self.clock.nanos(loaded);
+        let loaded_nanos = self.epoch.nanos(loaded);
         if loaded_nanos > self.last_invalidation.load(Ordering::Acquire) {
             return false;
         }
@@ -346,14 +346,14 @@ impl KeyResolver {
             self.invalidated.insert((*hash).to_owned(), now);
         }
         self.last_invalidation
-            .fetch_max(self.clock.nanos(now), Ordering::AcqRel);
+            .fetch_max(self.epoch.nanos(now), Ordering::AcqRel);
         for hash in hashes {
             self.l0.invalidate(*hash).await;
         }
     }
 
     fn forget_all_locally(&self) {
-        let now = self.clock.nanos(Instant::now());
+        let now = self.epoch.nanos(Instant::now());
         self.all_invalidated.fetch_max(now, Ordering::AcqRel);
         self.last_invalidation.fetch_max(now, Ordering::AcqRel);
         self.l0.invalidate_all();
