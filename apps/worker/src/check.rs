@@ -135,27 +135,17 @@ impl Sources {
         let read_at = Utc::now();
         let mut facts = Facts::default();
         let mut stale = HashSet::new();
+        // A key is read (again) when any envelope of the batch was received after it was read.
         for envelope in envelopes.clone() {
-            if facts.keys.contains_key(&envelope.key_id) {
-                continue;
-            }
-            match self.keys.get(&envelope.key_id) {
+            let id = envelope.key_id;
+            let read = facts.keys.get(&id).cloned().or_else(|| self.keys.get(&id));
+            match read {
                 Some(read) if read.read_at > envelope.received_at => {
-                    facts.keys.insert(envelope.key_id, read);
+                    facts.keys.entry(id).or_insert(read);
                 }
                 _ => {
-                    stale.insert(envelope.key_id);
+                    stale.insert(id);
                 }
-            }
-        }
-        // A key read for one envelope may be too old for another of the batch: read it again.
-        for envelope in envelopes.clone() {
-            if facts
-                .keys
-                .get(&envelope.key_id)
-                .is_some_and(|read| read.read_at <= envelope.received_at)
-            {
-                stale.insert(envelope.key_id);
             }
         }
         if !stale.is_empty() {

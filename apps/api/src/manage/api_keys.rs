@@ -7,8 +7,8 @@ use gamify_common::{ApiKey, KeyType, KeyVoucher};
 use gamify_db::{
     entities::api_keys,
     sea_orm::{
-        ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-        QueryOrder, Set, Statement, TransactionTrait, sea_query::Expr,
+        ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+        TransactionTrait, sea_query::Expr,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -240,16 +240,11 @@ async fn revoke_api_key(
     // First the latest instant the revocation can take to hold everywhere: from it on, no lookup
     // finds the key, and the worker refuses events received after it.
     let provisional = state.provisional_effect();
-    let revoked_at: DateTime<Utc> = db
-        .query_one(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1
-             RETURNING revoked_at",
-            [key_id.into(), provisional.into()],
-        ))
+    let revoked_at = state
+        .db()
+        .revoke_key(key_id, provisional)
         .await?
-        .ok_or_else(|| Error::not_found("api key"))?
-        .try_get("", "revoked_at")?;
+        .ok_or_else(|| Error::not_found("api key"))?;
     // Also on a repeat: a caller retrying a revoke must be able to rely on every gateway refusing
     // the key once it answers.
     let effective = state
@@ -257,12 +252,10 @@ async fn revoke_api_key(
         .await;
     if effective < revoked_at {
         // Every gateway confirmed sooner: that is when the key stopped being accepted.
-        db.execute(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at > $2",
-            [key_id.into(), effective.into()],
-        ))
-        .await?;
+        state
+            .db()
+            .bring_revocation_forward(key_id, effective)
+            .await?;
     }
     if key.revoked_at.is_none() {
         tracing::info!(project_id = %project_id, key_id = %key_id, revoked_at = %effective.min(revoked_at), "api key revoked");
@@ -341,15 +334,7 @@ async fn roll_api_key(
             .await;
         let effective = cap(requested.max(known));
         if effective < provisional {
-            state
-                .db()
-                .shared()
-                .execute(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "UPDATE api_keys SET expires_at = $2 WHERE id = $1 AND expires_at > $2",
-                    [key_id.into(), effective.into()],
-                ))
-                .await?;
+            state.db().bring_expiry_forward(key_id, effective).await?;
         }
         effective
     } else {
