@@ -17,6 +17,7 @@ mod m20261124_000007_event_retention;
 mod m20261124_000008_retention_without_deadlocks;
 mod m20261124_000009_events_without_row_foreign_keys;
 mod m20261204_000010_versioned_trusted_events;
+mod m20261204_000011_gamification_engine;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000008_retention_without_deadlocks::migration()),
             Box::new(m20261124_000009_events_without_row_foreign_keys::migration()),
             Box::new(m20261204_000010_versioned_trusted_events::migration()),
+            Box::new(m20261204_000011_gamification_engine::migration()),
         ]
     }
 }
@@ -81,6 +83,16 @@ const APPLICATION_TABLES: &[&str] = &[
     "events",
     "event_message_ids",
     "superseded_trusted_events",
+    "rule_versions",
+    "engine_user_states",
+    "engine_outcomes",
+    "engine_message_ids",
+    "points_ledger",
+    "leaderboard_scores",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
+    "webhook_queue",
 ];
 
 /// How many monthly partitions of `events` exist ahead of the current month after migrating.
@@ -169,6 +181,7 @@ async fn ensure_application_role(
         "GRANT CONNECT ON DATABASE {database} TO {name};
          GRANT USAGE ON SCHEMA public TO {name};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {name};
+         GRANT USAGE ON SEQUENCE engine_seq TO {name};
          GRANT EXECUTE ON FUNCTION gamify_ensure_event_partitions(integer) TO {name};
          GRANT EXECUTE ON FUNCTION gamify_drop_events_before(timestamptz) TO {name};"
     ))

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+mod gamification;
 pub mod http;
 pub mod ingest;
 mod manage;
@@ -46,7 +47,8 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let api = OpenApiRouter::new()
         .merge(manage::router())
         .merge(ingest::router())
-        .merge(read::router());
+        .merge(read::router())
+        .merge(gamification::router());
     let operations = OpenApiRouter::new()
         .merge(health::router())
         .merge(metrics::router())

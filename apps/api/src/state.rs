@@ -5,13 +5,14 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use gamify_common::KeyVoucher;
-use gamify_db::Db;
+use gamify_db::{Db, gamification::rule_sets::RuleSets};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::{SystemClock, WallClock},
     config::{HttpLimits, Limits, Settings},
+    gamification::user_tokens::UserTokens,
     http::error::Result,
     ingest::{
         keys::{self, KeyResolver, KeyStore},
@@ -35,6 +36,8 @@ struct Inner {
     redis: Arc<Redis>,
     keys: Arc<KeyResolver>,
     key_voucher: KeyVoucher,
+    user_tokens: UserTokens,
+    rule_sets: RuleSets,
     sink: Arc<dyn EventSink>,
     clock: Arc<dyn WallClock>,
     rate_limiter: Arc<RateLimiter>,
@@ -108,6 +111,8 @@ impl AppState {
             redis,
             keys,
             key_voucher: KeyVoucher::new(settings.envelope_secret.as_bytes()),
+            user_tokens: UserTokens::new(settings.envelope_secret.as_bytes()),
+            rule_sets: RuleSets::default(),
             sink,
             clock,
             metrics,
@@ -129,6 +134,15 @@ impl AppState {
     }
 
     /// Tags the keys this deployment issues, and tells them from made-up ones without a lookup.
+    pub(crate) fn user_tokens(&self) -> &UserTokens {
+        &self.0.user_tokens
+    }
+
+    /// Parsed rule versions, shared by the routes that read under a project's rules.
+    pub(crate) fn rule_sets(&self) -> &RuleSets {
+        &self.0.rule_sets
+    }
+
     pub(crate) fn key_voucher(&self) -> &KeyVoucher {
         &self.0.key_voucher
     }

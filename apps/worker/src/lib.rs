@@ -9,6 +9,7 @@ pub mod error;
 pub mod liveness;
 pub mod metrics;
 pub mod persist;
+pub mod stage;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -24,6 +25,7 @@ pub use metrics::Stats;
 
 /// A worker that has connected to Postgres and bound its HTTP port, ready to consume.
 pub struct Worker {
+    stage: Arc<dyn stage::Stage>,
     config: Config,
     db: Db,
     listener: TcpListener,
@@ -33,6 +35,11 @@ pub struct Worker {
 
 impl Worker {
     pub async fn start(config: Config) -> Result<Self> {
+        Self::start_with(config, Arc::new(stage::Store)).await
+    }
+
+    /// A consumer loop that hands checked events to `stage` (the gamification engine's).
+    pub async fn start_with(config: Config, stage: Arc<dyn stage::Stage>) -> Result<Self> {
         let handle = metrics::install()?;
         let defaults = PoolOptions::default();
         let options = PoolOptions {
@@ -51,6 +58,7 @@ impl Worker {
             .await
             .map_err(Error::Listen)?;
         Ok(Self {
+            stage,
             config,
             db,
             listener,
@@ -94,14 +102,19 @@ impl Worker {
             Arc::clone(&self.stats),
             Arc::clone(&liveness),
         )?);
-        let dead_letters = dlq::DeadLetters::new(&self.config)?;
+        let dead_letters = if self.stage.stores_events() {
+            Some(dlq::DeadLetters::new(&self.config)?)
+        } else {
+            None
+        };
         tracing::info!(
             %addr,
             topic = %self.config.topic,
             group_id = %self.config.group_id,
             // Config's Debug redacts the database password and leaves the envelope secret out.
             config = ?self.config,
-            "gamify-worker ready"
+            stage = self.stage.name(),
+            "consumer ready"
         );
         let worker_loop = consumer::Loop {
             sources: check::Sources::new(self.config.source_cache_ttl),
@@ -109,19 +122,25 @@ impl Worker {
             db: self.db.clone(),
             consumer: Arc::clone(&consumer),
             dead_letters,
+            stage: Arc::clone(&self.stage),
             stats: Arc::clone(&self.stats),
             expected: Default::default(),
             generation: 0,
             liveness,
             pending_commit: None,
         };
-        let upkeep = tokio::spawn(keep_partitions(
-            self.db.clone(),
-            worker_loop.config.retention_months,
-            shutdown.clone(),
-        ));
+        // Partitions and retention are the storage worker's to keep.
+        let upkeep = self.stage.stores_events().then(|| {
+            tokio::spawn(keep_partitions(
+                self.db.clone(),
+                worker_loop.config.retention_months,
+                shutdown.clone(),
+            ))
+        });
         let result = worker_loop.run(shutdown).await;
-        upkeep.abort();
+        if let Some(upkeep) = upkeep {
+            upkeep.abort();
+        }
         metrics_upkeep.abort();
 
         // Closing the consumer leaves the group at once, so the partitions move to the other
@@ -157,7 +176,8 @@ impl Worker {
             duplicates = Stats::get(&stats.duplicates),
             dead_lettered = Stats::get(&stats.dead_lettered),
             offset_gaps = Stats::get(&stats.offset_gaps),
-            "gamify-worker stopped cleanly"
+            stage = self.stage.name(),
+            "consumer stopped cleanly"
         );
         result
     }

@@ -2,6 +2,7 @@
 //! [`Db::tenant`] is the only place in the code base that tells Postgres which tenant is acting.
 
 pub mod entities;
+pub mod gamification;
 pub mod key_changes;
 pub mod sources;
 pub mod trusted_lists;

@@ -16,12 +16,14 @@ use crate::{
 mod api_keys;
 mod organizations;
 mod projects;
+mod rules;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(organizations::router())
         .merge(projects::router())
         .merge(api_keys::router())
+        .merge(rules::router())
 }
 
 /// Proof that the request carries the admin token (`Authorization: Bearer <ADMIN_TOKEN>`).

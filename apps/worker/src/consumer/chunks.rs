@@ -11,12 +11,13 @@ pub(super) type Chunk = (Uuid, Vec<(usize, Item)>);
 
 /// Cuts a batch into chunks for concurrent writing: each project's events in one chunk, except
 /// that a project holding more than its share of the batch (`total / concurrency`) is spread over
-/// several by a hash of the messageId, so every copy of a messageId lands in the same chunk and is
-/// deduplicated there.
+/// several by a hash of the stage's shard key (the storage worker's messageId, so every copy of a
+/// messageId lands in the same chunk and is deduplicated there), keeping batch order within each.
 pub(super) fn chunks(
     groups: BTreeMap<Uuid, Vec<(usize, Item)>>,
     total: usize,
     concurrency: usize,
+    shard_key: impl Fn(&Item) -> &str,
 ) -> Vec<Chunk> {
     let share = total.div_ceil(concurrency.max(1)).max(MIN_CHUNK);
     let mut chunks = Vec::new();
@@ -29,7 +30,7 @@ pub(super) fn chunks(
         let mut split: Vec<Vec<(usize, Item)>> = (0..parts).map(|_| Vec::new()).collect();
         for (index, item) in items {
             let mut hasher = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(item.envelope.message_id.as_str(), &mut hasher);
+            std::hash::Hash::hash(shard_key(&item), &mut hasher);
             let part = (std::hash::Hasher::finish(&hasher) % parts as u64) as usize;
             split[part].push((index, item));
         }
@@ -103,7 +104,7 @@ mod tests {
                 .push((index, item(small, &format!("s{n}"))));
             index += 1;
         }
-        let chunks = chunks(groups, index, 4);
+        let chunks = chunks(groups, index, 4, |item| &item.envelope.message_id);
 
         let of = |project: Uuid| chunks.iter().filter(move |(p, _)| *p == project);
         assert_eq!(of(small).count(), 1);
@@ -142,6 +143,9 @@ mod tests {
             .collect();
         let mut groups = BTreeMap::new();
         groups.insert(project, items);
-        assert_eq!(chunks(groups, 3000, 1).len(), 1);
+        assert_eq!(
+            chunks(groups, 3000, 1, |item| &item.envelope.message_id).len(),
+            1
+        );
     }
 }

@@ -33,6 +33,7 @@ use crate::{
     liveness::Liveness,
     metrics::{self as m, Stats},
     persist::{self, Item, Outcome, Status},
+    stage::Stage,
 };
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -43,7 +44,9 @@ pub struct Loop {
     pub config: Config,
     pub db: Db,
     pub consumer: Arc<KafkaConsumer>,
-    pub dead_letters: DeadLetters,
+    /// None when the stage leaves dead letters to another consumer group.
+    pub dead_letters: Option<DeadLetters>,
+    pub stage: Arc<dyn Stage>,
     pub sources: Sources,
     pub stats: Arc<Stats>,
     /// Next offset expected per partition, to notice a broker that skips messages.
@@ -161,7 +164,10 @@ impl Loop {
 
         let mut backoff = MIN_BACKOFF;
         while !dead.is_empty() {
-            match self.dead_letters.send(&dead).await {
+            let Some(dead_letters) = &self.dead_letters else {
+                break;
+            };
+            match dead_letters.send(&dead).await {
                 Ok(()) => {
                     m::Stats::add(&self.stats.dead_lettered, dead.len() as u64);
                     metrics::counter!(m::DEAD_LETTERED).increment(dead.len() as u64);
@@ -237,6 +243,9 @@ impl Loop {
                         "storing event as failed");
                     Status::Failed(details)
                 }
+                Verdict::DeadLetter(reason) if !self.stage.stores_events() => {
+                    Status::Failed(reason)
+                }
                 Verdict::DeadLetter(reason) => {
                     tracing::warn!(project_id = %envelope.project_id, partition = record.partition,
                         offset = record.offset, %reason, "dead-lettering a message");
@@ -256,13 +265,17 @@ impl Loop {
             ));
             total += 1;
         }
-        let chunks = chunks(groups, total, self.config.db_concurrency);
+        let stage = Arc::clone(&self.stage);
+        let chunks = chunks(groups, total, self.config.db_concurrency, |item| {
+            stage.shard_key(item)
+        });
 
         let db = &self.db;
+        let stage = &*self.stage;
         let results: Vec<(Chunk, Result<Outcome, sea_orm::DbErr>)> = futures::stream::iter(chunks)
             .map(|chunk| async move {
                 let refs: Vec<&Item> = chunk.1.iter().map(|(_, item)| item).collect();
-                let result = persist::persist_project(db, chunk.0, &refs).await;
+                let result = stage.apply(db, chunk.0, &refs).await;
                 (chunk, result)
             })
             .buffer_unordered(self.config.db_concurrency)
@@ -291,7 +304,7 @@ impl Loop {
         for (project_id, items) in rejected {
             for (index, item) in &items {
                 let record = &batch[*index];
-                match persist::persist_project(&self.db, project_id, &[item]).await {
+                match self.stage.apply(&self.db, project_id, &[item]).await {
                     Ok(outcome) => {
                         self.record(project_id, outcome);
                         done.insert(*index);
@@ -301,6 +314,13 @@ impl Loop {
                         // Deterministic: the same message fails the same way every time, so it
                         // is set aside at once and the partition moves on.
                         let sqlstate = persist::sqlstate(&err).unwrap_or_else(|| "none".to_owned());
+                        if !self.stage.stores_events() {
+                            tracing::error!(project_id = %project_id, partition = record.partition,
+                                offset = record.offset, %sqlstate, error = %err, stage = self.stage.name(),
+                                "Postgres rejected an event; skipping it (the storage worker dead-letters what it cannot store)");
+                            done.insert(*index);
+                            continue;
+                        }
                         tracing::error!(project_id = %project_id, partition = record.partition,
                             offset = record.offset, %sqlstate, error = %err,
                             "Postgres rejected an event; dead-lettering it");

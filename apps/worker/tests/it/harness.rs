@@ -562,7 +562,7 @@ pub async fn spawn_binary(topics: &Topics, extra: &[(&str, &str)]) -> Child {
     tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             println!("worker: {line}");
-            if line.contains("gamify-worker ready") {
+            if line.contains("consumer ready") {
                 return;
             }
         }

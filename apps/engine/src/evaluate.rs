@@ -1,0 +1,274 @@
+//! The engine's stage of the consumer loop: each event the storage path stores is evaluated once
+//! against the project's active rules, and its state changes, awards, ledger entries, leaderboard
+//! scores, webhook deliveries, outcome and dedup record commit in one tenant transaction.
+
+use std::{collections::HashMap, time::Instant};
+
+use futures::future::BoxFuture;
+use gamify_common::{KeyType, ingest::Kind};
+use gamify_db::Db;
+use gamify_rules::{Input, Source};
+use gamify_worker::{
+    persist::{Item, Outcome, Status},
+    stage::Stage,
+};
+use sea_orm::{DbErr, sqlx};
+use serde_json::Value;
+use uuid::Uuid;
+
+use gamify_db::gamification::{
+    changes::{self, Changes, OutcomeRow},
+    outbox, project_lock,
+    rule_sets::RuleSets,
+};
+
+use crate::{db_err, metrics as m};
+
+type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
+
+pub struct Evaluate {
+    pub rule_sets: RuleSets,
+}
+
+impl Stage for Evaluate {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+
+    /// One user's events stay in one transaction, in order: their state has one writer.
+    fn shard_key<'a>(&self, item: &'a Item) -> &'a str {
+        item.envelope
+            .user_id
+            .as_deref()
+            .unwrap_or(&item.envelope.message_id)
+    }
+
+    fn stores_events(&self) -> bool {
+        false
+    }
+
+    fn apply<'a>(
+        &'a self,
+        db: &'a Db,
+        project_id: Uuid,
+        items: &'a [&'a Item],
+    ) -> BoxFuture<'a, Result<Outcome, DbErr>> {
+        Box::pin(self.evaluate(db, project_id, items))
+    }
+}
+
+/// What the engine decided about one item before evaluating.
+enum Fate {
+    /// Already evaluated by an earlier delivery of this very envelope: nothing to write.
+    Redelivered,
+    NotCounted(String),
+    Evaluate,
+}
+
+impl Evaluate {
+    async fn evaluate(&self, db: &Db, project_id: Uuid, items: &[&Item]) -> Result<Outcome, DbErr> {
+        let started = Instant::now();
+        let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(project_lock(project_id))
+            .execute(&mut *txn)
+            .await
+            .map_err(db_err)?;
+
+        let fates = claim_message_ids(&mut txn, project_id, items).await?;
+        let active = self.rule_sets.active(&mut txn, project_id).await?;
+
+        let mut outcome = Outcome::default();
+        let mut changes = Changes::new(
+            active.as_ref().map_or(0, |a| a.version),
+            active.as_ref().map_or(0, |a| a.generation),
+        );
+        let todo: Vec<(&Item, Fate)> = items
+            .iter()
+            .zip(fates)
+            .filter_map(|(item, fate)| match fate {
+                Fate::Redelivered => {
+                    outcome.duplicates += 1;
+                    None
+                }
+                fate => Some((*item, fate)),
+            })
+            .collect();
+        let seqs = changes::next_seqs(&mut txn, todo.len()).await?;
+        let users: Vec<&str> = todo
+            .iter()
+            .filter(|(_, fate)| matches!(fate, Fate::Evaluate))
+            .filter_map(|(item, _)| item.envelope.user_id.as_deref())
+            .collect();
+        let mut states = match &active {
+            Some(active) => {
+                changes::lock_states(&mut txn, project_id, active.generation, &users).await?
+            }
+            None => Default::default(),
+        };
+
+        let mut awards_made = 0u64;
+        for ((item, fate), seq) in todo.into_iter().zip(seqs) {
+            let envelope = &item.envelope;
+            let (counted, reason, awards) = match fate {
+                Fate::Redelivered => continue,
+                Fate::NotCounted(reason) => {
+                    outcome.failed += 1;
+                    (false, Some(reason), Vec::new())
+                }
+                Fate::Evaluate => {
+                    outcome.processed += 1;
+                    let (Some(active), Some(user_id)) = (&active, envelope.user_id.as_deref())
+                    else {
+                        changes.outcomes.push(OutcomeRow {
+                            event_id: envelope.id,
+                            seq,
+                            user_id: envelope.user_id.clone(),
+                            counted: true,
+                            reason: None,
+                            awards: Value::Array(Vec::new()),
+                        });
+                        continue;
+                    };
+                    let state = states.entry(user_id.to_owned()).or_default();
+                    let evaluation = gamify_rules::apply(&active.rules, state, &input(item));
+                    changes.record(user_id, seq, Some(envelope.id), &evaluation);
+                    changes
+                        .states
+                        .insert(user_id.to_owned(), (state.clone(), seq));
+                    for award in &evaluation.awards {
+                        changes.deliveries.push(outbox::delivery(
+                            project_id,
+                            user_id,
+                            Some(envelope.id),
+                            award,
+                            envelope.received_at,
+                        ));
+                    }
+                    awards_made += evaluation.awards.len() as u64;
+                    (true, None, evaluation.awards)
+                }
+            };
+            changes.outcomes.push(OutcomeRow {
+                event_id: envelope.id,
+                seq,
+                user_id: envelope.user_id.clone(),
+                counted,
+                reason,
+                awards: serde_json::to_value(&awards)
+                    .map_err(|err| DbErr::Custom(format!("cannot serialize awards: {err}")))?,
+            });
+        }
+        changes.write(&mut txn, project_id).await?;
+        txn.commit().await.map_err(db_err)?;
+        metrics::histogram!(m::EVALUATION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(m::EVALUATED).increment(outcome.processed);
+        metrics::counter!(m::NOT_COUNTED).increment(outcome.failed);
+        metrics::counter!(m::AWARDS).increment(awards_made);
+        Ok(outcome)
+    }
+}
+
+/// The engine's dedup, in the storage path's scope (project, key class, messageId), for every
+/// item, refused ones included: the storage worker stores those too (as failed), and a messageId
+/// it has stored is taken for good, so a later event reusing it is a duplicate on both paths.
+async fn claim_message_ids(
+    txn: &mut Txn,
+    project_id: Uuid,
+    items: &[&Item],
+) -> Result<Vec<Fate>, DbErr> {
+    let key_types: Vec<&str> = items.iter().map(|item| item.key_type.as_str()).collect();
+    let message_ids: Vec<&str> = items
+        .iter()
+        .map(|item| item.envelope.message_id.as_str())
+        .collect();
+    let event_ids: Vec<Uuid> = items.iter().map(|item| item.envelope.id).collect();
+    sqlx::query(
+        "INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id)
+         SELECT $1, r.key_type, r.message_id, r.event_id
+         FROM UNNEST($2::text[], $3::text[], $4::uuid[]) AS r(key_type, message_id, event_id)
+         ON CONFLICT (project_id, key_type, message_id) DO NOTHING",
+    )
+    .bind(project_id)
+    .bind(&key_types)
+    .bind(&message_ids)
+    .bind(&event_ids)
+    .execute(&mut **txn)
+    .await
+    .map_err(db_err)?;
+    // Who holds each messageId now: this envelope (new, or an earlier delivery of it), or
+    // another event.
+    let owners: Vec<(String, String, Uuid)> = sqlx::query_as(
+        "SELECT m.key_type, m.message_id, m.event_id FROM engine_message_ids m
+         JOIN UNNEST($2::text[], $3::text[]) AS r(key_type, message_id)
+           ON m.key_type = r.key_type AND m.message_id = r.message_id
+         WHERE m.project_id = $1",
+    )
+    .bind(project_id)
+    .bind(&key_types)
+    .bind(&message_ids)
+    .fetch_all(&mut **txn)
+    .await
+    .map_err(db_err)?;
+    let owners: HashMap<(String, String), Uuid> = owners
+        .into_iter()
+        .map(|(key_type, message_id, event_id)| ((key_type, message_id), event_id))
+        .collect();
+    let evaluated: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "SELECT event_id FROM engine_outcomes WHERE project_id = $1 AND event_id = ANY($2)",
+    )
+    .bind(project_id)
+    .bind(&event_ids)
+    .fetch_all(&mut **txn)
+    .await
+    .map_err(db_err)?
+    .into_iter()
+    .collect();
+    let mut seen = std::collections::HashSet::new();
+    Ok(items
+        .iter()
+        .map(|item| {
+            let envelope = &item.envelope;
+            if evaluated.contains(&envelope.id) || !seen.insert(envelope.id) {
+                return Fate::Redelivered;
+            }
+            let owner = owners.get(&(
+                item.key_type.as_str().to_owned(),
+                envelope.message_id.clone(),
+            ));
+            if owner != Some(&envelope.id) {
+                return Fate::NotCounted("duplicate messageId".into());
+            }
+            match &item.status {
+                Status::Failed(details) => Fate::NotCounted(details.clone()),
+                Status::Processed if envelope.user_id.is_none() => {
+                    Fate::NotCounted("no userId: only identified users earn".into())
+                }
+                Status::Processed => Fate::Evaluate,
+            }
+        })
+        .collect())
+}
+
+/// The rule library's view of an envelope. The key class is the one Postgres knows for the key
+/// (`Item::key_type`), never the one the envelope claims.
+pub fn input(item: &Item) -> Input<'_> {
+    let envelope = &item.envelope;
+    Input {
+        event_id: envelope.id,
+        kind: match envelope.kind {
+            Kind::Identify => gamify_rules::Kind::Identify,
+            Kind::Track => gamify_rules::Kind::Track,
+        },
+        name: &envelope.event,
+        source: match item.key_type {
+            KeyType::Secret => Source::Secret,
+            KeyType::Publishable => Source::Publishable,
+        },
+        user_id: envelope.user_id.as_deref().unwrap_or_default(),
+        properties: envelope.properties.as_ref(),
+        traits: envelope.traits.as_ref(),
+        occurred_at: envelope.occurred_at,
+        received_at: envelope.received_at,
+    }
+}
