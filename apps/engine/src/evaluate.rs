@@ -57,6 +57,9 @@ impl Stage for Evaluate {
     }
 }
 
+/// The reason recorded for a duplicate messageId, followed by the first copy's event id.
+pub const DUPLICATE_OF: &str = "duplicate messageId of ";
+
 /// What the engine decided about one item before evaluating.
 enum Fate {
     /// Already evaluated by an earlier delivery of this very envelope: nothing to write.
@@ -236,8 +239,8 @@ async fn claim_message_ids(
                 item.key_type.as_str().to_owned(),
                 envelope.message_id.clone(),
             ));
-            if owner != Some(&envelope.id) {
-                return Fate::NotCounted("duplicate messageId".into());
+            if let Some(owner) = owner.filter(|owner| **owner != envelope.id) {
+                return Fate::NotCounted(format!("{DUPLICATE_OF}{owner}"));
             }
             match &item.status {
                 Status::Failed(details) => Fate::NotCounted(details.clone()),

@@ -44,7 +44,17 @@ pub struct OutcomesOut {
     /// `[{type: "achievement"|"points"|"level"|"streak", key, …}]`
     #[schema(value_type = Vec<Object>)]
     awards: Value,
+    /// Why it was not counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// For a duplicate messageId: the event id of the copy that counted, whose outcome tells
+    /// what it earned (a retry whose first answer was lost finds it here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_of: Option<Uuid>,
 }
+
+/// Recorded by gamify-engine as the reason of a duplicate, followed by the first copy's id.
+const DUPLICATE_OF: &str = "duplicate messageId of ";
 
 /// What an event earned.
 #[utoipa::path(
@@ -75,8 +85,8 @@ async fn get_outcomes(
     let project_id = reader.project_id();
     loop {
         let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
-        let row: Option<(String, Option<String>, Value)> = sqlx::query_as(
-            "SELECT status, user_id, awards FROM engine_outcomes WHERE project_id = $1 AND event_id = $2",
+        let row: Option<(String, Option<String>, Value, Option<String>)> = sqlx::query_as(
+            "SELECT status, user_id, awards, reason FROM engine_outcomes WHERE project_id = $1 AND event_id = $2",
         )
         .bind(project_id)
         .bind(event_id)
@@ -84,7 +94,7 @@ async fn get_outcomes(
         .await
         .map_err(db)?;
         txn.commit().await.map_err(db)?;
-        if let Some((status, user_id, awards)) = row {
+        if let Some((status, user_id, awards, reason)) = row {
             if let Reader::User { user_id: own, .. } = &reader {
                 if user_id.as_deref() != Some(own.as_str()) {
                     return Err(Error::not_found("event"));
@@ -98,6 +108,11 @@ async fn get_outcomes(
                     "not_counted"
                 },
                 awards,
+                duplicate_of: reason
+                    .as_deref()
+                    .and_then(|reason| reason.strip_prefix(DUPLICATE_OF))
+                    .and_then(|id| Uuid::parse_str(id).ok()),
+                reason,
             }));
         }
         if tokio::time::Instant::now() + POLL > deadline {
@@ -105,6 +120,8 @@ async fn get_outcomes(
                 event_id,
                 status: "pending",
                 awards: Value::Array(Vec::new()),
+                reason: None,
+                duplicate_of: None,
             }));
         }
         tokio::time::sleep(POLL).await;
