@@ -105,6 +105,8 @@ fn env() -> Arc<Env> {
     ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
 }
 
+/// Brackets inside string literals count too: over-counting only refuses a rare expression,
+/// while skipping literals would take CEL's own lexer (raw, triple-quoted, escaped strings).
 fn check_nesting(expression: &str) -> Result<(), String> {
     let mut depth = 0usize;
     for c in expression.chars() {
@@ -138,7 +140,7 @@ fn check_tree(
         ));
     }
     let depth = depth + 1;
-    let mut check =
+    let check =
         |expr: &IdedExpr, bound: &mut Vec<String>| check_tree(expr, bound, in_macro_body, depth);
     match &expr.expr {
         Expr::Unspecified | Expr::Literal(_) => Ok(()),

@@ -10,8 +10,8 @@
 //! may not exist at all; a day then starts at its first instant that does exist.
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
-    Utc,
+    DateTime, Datelike, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, Offset,
+    TimeZone, Utc,
 };
 use chrono_tz::Tz;
 
@@ -51,7 +51,7 @@ pub fn previous_period_start(period: Period, tz: Tz, at: DateTime<Utc>) -> DateT
 
 /// The key of the period holding `at` in `tz`: the local date the period starts on.
 pub(crate) fn period_key(period: Period, tz: Tz, at: DateTime<Utc>) -> NaiveDate {
-    let date = at.with_timezone(&tz).date_naive();
+    let date = local_time(tz, at).date();
     match period {
         Period::Day => date,
         Period::Week => date
@@ -60,6 +60,15 @@ pub(crate) fn period_key(period: Period, tz: Tz, at: DateTime<Utc>) -> NaiveDate
         Period::Month => date.with_day(1).unwrap_or(date),
         Period::AllTime => NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(date),
     }
+}
+
+/// The wall-clock time at `at` in `tz`. At the very ends of chrono's range the local time may
+/// not be representable (chrono would panic); UTC's stands in there.
+fn local_time(tz: Tz, at: DateTime<Utc>) -> NaiveDateTime {
+    let offset = tz.offset_from_utc_datetime(&at.naive_utc()).fix();
+    at.naive_utc()
+        .checked_add_offset(offset)
+        .unwrap_or_else(|| at.naive_utc())
 }
 
 /// The key of the calendar month holding `at` in `tz`, which is what monthly freezes count by.
@@ -107,9 +116,8 @@ fn first_instant_from(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     // UTC offsets stay within ±26 hours, so these two bracket the answer.
     const WINDOW: i64 = 2 * 86_400;
     let guess = local.and_utc().timestamp();
-    let local_at = |seconds: i64| {
-        DateTime::from_timestamp(seconds, 0).map(|instant| instant.with_timezone(&tz).naive_local())
-    };
+    let local_at =
+        |seconds: i64| DateTime::from_timestamp(seconds, 0).map(|instant| local_time(tz, instant));
     let (mut before, mut after) = (guess.saturating_sub(WINDOW), guess.saturating_add(WINDOW));
     while after - before > 1 {
         let middle = before + (after - before) / 2;
