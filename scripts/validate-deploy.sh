@@ -6,7 +6,8 @@
 #      bundled in kubernetes-validate (strict: unknown fields fail), each kustomization listing every
 #      manifest of its directory, and the rendered kustomizations when kubectl is installed;
 #   3. every variable the binaries require set for every compose service and Kubernetes workload
-#      that runs them (REQUIRED_* below, the one list; checked against the code too).
+#      that runs them (REQUIRED_* below, the one list; checked against the code too), and the
+#      engine's consumer group apart from the workers' (gamify-engine refuses to start otherwise).
 # The tools come from PyPI (deploy/validate-requirements.txt) into target/deploy-venv.
 set -euo pipefail
 
@@ -18,13 +19,15 @@ die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
 # --- What each binary needs set in a deployment: the one list. ------------------------------------
 # Required by the code (no default): config::required / config::postgres_url / config::envelope_secret
-# in apps/api/src/config.rs, apps/worker/src/config.rs, libs/common/src/config.rs, and ADMIN_TOKEN
+# in apps/api/src/config.rs, apps/worker/src/config.rs (which gamify-engine reads too),
+# apps/engine/src/config.rs, libs/common/src/config.rs, and ADMIN_TOKEN
 # (required unless GAMIFY_DEV_MODE=1, which no deployment may use). Also KAFKA_BROKERS and
 # REDIS_URL: their defaults (127.0.0.1) only suit a local run, never a container.
 REQUIRED_API="DATABASE_URL ENVELOPE_SECRET ADMIN_TOKEN KAFKA_BROKERS REDIS_URL"   # gamify-api serve
 REQUIRED_MIGRATE="DATABASE_OWNER_URL DATABASE_URL"                               # gamify-api migrate
 REQUIRED_WORKER="DATABASE_URL ENVELOPE_SECRET KAFKA_BROKERS"                     # gamify-worker
-CONFIG_SOURCES="apps/api/src/config.rs apps/worker/src/config.rs libs/common/src/config.rs"
+REQUIRED_ENGINE="DATABASE_URL ENVELOPE_SECRET KAFKA_BROKERS"                     # gamify-engine
+CONFIG_SOURCES="apps/api/src/config.rs apps/worker/src/config.rs apps/engine/src/config.rs libs/common/src/config.rs"
 KUBERNETES_VERSION=1.32.0   # one of the versions kubernetes-validate bundles
 
 VENV=$ROOT/target/deploy-venv
@@ -55,7 +58,7 @@ fi
 
 log "required variables for every service and workload"
 REQUIRED_API=$REQUIRED_API REQUIRED_MIGRATE=$REQUIRED_MIGRATE REQUIRED_WORKER=$REQUIRED_WORKER \
-  CONFIG_SOURCES=$CONFIG_SOURCES "$VENV/bin/python" - <<'PY'
+  REQUIRED_ENGINE=$REQUIRED_ENGINE CONFIG_SOURCES=$CONFIG_SOURCES "$VENV/bin/python" - <<'PY'
 import os, re, sys, pathlib
 import yaml
 
@@ -63,6 +66,7 @@ required = {
     "gamify-api serve": os.environ["REQUIRED_API"].split(),
     "gamify-api migrate": os.environ["REQUIRED_MIGRATE"].split(),
     "gamify-worker": os.environ["REQUIRED_WORKER"].split(),
+    "gamify-engine": os.environ["REQUIRED_ENGINE"].split(),
 }
 errors = []
 
@@ -83,9 +87,31 @@ def unset(value):
     value = str(value).strip()
     return value == "" or re.fullmatch(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", value) is not None
 
+def group_of(role, env):
+    """The consumer group a worker or engine joins (apps/worker/src/config.rs, apps/engine/src/config.rs)."""
+    def get(name):
+        value = env.get(name)
+        return None if unset(value) else str(value).strip()
+    worker_group = get("KAFKA_GROUP_ID")
+    if role == "gamify-worker":
+        return worker_group or "gamify-worker"
+    return get("ENGINE_GROUP_ID") or (f"{worker_group}.engine" if worker_group else "gamify-engine")
+
+def check_groups(where, groups):
+    """groups: [(description, role, env)] of one deployment: no engine shares a workers' group."""
+    workers = {group_of(role, env) for _, role, env in groups if role == "gamify-worker"}
+    for description, role, env in groups:
+        if role != "gamify-engine":
+            continue
+        group = group_of(role, env)
+        own = str(env.get("KAFKA_GROUP_ID") or "").strip() or "gamify-worker"
+        if group == own or group in workers:
+            errors.append(f"{where}: {description} consumes in group {group}, the workers' group: set ENGINE_GROUP_ID apart from KAFKA_GROUP_ID")
+
 # --- docker-compose.yml
 compose = yaml.safe_load(pathlib.Path("docker-compose.yml").read_text())
 found = set()
+groups = []
 for name, service in (compose.get("services") or {}).items():
     build = service.get("build")
     target = build.get("target") if isinstance(build, dict) else None
@@ -94,6 +120,8 @@ for name, service in (compose.get("services") or {}).items():
     command = command.split() if isinstance(command, str) else command
     if target == "worker" or image.startswith("gamify-worker"):
         role = "gamify-worker"
+    elif target == "engine" or image.startswith("gamify-engine"):
+        role = "gamify-engine"
     elif target == "api" or image.startswith("gamify-api"):
         role = "gamify-api migrate" if "migrate" in command else "gamify-api serve"
     else:
@@ -114,9 +142,11 @@ for name, service in (compose.get("services") or {}).items():
     for variable in required[role]:
         if unset(env.get(variable)):
             errors.append(f"docker-compose.yml: service {name} ({role}) does not set {variable}")
+    groups.append((f"service {name}", role, env))
 for role in required:
     if role not in found:
         errors.append(f"docker-compose.yml: no service runs {role}")
+check_groups("docker-compose.yml", groups)
 
 # --- deploy/kubernetes
 documents = []
@@ -141,6 +171,7 @@ for kustomization in pathlib.Path("deploy/kubernetes").rglob("kustomization.yaml
             errors.append(f"{kustomization} lists {entry}, which does not exist")
 
 found = set()
+groups = []
 for path, doc in documents:
     kind = doc.get("kind")
     if kind not in ("Deployment", "Job", "StatefulSet", "DaemonSet", "CronJob"):
@@ -151,6 +182,8 @@ for path, doc in documents:
         args = (container.get("command") or []) + (container.get("args") or [])
         if image == "gamify-worker":
             role = "gamify-worker"
+        elif image == "gamify-engine":
+            role = "gamify-engine"
         elif image == "gamify-api":
             role = "gamify-api migrate" if "migrate" in args else "gamify-api serve"
         else:
@@ -186,9 +219,11 @@ for path, doc in documents:
         for variable in required[role]:
             if unset(env.get(variable)):
                 errors.append(f"{where} does not set {variable}")
+        groups.append((f"{path}: {kind} {doc['metadata']['name']} container {container['name']}", role, env))
 for role in required:
     if role not in found:
         errors.append(f"deploy/kubernetes: no workload runs {role}")
+check_groups("deploy/kubernetes", groups)
 
 for error in errors:
     print(f"\033[1;31merror:\033[0m {error}", file=sys.stderr)

@@ -1,6 +1,8 @@
 // The example shop (examples/browser) in Debian's headless Chromium, driven by playwright-core,
-// against the real platform that scripts/sdk-test.sh started.
+// against the real platform that scripts/sdk-test.sh started (gamify-api, gamify-worker,
+// gamify-engine, and the shop's rules, examples/browser/rules.json, published for the project).
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { createServer, request as httpRequest } from 'node:http';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -74,8 +76,8 @@ function shopUrl(host, extra = {}) {
 }
 
 /** A fresh browser context (its own localStorage) with what the page logs and sends recorded. */
-async function open(url) {
-  const context = await browser.newContext();
+async function open(url, contextOptions = {}) {
+  const context = await browser.newContext(contextOptions);
   const page = await context.newPage();
   const log = { warnings: [], requests: [] };
   page.on('console', (message) => {
@@ -96,7 +98,8 @@ async function rowsFor(anonymousId, secretKey = SK()) {
 }
 
 before(async () => {
-  site = await serve({ port: 0 });
+  // The shop's server holds the secret key (purchases, user tokens) and forwards /v1/ to the API.
+  site = await serve({ port: 0, api: HOST(), publishableKey: PK(), secretKey: SK() });
   proxy = stoppableProxy(HOST());
   await proxy.start();
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
@@ -113,7 +116,7 @@ test('the shop tracks page_view and cart_add → processed rows for its project 
   const anonymousId = await page.evaluate(() => window.gamify.anonymousId);
   assert.match(anonymousId, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   await page.click('article[data-sku="mug-owl"] button.add');
-  await page.click('#purchase');
+  await page.click('#purchase-browser');
   await page.click('article[data-sku="tee-blue"] button.view');
 
   const rows = await waitFor('page_view, cart_add and product_view processed', async () => {
@@ -222,5 +225,72 @@ test('events queued at pagehide are delivered by the unload path (text/plain, ke
     const names = (await rowsFor(anonymousId)).filter((e) => e.status === 'processed').map((e) => e.event).sort();
     return JSON.stringify(names) === JSON.stringify(['cart_add', 'page_view', 'product_view']);
   });
+  await context.close();
+});
+
+/** Waits until `predicate(arg)` holds in the page (polled by playwright), failing after `timeout` ms. */
+function until(page, what, predicate, arg, timeout = 30_000) {
+  return page.waitForFunction(predicate, arg, { timeout, polling: 100 }).catch((error) => {
+    throw new Error(`${what}: ${error.message.split('\n')[0]}`);
+  });
+}
+
+async function signIn(page, userId) {
+  await page.getByLabel('User id').fill(userId);
+  await page.getByRole('button', { name: 'Sign in (identify)' }).click();
+  // Progress read with the user token the shop's server minted.
+  await until(page, 'progress shown', () => !document.querySelector('#progress').hidden && document.querySelector('#xp-balance').textContent === '0');
+}
+
+test('shop: a purchase its server sends (secret key) → toast, First purchase badge, 62 XP, streak and leaderboard, at 375 px', async () => {
+  const userId = `shopper-${randomUUID().slice(0, 8)}`;
+  // No key in the address: the shop's server hands out its publishable key and forwards the API.
+  const { context, page, log } = await open(`${site.url}/`, { viewport: { width: 375, height: 800 } });
+  await signIn(page, userId);
+  assert.equal(await page.locator('#badges li.unlocked').count(), 0);
+
+  // 35 + 15 + 70 = 120 EUR: 12 XP for the revenue, 50 for the first purchase.
+  for (const sku of ['tee-blue', 'mug-owl', 'cap-red']) await page.click(`article[data-sku="${sku}"] button.add`);
+  await until(page, 'cart total', () => document.querySelector('#cart-total').textContent === '120');
+  await page.getByRole('button', { name: /^Pay/ }).click();
+
+  // The page long-polls the event's outcomes, shows a toast per award, then reads progress again.
+  const toast = page.locator('#toasts .toast', { hasText: 'Badge unlocked: First purchase' });
+  await toast.waitFor({ timeout: 30_000 });
+  assert.equal(await page.locator('#toasts').getAttribute('role'), 'status');
+  await until(page, 'XP balance 62', () => document.querySelector('#xp-balance').textContent === '62');
+  await page.locator('#badges li.unlocked', { hasText: 'First purchase' }).waitFor();
+  assert.equal(await page.locator('#level').textContent(), 'Bronze');
+  assert.equal(await page.locator('#streak').textContent(), '1 day');
+  assert.match(await page.locator('#next-level-text').textContent(), /^38 XP to Silver$/);
+  await until(
+    page,
+    'the user on the weekly leaderboard',
+    (id) => [...document.querySelectorAll('#leaderboard li.me')].some((li) => li.textContent === `${id} (you): 62 XP`),
+    userId,
+  );
+
+  // Sent by the server with the secret key, which never reached the browser.
+  const [purchase] = (await events(SK(), {}, 2000)).filter((e) => e.userId === userId && e.event === 'purchase');
+  assert.equal(purchase.properties.amount, 120);
+  assert.equal(purchase.source.keyType, 'secret');
+  const everything = JSON.stringify(log.requests) + (await page.content()) + JSON.stringify(await page.evaluate(() => ({ ...localStorage })));
+  assert.ok(!everything.includes(SK()), 'the secret key reached the browser');
+
+  // Readable at 375 px: nothing wider than the viewport.
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'horizontal scrolling at 375 px');
+  await context.close();
+});
+
+test('shop: five product views of a signed-in user (publishable key, awaitOutcome) → Window shopper toast through onReward', async () => {
+  const userId = `browser-${randomUUID().slice(0, 8)}`;
+  const { context, page } = await open(`${site.url}/`);
+  await signIn(page, userId);
+  for (let i = 0; i < 5; i++) {
+    await page.click(`article[data-sku="${['tee-blue', 'mug-owl', 'cap-red'][i % 3]}"] button.view`);
+  }
+  await page.locator('#toasts .toast', { hasText: 'Badge unlocked: Window shopper' }).waitFor({ timeout: 30_000 });
+  await until(page, 'XP balance 5', () => document.querySelector('#xp-balance').textContent === '5');
+  await page.locator('#badges li.unlocked', { hasText: 'Window shopper' }).waitFor();
   await context.close();
 });

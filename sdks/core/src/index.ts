@@ -1,7 +1,9 @@
 /**
  * @gamify/core: the browser SDK. Sends behavioural events with a publishable key, batched, retried,
  * kept in localStorage until the gateway has acknowledged them, and handed to the browser with
- * `sendBeacon` / `fetch(…, {keepalive})` when the page goes away.
+ * `sendBeacon` / `fetch(…, {keepalive})` when the page goes away. Reads what the engine made of
+ * them: an event's outcomes (publishable key), and with a user token the user's progress and
+ * leaderboards.
  */
 
 import { TRUSTED_EVENTS } from './contract';
@@ -25,6 +27,172 @@ export interface GamifyOptions {
   maxQueueSize?: number;
   /** Log what the SDK drops or retries with `console.debug`. */
   debug?: boolean;
+  /**
+   * A user token, `ut_…`, minted by your server for the signed-in user (`@gamify/node`'s
+   * `userToken(userId)`): what `progress()` and `leaderboard()` authenticate with. See `setUserToken()`.
+   */
+  userToken?: string;
+}
+
+export interface TrackOptions {
+  /**
+   * Once the gateway acknowledged the event, long-poll its outcomes and hand any awards to the
+   * `onReward` callbacks. Such an event is sent at once rather than with the next batch.
+   */
+  awaitOutcome?: boolean;
+}
+
+/** An achievement the event unlocked. */
+export interface AchievementAward {
+  type: 'achievement';
+  key: string;
+  name: string;
+  /** RFC 3339. */
+  unlockedAt: string;
+}
+
+/** Points the event added (or took away); `balance` is the balance after it. */
+export interface PointsAward {
+  type: 'points';
+  key: string;
+  amount: number;
+  balance: number;
+  reason: string;
+}
+
+/** A level reached on a points key: level keys, `previous` null before the first level. */
+export interface LevelAward {
+  type: 'level';
+  key: string;
+  level: string;
+  previous: string | null;
+}
+
+export interface StreakAward {
+  type: 'streak';
+  key: string;
+  change: 'extended' | 'broken';
+  length: number;
+  longest: number;
+}
+
+export type Award = AchievementAward | PointsAward | LevelAward | StreakAward;
+
+/**
+ * `pending`: not evaluated yet; `evaluated`: counted under the project's rules (awards may be
+ * empty); `not_counted`: refused by the checks, a duplicate messageId, or sent without a userId.
+ */
+export type OutcomeStatus = 'pending' | 'evaluated' | 'not_counted';
+
+/** `GET /v1/events/{eventId}/outcomes`. */
+export interface Outcomes {
+  eventId: string;
+  status: OutcomeStatus;
+  awards: Award[];
+  /** Why it was not counted. */
+  reason?: string;
+  /** A duplicate messageId: the id of the copy that counted (its outcomes tell what it earned). */
+  duplicateOf?: string;
+}
+
+/** What `onReward` callbacks receive: an event's awards, never empty. */
+export interface Reward {
+  eventId: string;
+  awards: Award[];
+}
+
+export interface OutcomesOptions {
+  /** Seconds the gateway may hold the request until the event is evaluated, 0–10. Default 0. */
+  wait?: number;
+}
+
+/** A period of a leaderboard; RFC 3339 instants, `end` exclusive and null for `all_time`. */
+export interface Period {
+  start: string;
+  end: string | null;
+}
+
+export interface UnlockedAchievement {
+  key: string;
+  name: string;
+  unlockedAt: string;
+  eventId: string;
+}
+
+export interface StreakState {
+  length: number;
+  longest: number;
+  /** The current period's first instant while the streak is alive; null when `length` is 0. */
+  periodStart: string | null;
+  freezesLeft: number;
+  extendedToday: boolean;
+}
+
+export interface PointsState {
+  balance: number;
+  /** The level's key, or null below the first level. */
+  level: string | null;
+}
+
+export interface LeaderboardStanding {
+  /** Null while the user has no score in the current period. */
+  rank: number | null;
+  score: number;
+  period: Period;
+}
+
+/** `GET /v1/users/{userId}/progress`. */
+export interface Progress {
+  userId: string;
+  metrics: Record<string, number>;
+  achievements: UnlockedAchievement[];
+  streaks: Record<string, StreakState>;
+  points: Record<string, PointsState>;
+  leaderboards: Record<string, LeaderboardStanding>;
+}
+
+export interface LeaderboardEntry {
+  rank: number;
+  userId: string;
+  score: number;
+}
+
+/** `GET /v1/leaderboards/{key}`: one page of a period's ranking. */
+export interface Leaderboard {
+  key: string;
+  period: Period;
+  entries: LeaderboardEntry[];
+  /** Pass it back as `cursor` for the next page; null on the last. */
+  nextCursor: string | null;
+}
+
+export interface LeaderboardOptions {
+  /** `current` (default), `previous`, or a period's start (RFC 3339, or a Date). */
+  period?: 'current' | 'previous' | (string & {}) | Date;
+  /** Entries per page. */
+  limit?: number;
+  /** `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+/**
+ * Why a read failed or a `track()` promise rejected. `code` is the gateway's error code
+ * (`not_found`, `invalid_api_key`…) with `status` set, or one of the SDK's own:
+ * `network_error`, `invalid_event`, `trusted_event`, `payload_too_large`, `queue_full`,
+ * `unacknowledged` (handed to `sendBeacon` as the page was hidden: no answer to read),
+ * `no_event_id`, `user_token_required`, `user_required`, `invalid_response`.
+ */
+export class GamifyError extends Error {
+  override name = 'GamifyError';
+  /** The gateway's `error.details`, when it sent any. */
+  details?: { indexes?: unknown; [field: string]: unknown };
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status?: number,
+  ) {
+    super(`Gamify: ${message}`);
+  }
 }
 
 /** The subset of `Response` the SDK reads. */
@@ -37,7 +205,8 @@ export interface ResponseLike {
 export interface RequestInitLike {
   method: string;
   headers: Record<string, string>;
-  body: string;
+  /** Absent on reads (GET). */
+  body?: string;
   keepalive?: boolean;
 }
 
@@ -103,13 +272,29 @@ interface IdentifyBody {
 
 type Call = { t: 'track'; b: TrackBody } | { t: 'identify'; b: IdentifyBody };
 
-interface Outcome {
+interface Sent {
   /** 2xx */
   ok?: boolean;
+  /** The events' ids, in the batch's order (a 2xx's `ids`). */
+  ids?: unknown;
   /** Retry later, no sooner than this many ms (0: backoff decides). */
   retryAfter?: number;
   /** Indexes of batch items the gateway refused (400/403 `details.indexes`). */
   refused?: number[];
+  /** Why the calls were dropped. */
+  error?: GamifyError;
+}
+
+/** A `track()` promise waiting for the gateway's acknowledgement. */
+interface Waiter {
+  ok: (eventId: string) => void;
+  no: (error: GamifyError) => void;
+  /** awaitOutcome */
+  o?: boolean;
+}
+
+interface ErrorBody {
+  error?: { code?: string; message?: string; details?: GamifyError['details'] };
 }
 
 const KEY_PATTERN = /^pk_live_[0-9a-f]{64}$/;
@@ -122,6 +307,9 @@ const MAX_EVENT_BYTES = 32_000;
 const UNLOAD_BUDGET = 64_000;
 const BACKOFF_BASE = 1000;
 const BACKOFF_MAX = 60_000;
+/** awaitOutcome: requests of up to 10 s each while the event is pending (or not stored yet). */
+const OUTCOME_ATTEMPTS = 4;
+const OUTCOME_WAIT = 10;
 
 function randomUuid(random: () => number): string {
   const c = (globalThis as { crypto?: Crypto }).crypto;
@@ -164,6 +352,28 @@ function optional<T>(value: T | undefined | null, fallback: T): T {
   return value === undefined || value === null ? fallback : value;
 }
 
+function parse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function noop(): void {
+  // nothing to do
+}
+
+/** `?a=1&b=2` of the defined values; '' when none. */
+function query(params: Record<string, string | number | undefined>): string {
+  const pairs: string[] = [];
+  for (const name in params) {
+    const value = params[name];
+    if (value !== undefined) pairs.push(`${name}=${encodeURIComponent(value)}`);
+  }
+  return pairs.length ? `?${pairs.join('&')}` : '';
+}
+
 export class Gamify {
   static readonly TRUSTED_EVENTS = TRUSTED_EVENTS;
   static readonly VERSION = VERSION;
@@ -189,6 +399,12 @@ export class Gamify {
   private retryTimer: TimerHandle | undefined;
   private attempt = 0;
   private flushing: Promise<void> = Promise.resolve();
+  private userTokenValue: string | undefined;
+  /** `track()` promises by messageId; gone with the page, unlike the queue. */
+  private readonly waiters = new Map<string, Waiter>();
+  /** messageIds of the request in flight. */
+  private sending: string[] = [];
+  private rewardCallbacks: Array<(reward: Reward) => void> = [];
   private readonly onHide: () => void;
   private readonly onVisibility: () => void;
   private readonly onOnline: () => void;
@@ -211,6 +427,7 @@ export class Gamify {
     this.maxQueueSize = Math.max(1, optional(options.maxQueueSize, 1000));
     this.debugOn = !!options.debug;
     this.env = env;
+    this.setUserToken(options.userToken);
 
     const g = globalThis as unknown as {
       fetch?: FetchLike;
@@ -263,16 +480,32 @@ export class Gamify {
     return this.queue.length;
   }
 
-  track(event: string, properties?: Properties): void {
-    if (typeof event !== 'string' || !event) {
-      this.warn('track(event) needs an event name');
-      return;
-    }
+  get userToken(): string | undefined {
+    return this.userTokenValue;
+  }
+
+  /**
+   * Queues an event. The promise resolves with the event's id once the gateway acknowledged the
+   * batch that carried it (after a reload it is gone; the event is still sent), and rejects with a
+   * GamifyError when the event is dropped. Ignoring it is fine: it never rejects unhandled.
+   */
+  track(event: string, properties?: Properties, options?: TrackOptions): Promise<string> {
+    let waiter: Waiter = { ok: noop, no: noop };
+    const promise = new Promise<string>((ok, no) => {
+      waiter = { ok, no, o: !!(options && options.awaitOutcome) };
+    });
+    promise.catch(noop);
+    const refuse = (code: string, message: string): Promise<string> => {
+      this.warn(message);
+      waiter.no(new GamifyError(code, message));
+      return promise;
+    };
+    if (typeof event !== 'string' || !event) return refuse('invalid_event', 'track(event) needs an event name');
     if (TRUSTED_EVENTS.indexOf(event) !== -1) {
-      this.warn(
+      return refuse(
+        'trusted_event',
         `"${event}" is a trusted event and is not sent from a browser: send it from your server with a secret key (@gamify/node).`,
       );
-      return;
     }
     const body: TrackBody = {
       event,
@@ -283,7 +516,9 @@ export class Gamify {
     };
     if (this.userIdValue) body.userId = this.userIdValue;
     if (properties) body.properties = properties;
-    this.enqueue({ t: 'track', b: body });
+    this.waiters.set(body.messageId, waiter);
+    this.enqueue({ t: 'track', b: body }, waiter.o);
+    return promise;
   }
 
   identify(userId: string, traits?: Properties): void {
@@ -303,11 +538,56 @@ export class Gamify {
     this.enqueue({ t: 'identify', b: body });
   }
 
-  /** Forgets the user: the next events carry a new anonymous id and no user id. */
+  /** Forgets the user: the next events carry a new anonymous id and no user id; the user token goes too. */
   reset(): void {
     this.userIdValue = undefined;
+    this.userTokenValue = undefined;
     this.remove('user');
     this.newAnonymousId();
+  }
+
+  /**
+   * The user token (`ut_…`) for `progress()` and `leaderboard()`, or null to forget it. Kept in
+   * memory only; `reset()` forgets it too. A secret key throws.
+   */
+  setUserToken(token: string | null | undefined): void {
+    if (token && token.indexOf('sk_') === 0) throw new Error('Gamify: a secret key (sk_…) must never be used in a browser');
+    this.userTokenValue = token || undefined;
+  }
+
+  /**
+   * Calls `callback` with the awards of every event tracked with `{awaitOutcome: true}` that got
+   * any. Returns the function that unsubscribes it.
+   */
+  onReward(callback: (reward: Reward) => void): () => void {
+    this.rewardCallbacks = this.rewardCallbacks.concat(callback);
+    return () => {
+      this.rewardCallbacks = this.rewardCallbacks.filter((c) => c !== callback);
+    };
+  }
+
+  /**
+   * What the engine made of an event (`track()` resolves with its id), with the publishable key.
+   * `wait`: seconds (0–10) the gateway may hold the request until it is evaluated.
+   */
+  outcomes(eventId: string, options?: OutcomesOptions): Promise<Outcomes> {
+    let wait = options && options.wait;
+    if (wait !== undefined) wait = Math.min(OUTCOME_WAIT, Math.max(0, Math.floor(wait)));
+    return this.get<Outcomes>(`/v1/events/${encodeURIComponent(eventId)}/outcomes${query({ wait })}`, { 'x-api-key': this.apiKey });
+  }
+
+  /** The user's progress (the identified user by default), with the user token. */
+  progress(userId?: string): Promise<Progress> {
+    const user = userId || this.userIdValue;
+    if (!user) return Promise.reject(new GamifyError('user_required', 'progress() needs a user id: identify(userId) first, or pass it'));
+    return this.read<Progress>(`/v1/users/${encodeURIComponent(user)}/progress`);
+  }
+
+  /** One page of a leaderboard, with the user token. */
+  leaderboard(key: string, options?: LeaderboardOptions): Promise<Leaderboard> {
+    const o = options || {};
+    const period = o.period instanceof Date ? o.period.toISOString() : o.period;
+    return this.read<Leaderboard>(`/v1/leaderboards/${encodeURIComponent(key)}${query({ period, limit: o.limit, cursor: o.cursor })}`);
   }
 
   /**
@@ -335,18 +615,23 @@ export class Gamify {
 
   // --- queue ---
 
-  private enqueue(call: Call): void {
+  /** `now`: send at once rather than with the next batch. */
+  private enqueue(call: Call, now?: boolean): void {
     if (bytes(JSON.stringify(call.b)) > MAX_EVENT_BYTES) {
-      this.log(`dropped "${call.t === 'track' ? call.b.event : '$identify'}": larger than 32 KB`);
+      const message = `dropped "${call.t === 'track' ? call.b.event : '$identify'}": larger than 32 KB`;
+      this.log(message);
+      this.fail([call.b.messageId], new GamifyError('payload_too_large', message));
       return;
     }
     this.queue.push(call);
     while (this.queue.length > this.maxQueueSize) {
       const dropped = this.queue.shift() as Call;
-      this.log(`queue full (${this.maxQueueSize}): dropped the oldest call, ${dropped.b.messageId}`);
+      const message = `queue full (${this.maxQueueSize}): dropped the oldest call, ${dropped.b.messageId}`;
+      this.log(message);
+      this.fail([dropped.b.messageId], new GamifyError('queue_full', message));
     }
     this.persist();
-    if (this.queue.length >= this.flushAt) {
+    if (now || this.queue.length >= this.flushAt) {
       if (this.retryTimer === undefined) void this.flush();
     } else if (this.timer === undefined && this.retryTimer === undefined) {
       this.schedule(this.flushInterval);
@@ -366,16 +651,20 @@ export class Gamify {
     while (this.queue.length) {
       const chunk = this.nextChunk();
       const sentIds = chunk.map((c) => c.b.messageId);
+      this.sending = sentIds;
       const outcome = await this.send(chunk);
+      this.sending = [];
       if (outcome.ok) {
         this.attempt = 0;
         this.drop(sentIds);
+        this.acknowledged(sentIds, outcome.ids);
         continue;
       }
       if (outcome.refused) {
         // One verdict per batch: drop the refused items, send the rest again at once.
         const refused = outcome.refused.map((i) => sentIds[i]).filter((id): id is string => !!id);
         this.drop(refused.length ? refused : sentIds);
+        this.fail(refused.length ? refused : sentIds, outcome.error);
         continue;
       }
       if (outcome.retryAfter !== undefined) {
@@ -390,6 +679,7 @@ export class Gamify {
         return;
       }
       this.drop(sentIds);
+      this.fail(sentIds, outcome.error);
     }
   }
 
@@ -418,7 +708,7 @@ export class Gamify {
     return { url: `${this.host}/v1/events/batch`, body: JSON.stringify({ ...auth, batch: chunk.map((c) => c.b), sentAt }) };
   }
 
-  private async send(chunk: Call[]): Promise<Outcome> {
+  private async send(chunk: Call[]): Promise<Sent> {
     if (!this.fetch) return { retryAfter: 0 };
     const { url, body } = this.request(chunk, false);
     let response: ResponseLike;
@@ -433,26 +723,99 @@ export class Gamify {
       return { retryAfter: 0 };
     }
     const status = response.status;
-    if (status >= 200 && status < 300) return { ok: true };
     if (status === 408 || status === 429 || status >= 500) {
       return { retryAfter: parseRetryAfter(response.headers.get('Retry-After'), this.now()) };
     }
-    let text = '';
-    try {
-      text = await response.text();
-    } catch {
-      // the status says enough
-    }
+    const text = await response.text().catch(() => '');
+    if (status >= 200 && status < 300) return { ok: true, ids: idsOf(text) };
     this.log(`dropped ${chunk.length} call(s): ${status} ${text}`);
-    if (chunk.length > 1 && (status === 400 || status === 403)) {
+    const error = errorOf(status, text);
+    const indexes = error.details && error.details.indexes;
+    if (chunk.length > 1 && (status === 400 || status === 403) && Array.isArray(indexes)) {
+      return { refused: indexes.filter((i): i is number => typeof i === 'number'), error };
+    }
+    return { error };
+  }
+
+  /** The gateway acknowledged these calls: their track() promises resolve with the events' ids. */
+  private acknowledged(messageIds: string[], ids: unknown): void {
+    messageIds.forEach((messageId, i) => {
+      const waiter = this.waiters.get(messageId);
+      if (!waiter) return;
+      this.waiters.delete(messageId);
+      const id = Array.isArray(ids) ? (ids[i] as unknown) : undefined;
+      if (typeof id !== 'string') {
+        waiter.no(new GamifyError('no_event_id', 'no event id in the answer'));
+        return;
+      }
+      waiter.ok(id);
+      if (waiter.o) void this.awaitOutcome(id);
+    });
+  }
+
+  /** These calls were dropped: their track() promises reject. */
+  private fail(messageIds: string[], error?: GamifyError): void {
+    for (const messageId of messageIds) {
+      const waiter = this.waiters.get(messageId);
+      this.waiters.delete(messageId);
+      if (waiter) waiter.no(error as GamifyError);
+    }
+  }
+
+  /** Long-polls an event's outcomes a bounded number of times; awards go to the onReward callbacks. */
+  private async awaitOutcome(eventId: string): Promise<void> {
+    for (let i = 0; i < OUTCOME_ATTEMPTS; i++) {
       try {
-        const indexes = (JSON.parse(text) as { error?: { details?: { indexes?: unknown } } }).error?.details?.indexes;
-        if (Array.isArray(indexes)) return { refused: indexes.filter((i): i is number => typeof i === 'number') };
-      } catch {
-        // not JSON: drop the whole chunk
+        const outcomes = await this.outcomes(eventId, { wait: OUTCOME_WAIT });
+        if (outcomes.status === 'pending') continue;
+        const awards = outcomes.awards || [];
+        if (awards.length) this.reward({ eventId, awards });
+        return;
+      } catch (error) {
+        // Not stored yet (404), or a failure worth another try; anything else will not change.
+        const status = (error as GamifyError).status;
+        if (status && status !== 404 && status !== 408 && status !== 429 && status < 500) {
+          this.log(`outcomes of ${eventId}`, error);
+          return;
+        }
+        await new Promise<void>((resolve) => this.setTimer(resolve, backoff(i + 1, this.random)));
       }
     }
-    return {};
+  }
+
+  private reward(reward: Reward): void {
+    for (const callback of this.rewardCallbacks) {
+      try {
+        callback(reward);
+      } catch (error) {
+        this.warn('an onReward callback threw', error);
+      }
+    }
+  }
+
+  /** A read with the user token. */
+  private read<T>(path: string): Promise<T> {
+    const token = this.userTokenValue;
+    if (!token) {
+      return Promise.reject(new GamifyError('user_token_required', 'no user token: the userToken option or setUserToken()'));
+    }
+    return this.get<T>(path, { Authorization: `Bearer ${token}` });
+  }
+
+  private async get<T>(path: string, headers: Record<string, string>): Promise<T> {
+    if (!this.fetch) throw new GamifyError('network_error', 'no fetch');
+    let response: ResponseLike;
+    try {
+      response = await this.fetch(this.host + path, { method: 'GET', headers });
+    } catch (error) {
+      throw new GamifyError('network_error', `network error: ${String(error)}`);
+    }
+    const text = await response.text().catch(() => '');
+    const status = response.status;
+    if (status < 200 || status >= 300) throw errorOf(status, text);
+    const body = parse(text);
+    if (!body) throw new GamifyError('invalid_response', text.slice(0, 100), status);
+    return body as T;
   }
 
   private drop(messageIds: string[]): void {
@@ -492,11 +855,22 @@ export class Gamify {
         // A beacon is fire-and-forget: queued by the browser is not delivered. While deliveries
         // fail (backing off, or offline) keep the calls for the next page too; the gateway
         // stores a messageId once, so a repeat costs nothing.
-        if (this.attempt === 0 && !offline()) this.drop(ids);
+        if (this.attempt === 0 && !offline()) {
+          this.drop(ids);
+          // No answer to read: their track() promises cannot learn the events' ids, unless the
+          // request in flight brings them.
+          this.fail(
+            ids.filter((id) => this.sending.indexOf(id) === -1),
+            new GamifyError('unacknowledged', 'sent with sendBeacon as the page was hidden; the event id is unknown'),
+          );
+        }
       } else if (this.fetch) {
         this.fetch(url, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body, keepalive: true }).then(
-          (r) => {
-            if (r.status >= 200 && r.status < 300) this.drop(ids);
+          async (r) => {
+            if (r.status >= 200 && r.status < 300) {
+              this.drop(ids);
+              this.acknowledged(ids, idsOf(await r.text().catch(() => '')));
+            }
           },
           () => undefined,
         );
@@ -586,13 +960,26 @@ export class Gamify {
     }
   }
 
-  private warn(message: string): void {
-    (this.env.console || console).warn(`[Gamify] ${message}`);
+  private warn(message: string, ...rest: unknown[]): void {
+    (this.env.console || console).warn(`[Gamify] ${message}`, ...rest);
   }
 
   private log(message: string, ...rest: unknown[]): void {
     if (this.debugOn) (this.env.console || console).debug(`[Gamify] ${message}`, ...rest);
   }
+}
+
+/** A 2xx's event ids: `ids` of a batch, `[id]` of a single event. */
+function idsOf(text: string): unknown {
+  const body = (parse(text) || {}) as { ids?: unknown; id?: unknown };
+  return body.ids || [body.id];
+}
+
+function errorOf(status: number, text: string): GamifyError {
+  const error = ((parse(text) || {}) as ErrorBody).error || {};
+  const result = new GamifyError(error.code || `http_${status}`, `${status} ${error.message || text.slice(0, 200)}`, status);
+  result.details = error.details;
+  return result;
 }
 
 function safeLocalStorage(): StorageLike | null {

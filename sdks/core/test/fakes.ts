@@ -98,16 +98,36 @@ export interface Reply {
   body?: unknown;
 }
 
-/** A fake gateway: records requests, answers from a script (default 202), or throws. */
+/**
+ * A fake gateway: records requests, answers from a script, or throws. Unscripted, ingestion answers
+ * 202 with an event id per event (`evt-1`, `evt-2`…) and reads 404.
+ */
 export class FakeServer {
   sent: Sent[] = [];
   replies: Array<Reply | 'network-error'> = [];
+  /** Answers for GET requests by URL (checked before `replies`); a function may script a sequence. */
+  reads = new Map<string, Reply | 'network-error' | (() => Reply | 'network-error' | Promise<Reply>)>();
+  private eventSeq = 0;
   fetch: FetchLike = async (url, init) => {
-    this.sent.push({ url, init, body: JSON.parse(init.body) as Record<string, unknown> });
-    const reply = this.replies.shift() ?? { status: 202, body: {} };
+    const body = init.body === undefined ? {} : (JSON.parse(init.body) as Record<string, unknown>);
+    this.sent.push({ url, init, body });
+    const read = init.method === 'GET' ? this.reads.get(url) : undefined;
+    const reply = (typeof read === 'function' ? await read() : read) ?? this.replies.shift() ?? this.default(init.method, body);
     if (reply === 'network-error') throw new TypeError('Failed to fetch');
     return response(reply);
   };
+  /** Requests other than the ingestion ones. */
+  gets(): Sent[] {
+    return this.sent.filter((s) => s.init.method === 'GET');
+  }
+  private default(method: string, body: Record<string, unknown>): Reply {
+    if (method === 'GET') return { status: 404, body: { error: { code: 'not_found', message: 'not found' } } };
+    if (Array.isArray(body.batch)) {
+      const ids = body.batch.map(() => `evt-${++this.eventSeq}`);
+      return { status: 202, body: { accepted: ids.length, ids } };
+    }
+    return { status: 202, body: { id: `evt-${++this.eventSeq}`, messageId: body.messageId } };
+  }
   /** Every event sent in batches so far, in order. */
   events(): Array<Record<string, unknown>> {
     return this.sent.flatMap((s) => (Array.isArray(s.body.batch) ? (s.body.batch as Array<Record<string, unknown>>) : []));

@@ -15,8 +15,9 @@ class Recorder extends Gamify {
   constructor() {
     super({ apiKey: PK }, { fetch: () => new Promise(() => undefined), storage: null, window: null, document: null });
   }
-  override track(event: string, properties?: Properties): void {
+  override track(event: string, properties?: Properties): Promise<string> {
     this.calls.push([event, properties]);
+    return Promise.resolve(`evt-${this.calls.length}`);
   }
 }
 

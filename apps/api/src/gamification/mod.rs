@@ -2,9 +2,14 @@
 //! and adjustments, and user tokens. Read with a secret key, or with a user token (`ut_…`) limited
 //! to its own user; a publishable key may read its own project's event outcomes by id.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderName, Method, StatusCode, header, request::Parts},
+};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::routes;
 use gamify_common::{ErrorCode, KeyType};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
@@ -25,11 +30,51 @@ mod progress;
 pub mod user_tokens;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    // What a browser reads (with the publishable key or a user token) answers CORS preflights
+    // from any origin; a publishable key with allowed origins is still held to them.
+    let browser = OpenApiRouter::new()
         .merge(progress::router())
         .merge(outcomes::router())
         .merge(leaderboards::router())
+        .merge(points::ledger_router())
+        .routes(routes!(progress_preflight))
+        .routes(routes!(outcomes_preflight))
+        .routes(routes!(leaderboard_preflight))
+        .routes(routes!(ledger_preflight))
+        .layer(cors());
+    OpenApiRouter::new()
+        .merge(browser)
         .merge(points::router())
+}
+
+/// A documented OPTIONS operation for one path a browser reads; the CORS layer answers it.
+macro_rules! preflight_route {
+    ($name:ident, $path:literal) => {
+        /// CORS preflight, answered by the CORS layer for every origin.
+        #[utoipa::path(
+            options,
+            path = $path,
+            tag = "gamification",
+            responses((status = 200, description = "CORS preflight: allowed methods, headers and origin (any)"))
+        )]
+        async fn $name() -> StatusCode {
+            StatusCode::NO_CONTENT
+        }
+    };
+}
+
+preflight_route!(progress_preflight, "/v1/users/{user_id}/progress");
+preflight_route!(outcomes_preflight, "/v1/events/{event_id}/outcomes");
+preflight_route!(leaderboard_preflight, "/v1/leaderboards/{key}");
+preflight_route!(ledger_preflight, "/v1/users/{user_id}/points/{key}/ledger");
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, HeaderName::from_static("x-api-key")])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(24 * 3600))
 }
 
 /// Who reads: a key of a project, or a user token for one user of one project.

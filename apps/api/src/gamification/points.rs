@@ -244,7 +244,8 @@ async fn post_adjustment(
     let mut states =
         changes::lock_states(&mut txn, project_id, active.generation, &[user_id.as_str()]).await?;
     let seq = changes::next_seqs(&mut txn, 1).await?[0];
-    let now = state.now();
+    // Postgres keeps microseconds: the first answer must be the one a repeat reads back.
+    let now = chrono::SubsecRound::trunc_subsecs(state.now(), 6);
     let user_state = states.entry(user_id.clone()).or_default();
     let mut evaluation = gamify_rules::adjust(
         &active.rules,
@@ -414,9 +415,14 @@ async fn post_user_token(
     ))
 }
 
+/// Read by browsers too (with a user token).
+pub fn ledger_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_ledger))
+}
+
+/// Server-only (secret key): no CORS.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_ledger))
         .routes(routes!(post_adjustment))
         .routes(routes!(post_user_token))
 }
