@@ -9,6 +9,7 @@ pub mod error;
 pub mod evaluate;
 pub mod metrics;
 pub mod replay;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -58,9 +59,14 @@ impl Engine {
             self.rule_sets.clone(),
             shutdown.clone(),
         ));
-        let _ = &self.config;
+        let webhooks = tokio::spawn(webhooks::run(
+            self.db.clone(),
+            self.config.webhooks_allow_private,
+            shutdown.clone(),
+        ));
         let result = self.consumer.run(shutdown).await;
         replays.abort();
+        webhooks.abort();
         Ok(result?)
     }
 }

@@ -8,10 +8,10 @@ use axum::{
     extract::FromRequestParts,
     http::{HeaderName, Method, StatusCode, header, request::Parts},
 };
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa_axum::routes;
 use gamify_common::{ErrorCode, KeyType};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::{
@@ -42,9 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(leaderboard_preflight))
         .routes(routes!(ledger_preflight))
         .layer(cors());
-    OpenApiRouter::new()
-        .merge(browser)
-        .merge(points::router())
+    OpenApiRouter::new().merge(browser).merge(points::router())
 }
 
 /// A documented OPTIONS operation for one path a browser reads; the CORS layer answers it.

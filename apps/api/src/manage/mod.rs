@@ -17,6 +17,7 @@ mod api_keys;
 mod organizations;
 mod projects;
 mod rules;
+mod webhooks;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -24,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(projects::router())
         .merge(api_keys::router())
         .merge(rules::router())
+        .merge(webhooks::router())
 }
 
 /// Proof that the request carries the admin token (`Authorization: Bearer <ADMIN_TOKEN>`).

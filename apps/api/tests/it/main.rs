@@ -17,3 +17,4 @@ mod reads;
 mod redis_outage;
 mod secrets_in_logs;
 mod trust_boundary;
+mod webhooks;

@@ -198,9 +198,8 @@ impl Resolve for PublicResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
                 return Err(format!("{host} has no address").into());
             }
@@ -238,9 +237,9 @@ mod tests {
 
     /// Inside 2000::/3, the only global unicast space; everything outside it is refused.
     const V6_NOT_PUBLIC_IN_GLOBAL: &[(u128, u32)] = &[
-        (0x2001_0000 << 96, 23),        // 2001::/23 IETF protocol assignments
-        (0x2001_0db8 << 96, 32),        // 2001:db8::/32 documentation
-        (0x3fff_0000 << 96, 20),        // 3fff::/20 documentation
+        (0x2001_0000 << 96, 23), // 2001::/23 IETF protocol assignments
+        (0x2001_0db8 << 96, 32), // 2001:db8::/32 documentation
+        (0x3fff_0000 << 96, 20), // 3fff::/20 documentation
     ];
 
     fn in_prefix(addr: u128, base: u128, len: u32, bits: u32) -> bool {
@@ -276,8 +275,13 @@ mod tests {
 
     /// An address near the edges of the special ranges as often as a uniformly random one.
     fn v4_addr() -> impl Strategy<Value = u32> {
-        let near_edge = (0..V4_NOT_PUBLIC.len(), any::<u32>(), -2i64..=2, any::<bool>()).prop_map(
-            |(index, host, delta, at_end)| {
+        let near_edge = (
+            0..V4_NOT_PUBLIC.len(),
+            any::<u32>(),
+            -2i64..=2,
+            any::<bool>(),
+        )
+            .prop_map(|(index, host, delta, at_end)| {
                 let (base, len) = V4_NOT_PUBLIC[index];
                 let size = 1u64 << (32 - len);
                 let edge = if at_end {
@@ -292,29 +296,28 @@ mod tests {
                     (edge as i64 + delta).rem_euclid(1 << 32) as u64
                 };
                 addr as u32
-            },
-        );
+            });
         prop_oneof![any::<u32>(), near_edge]
     }
 
     fn v6_addr() -> impl Strategy<Value = u128> {
         let prefixes: &'static [(u128, u32)] = &[
-            (0, 96),                                  // ::/96
-            (0xffff << 32, 96),                       // ::ffff:0:0/96
-            (0x0064_ff9b << 96, 96),                  // 64:ff9b::/96
-            (0x0064_ff9b_0001 << 80, 48),             // 64:ff9b:1::/48
-            (0x0100 << 112, 64),                      // 100::/64
-            (0x2001 << 112, 23),                      // 2001::/23
-            (0x2001_0200 << 96, 23),                  // just after it
-            (0x2001_0db8 << 96, 32),                  // 2001:db8::/32
-            (0x2002 << 112, 16),                      // 2002::/16
-            (0x2000 << 112, 3),                       // 2000::/3
-            (0x3fff << 112, 20),                      // 3fff::/20
-            (0x3fff_1000 << 96, 20),                  // just after it
-            (0xfc00 << 112, 7),                       // fc00::/7
-            (0xfe80 << 112, 10),                      // fe80::/10
-            (0xfec0 << 112, 10),                      // fec0::/10
-            (0xff00 << 112, 8),                       // ff00::/8
+            (0, 96),                      // ::/96
+            (0xffff << 32, 96),           // ::ffff:0:0/96
+            (0x0064_ff9b << 96, 96),      // 64:ff9b::/96
+            (0x0064_ff9b_0001 << 80, 48), // 64:ff9b:1::/48
+            (0x0100 << 112, 64),          // 100::/64
+            (0x2001 << 112, 23),          // 2001::/23
+            (0x2001_0200 << 96, 23),      // just after it
+            (0x2001_0db8 << 96, 32),      // 2001:db8::/32
+            (0x2002 << 112, 16),          // 2002::/16
+            (0x2000 << 112, 3),           // 2000::/3
+            (0x3fff << 112, 20),          // 3fff::/20
+            (0x3fff_1000 << 96, 20),      // just after it
+            (0xfc00 << 112, 7),           // fc00::/7
+            (0xfe80 << 112, 10),          // fe80::/10
+            (0xfec0 << 112, 10),          // fec0::/10
+            (0xff00 << 112, 8),           // ff00::/8
         ];
         let in_prefix = (0..prefixes.len(), any::<u128>()).prop_map(move |(index, host)| {
             let (base, len) = prefixes[index];
@@ -391,7 +394,10 @@ mod tests {
             ("fe80::1", Some(Class::LinkLocal)),
             ("ff02::1", Some(Class::Multicast)),
             ("2001:db8::1", Some(Class::Documentation)),
-            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Some(Class::Reserved)),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                Some(Class::Reserved),
+            ),
         ];
         for (text, expected) in cases {
             let ip: IpAddr = text.parse().unwrap();
@@ -412,7 +418,11 @@ mod tests {
             let url = Url::parse(url).unwrap();
             assert!(check_url(&url).is_err(), "{url}");
         }
-        for url in ["https://8.8.8.8/", "https://hooks.example/", "http://localhost/"] {
+        for url in [
+            "https://8.8.8.8/",
+            "https://hooks.example/",
+            "http://localhost/",
+        ] {
             let url = Url::parse(url).unwrap();
             assert!(check_url(&url).is_ok(), "{url}");
         }

@@ -148,8 +148,8 @@ pub async fn run(db: Db, allow_private: bool, shutdown: CancellationToken) {
 /// Delivers webhooks until `shutdown` is cancelled. Attempts still in flight then are abandoned:
 /// their deliveries are attempted again once their lease ends.
 pub async fn run_with(db: Db, settings: Settings, shutdown: CancellationToken) {
-    let client = match client(&settings) {
-        Ok(client) => client,
+    let sender = match Sender::new(settings.allow_private, settings.timeout) {
+        Ok(sender) => sender,
         Err(err) => {
             tracing::error!(error = %err, "cannot build the webhook HTTP client; no webhook is sent");
             return;
@@ -158,7 +158,7 @@ pub async fn run_with(db: Db, settings: Settings, shutdown: CancellationToken) {
     let concurrency = settings.concurrency.max(1);
     let dispatcher = Arc::new(Dispatcher {
         db,
-        client,
+        sender,
         settings,
     });
     let mut in_flight = JoinSet::new();
@@ -196,23 +196,118 @@ pub async fn run_with(db: Db, settings: Settings, shutdown: CancellationToken) {
     in_flight.shutdown().await;
 }
 
-fn client(settings: &Settings) -> reqwest::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(redirect::Policy::none())
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-        // Straight to the checked address: a proxy would resolve the name itself.
-        .no_proxy()
-        .user_agent(concat!("Gamify-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(30));
-    if !settings.allow_private {
-        builder = builder.dns_resolver(Arc::new(PublicResolver));
+/// What one attempt found.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    /// The answer's status; `None` when there was none.
+    pub status: Option<u16>,
+    /// The answer's body, its first 4 KB.
+    pub body: Option<String>,
+    /// Why there was no answer.
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+impl Attempt {
+    /// Answered with a 2xx.
+    pub fn delivered(&self) -> bool {
+        self.status
+            .is_some_and(|status| (200..300).contains(&status))
     }
-    builder.build()
+}
+
+/// Makes the signed requests: no redirect followed, no proxy, a time limit on the whole exchange,
+/// and only public addresses unless `allow_private`.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    allow_private: bool,
+    timeout: Duration,
+}
+
+impl Sender {
+    pub fn new(allow_private: bool, timeout: Duration) -> reqwest::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // Straight to the checked address: a proxy would resolve the name itself.
+            .no_proxy()
+            .user_agent(concat!("Gamify-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(PublicResolver));
+        }
+        Ok(Self {
+            client: builder.build()?,
+            allow_private,
+            timeout,
+        })
+    }
+
+    /// One signed POST of `payload` as the delivery `id` to `url`. Every failure is part of the
+    /// result, never an error.
+    pub async fn send(&self, id: &str, url: &str, secret: &str, payload: &Value) -> Attempt {
+        let at = Utc::now();
+        let started = Instant::now();
+        let (status, body, error) = match self.exchange(id, url, secret, payload, at).await {
+            Ok((status, body)) => (Some(status), Some(body), None),
+            Err(error) => (None, None, Some(storable(&error))),
+        };
+        Attempt {
+            at,
+            status,
+            body,
+            error,
+            duration: started.elapsed(),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        id: &str,
+        url: &str,
+        secret: &str,
+        payload: &Value,
+        at: DateTime<Utc>,
+    ) -> Result<(u16, String), String> {
+        let url = Url::parse(url).map_err(|err| format!("the endpoint's URL is invalid: {err}"))?;
+        if !self.allow_private {
+            address::check_url(&url).map_err(|refused| refused.to_string())?;
+        }
+        let key = Key::from_secret(secret).map_err(|err| err.to_string())?;
+        let body = serde_json::to_vec(payload).map_err(|err| err.to_string())?;
+        let mut request = self
+            .client
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in key.headers(id, at.timestamp(), &body) {
+            request = request.header(name, value);
+        }
+        let mut response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| describe(err, self.timeout))?;
+        let status = response.status().as_u16();
+        let mut kept = Vec::new();
+        while kept.len() < RESPONSE_BODY_LIMIT {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = RESPONSE_BODY_LIMIT - kept.len();
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                // The status is the answer; a body cut short is kept as far as it came.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok((status, storable(&String::from_utf8_lossy(&kept))))
+    }
 }
 
 /// A leased queue row.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Claim {
     project_id: Uuid,
     delivery_id: String,
@@ -220,25 +315,9 @@ struct Claim {
     due_at: DateTime<Utc>,
 }
 
-/// What one attempt found.
-#[derive(Debug)]
-struct Attempt {
-    at: DateTime<Utc>,
-    status: Option<u16>,
-    body: Option<String>,
-    error: Option<String>,
-    duration: Duration,
-}
-
-impl Attempt {
-    fn delivered(&self) -> bool {
-        self.status.is_some_and(|status| (200..300).contains(&status))
-    }
-}
-
 struct Dispatcher {
     db: Db,
-    client: reqwest::Client,
+    sender: Sender,
     settings: Settings,
 }
 
@@ -248,7 +327,7 @@ impl Dispatcher {
     /// Leases up to `limit` due rows, oldest first.
     async fn claim(&self, limit: usize) -> Result<Vec<Claim>, sqlx::Error> {
         let pool = self.db.shared().get_postgres_connection_pool();
-        sqlx::query_as(
+        let rows: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
             "UPDATE webhook_queue q SET due_at = now() + make_interval(secs => $1)
              FROM (SELECT project_id, delivery_id FROM webhook_queue
                    WHERE due_at <= now() AND ($3::uuid[] IS NULL OR project_id = ANY($3))
@@ -260,7 +339,15 @@ impl Dispatcher {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(self.settings.projects.as_deref())
         .fetch_all(pool)
-        .await
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(project_id, delivery_id, due_at)| Claim {
+                project_id,
+                delivery_id,
+                due_at,
+            })
+            .collect())
     }
 
     async fn deliver(&self, claim: Claim) {
@@ -309,70 +396,15 @@ impl Dispatcher {
         }
         txn.commit().await?;
 
-        let attempt = self.attempt(&claim.delivery_id, &url, &secret, &payload).await;
+        let attempt = self
+            .sender
+            .send(&claim.delivery_id, &url, &secret, &payload)
+            .await;
         metrics::counter!(m::WEBHOOK_ATTEMPTS).increment(1);
         if attempt.delivered() {
             metrics::counter!(m::WEBHOOKS_DELIVERED).increment(1);
         }
         self.record(claim, endpoint_id, attempt).await
-    }
-
-    /// One signed POST. Every failure is part of the result, never an error.
-    async fn attempt(&self, id: &str, url: &str, secret: &str, payload: &Value) -> Attempt {
-        let at = Utc::now();
-        let started = Instant::now();
-        let (status, body, error) = match self.send(id, url, secret, payload, at).await {
-            Ok((status, body)) => (Some(status), Some(body), None),
-            Err(error) => (None, None, Some(error)),
-        };
-        Attempt {
-            at,
-            status,
-            body,
-            error,
-            duration: started.elapsed(),
-        }
-    }
-
-    async fn send(
-        &self,
-        id: &str,
-        url: &str,
-        secret: &str,
-        payload: &Value,
-        at: DateTime<Utc>,
-    ) -> Result<(u16, String), String> {
-        let url = Url::parse(url).map_err(|err| format!("the endpoint's URL is invalid: {err}"))?;
-        if !self.settings.allow_private {
-            address::check_url(&url).map_err(|refused| refused.to_string())?;
-        }
-        let key = Key::from_secret(secret).map_err(|err| err.to_string())?;
-        let body = serde_json::to_vec(payload).map_err(|err| err.to_string())?;
-        let mut request = self
-            .client
-            .post(url)
-            .header(header::CONTENT_TYPE, "application/json");
-        for (name, value) in key.headers(id, at.timestamp(), &body) {
-            request = request.header(name, value);
-        }
-        let mut response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|err| describe(err, self.settings.timeout))?;
-        let status = response.status().as_u16();
-        let mut kept = Vec::new();
-        while kept.len() < RESPONSE_BODY_LIMIT {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = RESPONSE_BODY_LIMIT - kept.len();
-                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                // The status is the answer; a body cut short is kept as far as it came.
-                Ok(None) | Err(_) => break,
-            }
-        }
-        Ok((status, storable(&String::from_utf8_lossy(&kept))))
     }
 
     /// Records the attempt and decides what follows, in the project's transaction.
@@ -409,7 +441,7 @@ impl Dispatcher {
         .bind(attempt.at)
         .bind(attempt.status.map(i32::from))
         .bind(&attempt.body)
-        .bind(attempt.error.as_deref().map(storable))
+        .bind(&attempt.error)
         .bind(i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX))
         .execute(&mut *txn)
         .await?;
@@ -553,7 +585,10 @@ mod tests {
         for attempt in 1..=10u32 {
             let base = schedule.delays[attempt as usize - 1];
             let delay = schedule.after(attempt).unwrap();
-            assert!(delay >= base && delay <= base.mul_f64(1.2), "{attempt}: {delay:?}");
+            assert!(
+                delay >= base && delay <= base.mul_f64(1.2),
+                "{attempt}: {delay:?}"
+            );
         }
     }
 

@@ -87,7 +87,10 @@ mod tests {
         let key = Key::from_secret(SECRET).unwrap();
         assert_ne!(key.sign("msg_other", TIMESTAMP, BODY.as_bytes()), SIGNATURE);
         assert_ne!(key.sign(ID, TIMESTAMP + 1, BODY.as_bytes()), SIGNATURE);
-        assert_ne!(key.sign(ID, TIMESTAMP, br#"{"test": 2432232315}"#), SIGNATURE);
+        assert_ne!(
+            key.sign(ID, TIMESTAMP, br#"{"test": 2432232315}"#),
+            SIGNATURE
+        );
         let other = Key::from_secret("whsec_c2VjcmV0LW9mLWFub3RoZXItZW5kcG9pbnQ=").unwrap();
         assert_ne!(other.sign(ID, TIMESTAMP, BODY.as_bytes()), SIGNATURE);
     }

@@ -39,13 +39,22 @@ async fn a_purchase_sent_by_a_server_earns_an_achievement_points_a_level_and_a_r
         .filter(|a| a["type"] == "points")
         .map(|a| a["amount"].as_i64().unwrap())
         .sum();
-    assert_eq!(points, 2 + 100, "two whole 100s of revenue and the achievement: {outcome}");
+    assert_eq!(
+        points,
+        2 + 100,
+        "two whole 100s of revenue and the achievement: {outcome}"
+    );
     // Bronze is the level at 0: a user has it from the start, so reaching it is no award.
     assert!(award(&outcome, "level", "xp").is_none(), "{outcome}");
 
     // A user token reads the user's own progress, and nobody else's.
     let (status, token) = stack
-        .call(Method::POST, "/v1/users/ada/tokens", &project.sk, Some(json!({})))
+        .call(
+            Method::POST,
+            "/v1/users/ada/tokens",
+            &project.sk,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{token}");
     let token = token["token"].as_str().unwrap().to_owned();
@@ -63,7 +72,11 @@ async fn a_purchase_sent_by_a_server_earns_an_achievement_points_a_level_and_a_r
     let (status, _) = stack.get("/v1/users/bob/progress", &token).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = stack.get("/v1/users/ada/progress", &project.pk).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a publishable key reads no progress");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a publishable key reads no progress"
+    );
 
     // The ledger sums to the balance.
     let (status, ledger) = stack.get("/v1/users/ada/points/xp/ledger", &token).await;
@@ -88,16 +101,31 @@ async fn a_purchase_sent_by_a_server_earns_an_achievement_points_a_level_and_a_r
         .get("/v1/leaderboards/weekly_xp?limit=1", &token)
         .await;
     assert_eq!(status, StatusCode::OK, "{board}");
-    assert_eq!(board["entries"], json!([{"rank": 1, "userId": "ada", "score": 102}]));
+    assert_eq!(
+        board["entries"],
+        json!([{"rank": 1, "userId": "ada", "score": 102}])
+    );
     let cursor = board["nextCursor"].as_str().unwrap().to_owned();
     let (_, page) = stack
-        .get(&format!("/v1/leaderboards/weekly_xp?limit=1&cursor={cursor}"), &project.sk)
+        .get(
+            &format!("/v1/leaderboards/weekly_xp?limit=1&cursor={cursor}"),
+            &project.sk,
+        )
         .await;
-    assert_eq!(page["entries"], json!([{"rank": 2, "userId": "bob", "score": 101}]));
+    assert_eq!(
+        page["entries"],
+        json!([{"rank": 2, "userId": "bob", "score": 101}])
+    );
     assert_eq!(page["nextCursor"], Value::Null);
     let (status, _) = stack.get("/v1/leaderboards/weekly_xp", &project.pk).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a publishable key reads no leaderboard");
-    let (status, _) = stack.get("/v1/leaderboards/no_such_board", &project.sk).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a publishable key reads no leaderboard"
+    );
+    let (status, _) = stack
+        .get("/v1/leaderboards/no_such_board", &project.sk)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -155,13 +183,20 @@ async fn browser_events_never_feed_a_secret_metric_in_any_form() {
         )
         .await;
     let outcome = stack.outcome(&project.pk, &lesson).await;
-    assert_eq!(award(&outcome, "points", "xp").unwrap()["amount"], 10, "{outcome}");
+    assert_eq!(
+        award(&outcome, "points", "xp").unwrap()["amount"],
+        10,
+        "{outcome}"
+    );
     // The same browser event name from the server counts for the secret metric.
     let server = stack
         .track(&project.sk, json!({"event": "page_view", "userId": "eve"}))
         .await;
     let outcome = stack.outcome(&project.sk, &server).await;
-    assert!(award(&outcome, "achievement", "verified_visitor").is_some(), "{outcome}");
+    assert!(
+        award(&outcome, "achievement", "verified_visitor").is_some(),
+        "{outcome}"
+    );
 
     let (_, progress) = stack.get("/v1/users/eve/progress", &project.sk).await;
     assert_eq!(progress["metrics"]["verified_views"], 1, "{progress}");
@@ -179,7 +214,10 @@ async fn a_repeated_message_id_is_evaluated_once_and_adjustments_are_idempotent(
     let first = stack.track(&project.sk, body.clone()).await;
     let second = stack.track(&project.sk, body).await;
     assert_ne!(first, second);
-    assert_eq!(stack.outcome(&project.sk, &first).await["status"], "evaluated");
+    assert_eq!(
+        stack.outcome(&project.sk, &first).await["status"],
+        "evaluated"
+    );
     let repeat = stack.outcome(&project.sk, &second).await;
     assert_eq!(repeat["status"], "not_counted", "{repeat}");
     assert_eq!(
@@ -194,7 +232,10 @@ async fn a_repeated_message_id_is_evaluated_once_and_adjustments_are_idempotent(
         async move {
             let response = stack
                 .client
-                .post(format!("{}/v1/users/kim/points/xp/adjustments", stack.base_url))
+                .post(format!(
+                    "{}/v1/users/kim/points/xp/adjustments",
+                    stack.base_url
+                ))
                 .bearer_auth(sk)
                 .header("Idempotency-Key", key)
                 .json(&json!({"amount": -50, "reason": "refund"}))
@@ -230,7 +271,11 @@ async fn a_repeated_message_id_is_evaluated_once_and_adjustments_are_idempotent(
             Some(json!({"amount": 5, "reason": "x"})),
         )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a publishable key adjusts nothing");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a publishable key adjusts nothing"
+    );
 }
 
 #[tokio::test]
@@ -269,7 +314,11 @@ async fn rules_are_validated_as_a_whole_and_managed_only_with_the_admin_token() 
             Some(json!({"rules": shop_rules(), "apply": "from_now"})),
         )
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "a secret key does not manage rules");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a secret key does not manage rules"
+    );
     let (status, _) = stack.get(&path, &stack.admin_token).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no active version yet");
 
@@ -279,7 +328,9 @@ async fn rules_are_validated_as_a_whole_and_managed_only_with_the_admin_token() 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(active["version"], 2);
     assert_eq!(active["state"], "active");
-    let (_, versions) = stack.get(&format!("{path}/versions"), &stack.admin_token).await;
+    let (_, versions) = stack
+        .get(&format!("{path}/versions"), &stack.admin_token)
+        .await;
     let states: Vec<(i64, &str)> = versions["data"]
         .as_array()
         .unwrap()

@@ -182,9 +182,7 @@ impl Stack {
     }
 
     pub async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
-        let (status, body) = self
-            .call(method, path, &self.admin_token, Some(body))
-            .await;
+        let (status, body) = self.call(method, path, &self.admin_token, Some(body)).await;
         assert!(status.is_success(), "{path}: {status} {body}");
         body
     }
@@ -192,7 +190,11 @@ impl Stack {
     /// A new project with a publishable and a secret key.
     pub async fn project(&self) -> Project {
         let org = self
-            .admin(Method::POST, "/v1/organizations", json!({ "name": "engine" }))
+            .admin(
+                Method::POST,
+                "/v1/organizations",
+                json!({ "name": "engine" }),
+            )
             .await;
         let project = self
             .admin(
@@ -204,10 +206,18 @@ impl Stack {
         let id = Uuid::parse_str(project["id"].as_str().unwrap()).unwrap();
         let path = format!("/v1/projects/{id}/api-keys");
         let pk = self
-            .admin(Method::POST, &path, json!({ "name": "web", "type": "publishable" }))
+            .admin(
+                Method::POST,
+                &path,
+                json!({ "name": "web", "type": "publishable" }),
+            )
             .await;
         let sk = self
-            .admin(Method::POST, &path, json!({ "name": "server", "type": "secret" }))
+            .admin(
+                Method::POST,
+                &path,
+                json!({ "name": "server", "type": "secret" }),
+            )
             .await;
         Project {
             id,

@@ -6,3 +6,4 @@
 mod awards;
 mod harness;
 mod replay;
+mod webhooks;

@@ -16,7 +16,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
 }
@@ -36,7 +39,11 @@ async fn send_stream(stack: &Stack, project: &Project, seed: u64, count: usize) 
                        "properties": {"amount": random.next(400)}}),
             ),
             2 | 3 => (
-                if random.next(2) == 0 { &project.sk } else { &project.pk },
+                if random.next(2) == 0 {
+                    &project.sk
+                } else {
+                    &project.pk
+                },
                 json!({"event": "lesson_completed", "userId": user, "timestamp": timestamp,
                        "properties": {"score": random.next(100)}}),
             ),
@@ -66,7 +73,11 @@ async fn send_stream(stack: &Stack, project: &Project, seed: u64, count: usize) 
 }
 
 /// Everything a generation holds for the project: states, ledger entries and scores, ordered.
-async fn generation(stack: &Stack, project: Uuid, generation: i32) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+async fn generation(
+    stack: &Stack,
+    project: Uuid,
+    generation: i32,
+) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     let mut txn = stack.db.tenant_bulk(project).await.unwrap();
     let states: Vec<(String, Value)> = sqlx::query_as(
         "SELECT user_id, state FROM engine_user_states WHERE project_id = $1 AND generation = $2 ORDER BY user_id",
@@ -85,21 +96,35 @@ async fn generation(stack: &Stack, project: Uuid, generation: i32) -> (Vec<Value
     .fetch_all(&mut *txn)
     .await
     .unwrap();
-    let scores: Vec<(String, chrono::DateTime<chrono::Utc>, String, i64, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT board, period_start, user_id, score, reached_at FROM leaderboard_scores
+    let scores: Vec<(
+        String,
+        chrono::DateTime<chrono::Utc>,
+        String,
+        i64,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "SELECT board, period_start, user_id, score, reached_at FROM leaderboard_scores
              WHERE project_id = $1 AND generation = $2 ORDER BY board, period_start, user_id",
-        )
-        .bind(project)
-        .bind(generation)
-        .fetch_all(&mut *txn)
-        .await
-        .unwrap();
+    )
+    .bind(project)
+    .bind(generation)
+    .fetch_all(&mut *txn)
+    .await
+    .unwrap();
     txn.commit().await.unwrap();
     (
-        states.into_iter().map(|(user, state)| json!([user, state])).collect(),
-        ledger.into_iter().map(|row| json!([row.0, row.1, row.2, row.3, row.4, row.5])).collect(),
-        scores.into_iter().map(|row| json!([row.0, row.1, row.2, row.3, row.4])).collect(),
+        states
+            .into_iter()
+            .map(|(user, state)| json!([user, state]))
+            .collect(),
+        ledger
+            .into_iter()
+            .map(|row| json!([row.0, row.1, row.2, row.3, row.4, row.5]))
+            .collect(),
+        scores
+            .into_iter()
+            .map(|row| json!([row.0, row.1, row.2, row.3, row.4]))
+            .collect(),
     )
 }
 
@@ -131,9 +156,15 @@ async fn a_replay_of_the_same_rules_reproduces_live_evaluation_exactly() {
     let version = stack.publish(&project, shop_rules(), "replay").await;
     assert_eq!(version, 2);
     let replayed = wait_active(&stack, &project, version).await;
-    assert_eq!(replayed["progress"]["eventsDone"], replayed["progress"]["eventsTotal"]);
+    assert_eq!(
+        replayed["progress"]["eventsDone"],
+        replayed["progress"]["eventsTotal"]
+    );
     let (_, versions) = stack
-        .get(&format!("/v1/projects/{}/rules/versions", project.id), &stack.admin_token)
+        .get(
+            &format!("/v1/projects/{}/rules/versions", project.id),
+            &stack.admin_token,
+        )
         .await;
     assert_eq!(versions["data"][1]["state"], "retired", "{versions}");
 
@@ -178,8 +209,19 @@ async fn a_replay_with_new_rules_switches_over_keeping_adjustments_and_later_eve
     wait_active(&stack, &project, version).await;
     let (_, progress) = stack.get("/v1/users/liv/progress", &project.sk).await;
     assert_eq!(progress["metrics"]["lessons"], 4, "{progress}");
-    assert_eq!(progress["points"]["xp"]["balance"], 4 * 20 + 5, "{progress}");
-    let (_, ledger) = stack.get("/v1/users/liv/points/xp/ledger", &project.sk).await;
-    let sum: i64 = ledger["data"].as_array().unwrap().iter().map(|e| e["amount"].as_i64().unwrap()).sum();
+    assert_eq!(
+        progress["points"]["xp"]["balance"],
+        4 * 20 + 5,
+        "{progress}"
+    );
+    let (_, ledger) = stack
+        .get("/v1/users/liv/points/xp/ledger", &project.sk)
+        .await;
+    let sum: i64 = ledger["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["amount"].as_i64().unwrap())
+        .sum();
     assert_eq!(sum, 85, "the balance is the ledger's sum: {ledger}");
 }
