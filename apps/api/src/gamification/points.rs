@@ -31,6 +31,11 @@ use crate::{
 };
 
 const PAGE: i64 = 100;
+
+/// id, seq, amount, reason, event id, created at.
+type LedgerRow = (Uuid, i64, i64, String, Option<Uuid>, DateTime<Utc>);
+/// id, amount, reason, balance after, created at.
+type AdjustmentRow = (Uuid, i64, String, Option<i64>, DateTime<Utc>);
 const MAX_REASON_CHARS: usize = 200;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 const MAX_AMOUNT: i64 = 1_000_000_000;
@@ -94,7 +99,7 @@ async fn get_ledger(
         .active(&mut txn, project_id)
         .await?
         .map_or(0, |active| active.generation);
-    let rows: Vec<(Uuid, i64, i64, String, Option<Uuid>, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<LedgerRow> = sqlx::query_as(
         "SELECT id, seq, amount, reason, event_id, created_at FROM points_ledger
          WHERE project_id = $1 AND user_id = $2 AND points_key = $3
            AND (generation = $4 OR generation IS NULL)
@@ -334,7 +339,7 @@ async fn previous(
     let Some(idempotency_key) = idempotency_key else {
         return Ok(None);
     };
-    let row: Option<(Uuid, i64, String, Option<i64>, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<AdjustmentRow> = sqlx::query_as(
         "SELECT id, amount, reason, balance_after, created_at FROM points_ledger
          WHERE project_id = $1 AND user_id = $2 AND points_key = $3 AND idempotency_key = $4",
     )

@@ -215,6 +215,16 @@ async fn put_rules(
     ))
 }
 
+/// version, document, apply, state, created at, activated at.
+type ActiveRow = (
+    i32,
+    Value,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
 type VersionRow = (
     i32,
     String,
@@ -264,14 +274,7 @@ async fn get_rules(
     Path(project_id): Path<Uuid>,
 ) -> Result<axum::Json<ActiveRulesOut>> {
     find_project(state.db().shared(), project_id).await?;
-    let row: Option<(
-        i32,
-        Value,
-        String,
-        String,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
+    let row: Option<ActiveRow> = sqlx::query_as(
         "SELECT version, document, apply, state, created_at, activated_at FROM rule_versions
              WHERE project_id = $1 AND state = 'active'",
     )

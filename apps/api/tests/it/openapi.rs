@@ -85,7 +85,13 @@ async fn every_documented_operation_reaches_a_handler() {
         let concrete = path
             .replace("{project_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{key_id}", &uuid::Uuid::new_v4().to_string())
-            .replace("{external_id}", "someone");
+            .replace("{external_id}", "someone")
+            .replace("{user_id}", "someone")
+            .replace("{event_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{webhook_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{delivery_id}", "msg_x")
+            .replace("{version}", "1")
+            .replace("{key}", "xp");
         assert!(!concrete.contains('{'), "unhandled parameter in {path}");
         let methods = [
             (&item.get, Method::GET),

@@ -72,6 +72,10 @@ async fn send_stream(stack: &Stack, project: &Project, seed: u64, count: usize) 
     ids
 }
 
+type Time = chrono::DateTime<chrono::Utc>;
+/// board, period start, user, score, reached at.
+type ScoreRow = (String, Time, String, i64, Time);
+
 /// Everything a generation holds for the project: states, ledger entries and scores, ordered.
 async fn generation(
     stack: &Stack,
@@ -96,13 +100,7 @@ async fn generation(
     .fetch_all(&mut *txn)
     .await
     .unwrap();
-    let scores: Vec<(
-        String,
-        chrono::DateTime<chrono::Utc>,
-        String,
-        i64,
-        chrono::DateTime<chrono::Utc>,
-    )> = sqlx::query_as(
+    let scores: Vec<ScoreRow> = sqlx::query_as(
         "SELECT board, period_start, user_id, score, reached_at FROM leaderboard_scores
              WHERE project_id = $1 AND generation = $2 ORDER BY board, period_start, user_id",
     )

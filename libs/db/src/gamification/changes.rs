@@ -34,10 +34,14 @@ pub struct Changes {
     /// Final state and last sequence number per user.
     pub states: BTreeMap<String, (UserState, i64)>,
     ledger: Vec<LedgerRow>,
-    /// Net change and latest change time per (board, period start, user).
-    scores: BTreeMap<(String, DateTime<Utc>, String), (i64, DateTime<Utc>)>,
+    scores: BTreeMap<ScoreSlot, ScoreDelta>,
     pub deliveries: Vec<Delivery>,
 }
+
+/// A user's score on one board in one period: (board, period start, user).
+type ScoreSlot = (String, DateTime<Utc>, String);
+/// The net change of a score and when it was last changed.
+type ScoreDelta = (i64, DateTime<Utc>);
 
 #[derive(Debug)]
 struct LedgerRow {
