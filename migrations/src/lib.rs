@@ -89,6 +89,7 @@ const APPLICATION_TABLES: &[&str] = &[
     "engine_message_ids",
     "points_ledger",
     "leaderboard_scores",
+    "leaderboard_score_counts",
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_attempts",

@@ -101,6 +101,19 @@ CREATE TABLE leaderboard_scores (
 CREATE INDEX leaderboard_scores_rank_idx
     ON leaderboard_scores (project_id, generation, board, period_start, score DESC, reached_at, user_id);
 
+-- How many users hold each score on a board in a period, kept with the scores: a user's rank is
+-- the users above their score (a sum over distinct scores, not a count over every user) plus those
+-- who reached the same score first.
+CREATE TABLE leaderboard_score_counts (
+    project_id   uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    generation   integer NOT NULL,
+    board        text NOT NULL,
+    period_start timestamptz NOT NULL,
+    score        bigint NOT NULL,
+    users        bigint NOT NULL,
+    PRIMARY KEY (project_id, generation, board, period_start, score)
+);
+
 CREATE TABLE webhook_endpoints (
     project_id uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     id         uuid NOT NULL,
@@ -180,6 +193,12 @@ CREATE POLICY tenant_isolation ON leaderboard_scores
     USING (project_id = NULLIF(current_setting('app.project_id', true), '')::uuid)
     WITH CHECK (project_id = NULLIF(current_setting('app.project_id', true), '')::uuid);
 
+ALTER TABLE leaderboard_score_counts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE leaderboard_score_counts FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON leaderboard_score_counts
+    USING (project_id = NULLIF(current_setting('app.project_id', true), '')::uuid)
+    WITH CHECK (project_id = NULLIF(current_setting('app.project_id', true), '')::uuid);
+
 ALTER TABLE webhook_endpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhook_endpoints FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON webhook_endpoints
@@ -204,6 +223,7 @@ DROP TABLE IF EXISTS webhook_queue;
 DROP TABLE IF EXISTS webhook_attempts;
 DROP TABLE IF EXISTS webhook_deliveries;
 DROP TABLE IF EXISTS webhook_endpoints;
+DROP TABLE IF EXISTS leaderboard_score_counts;
 DROP TABLE IF EXISTS leaderboard_scores;
 DROP TABLE IF EXISTS points_ledger;
 DROP TABLE IF EXISTS engine_message_ids;

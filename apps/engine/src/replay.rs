@@ -138,7 +138,12 @@ async fn replay(
     tracing::info!(%project_id, version, "replaying a rule version");
     let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
     // A replay that was interrupted starts over: nothing of a replaying version is visible.
-    for table in ["engine_user_states", "points_ledger", "leaderboard_scores"] {
+    for table in [
+        "engine_user_states",
+        "points_ledger",
+        "leaderboard_scores",
+        "leaderboard_score_counts",
+    ] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE project_id = $1 AND generation = $2"
         ))

@@ -136,14 +136,19 @@ async fn standings(
     let mut out = BTreeMap::new();
     for board in &active.rules.document().leaderboards {
         let (start, end) = gamify_rules::period_bounds(board.period, active.rules.timezone(), now);
+        // Rank: the users holding a higher score (summed over the distinct scores above), plus
+        // those who reached the same score first (or at once with a smaller userId), plus one.
         let row: Option<(i64, Option<i64>)> = sqlx::query_as(
             "SELECT s.score,
-                    (SELECT count(*) + 1 FROM leaderboard_scores o
-                     WHERE o.project_id = s.project_id AND o.generation = s.generation
-                       AND o.board = s.board AND o.period_start = s.period_start
-                       AND (o.score > s.score
-                            OR (o.score = s.score AND (o.reached_at, o.user_id) < (s.reached_at, s.user_id)))
-                    ) AS rank
+                    1 + (SELECT COALESCE(sum(c.users), 0)::int8 FROM leaderboard_score_counts c
+                         WHERE c.project_id = s.project_id AND c.generation = s.generation
+                           AND c.board = s.board AND c.period_start = s.period_start
+                           AND c.score > s.score)
+                      + (SELECT count(*) FROM leaderboard_scores o
+                         WHERE o.project_id = s.project_id AND o.generation = s.generation
+                           AND o.board = s.board AND o.period_start = s.period_start
+                           AND o.score = s.score
+                           AND (o.reached_at, o.user_id) < (s.reached_at, s.user_id)) AS rank
              FROM leaderboard_scores s
              WHERE s.project_id = $1 AND s.generation = $2 AND s.board = $3
                AND s.period_start = $4 AND s.user_id = $5",

@@ -169,7 +169,19 @@ async fn browser_events_never_feed_a_secret_metric_in_any_form() {
             .iter()
             .map(|id| id.as_str().unwrap().to_owned()),
     );
-    assert_eq!(ids.len(), 4, "every event of the batch has an id: {batch}");
+    // The beacon form: the key in a text/plain body, as navigator.sendBeacon sends it.
+    let beacon = stack
+        .client
+        .post(format!("{}/v1/events/track", stack.base_url))
+        .header("Content-Type", "text/plain;charset=UTF-8")
+        .body(json!({"apiKey": project.pk, "event": "page_view", "userId": "eve"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beacon.status(), StatusCode::ACCEPTED);
+    let beacon: Value = beacon.json().await.unwrap();
+    ids.push(beacon["id"].as_str().unwrap().to_owned());
+    assert_eq!(ids.len(), 5, "every event has an id: {batch}");
     for id in &ids {
         let outcome = stack.outcome(&project.pk, id).await;
         assert_eq!(outcome["status"], "evaluated", "{outcome}");
@@ -352,4 +364,66 @@ async fn rules_are_validated_as_a_whole_and_managed_only_with_the_admin_token() 
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn every_users_rank_matches_the_leaderboards_order_through_ties_and_adjustments() {
+    let stack = Stack::start().await;
+    let project = stack.project().await;
+    stack.publish(&project, shop_rules(), "from_now").await;
+    let users: Vec<String> = (0..24).map(|n| format!("u{n:02}")).collect();
+    let mut ids = Vec::new();
+    for (n, user) in users.iter().enumerate() {
+        // Three amounts only: many users share a score, and who got there first decides.
+        let amount = [100, 300, 500][n % 3];
+        ids.push(
+            stack
+                .track(
+                    &project.sk,
+                    json!({"event": "purchase", "userId": user, "properties": {"amount": amount}}),
+                )
+                .await,
+        );
+    }
+    for id in &ids {
+        stack.outcome(&project.sk, id).await;
+    }
+    // Scores move down and up across the shared values: the per-score counts must follow.
+    for (user, amount) in [
+        ("u01", -2),
+        ("u05", 2),
+        ("u07", -4),
+        ("u10", 4),
+        ("u02", -2),
+    ] {
+        let (status, body) = stack
+            .call(
+                Method::POST,
+                &format!("/v1/users/{user}/points/xp/adjustments"),
+                &project.sk,
+                Some(json!({"amount": amount, "reason": "move"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, board) = stack.get("/v1/leaderboards/weekly_xp", &project.sk).await;
+    assert_eq!(status, StatusCode::OK, "{board}");
+    let entries = board["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), users.len());
+    let mut previous = i64::MAX;
+    for entry in entries {
+        let score = entry["score"].as_i64().unwrap();
+        assert!(score <= previous, "the board is ordered by score: {board}");
+        previous = score;
+        let user = entry["userId"].as_str().unwrap();
+        let (_, progress) = stack
+            .get(&format!("/v1/users/{user}/progress"), &project.sk)
+            .await;
+        let standing = &progress["leaderboards"]["weekly_xp"];
+        assert_eq!(
+            standing["rank"], entry["rank"],
+            "{user}: {progress} vs {board}"
+        );
+        assert_eq!(standing["score"], entry["score"]);
+    }
 }

@@ -200,15 +200,33 @@ impl Changes {
         if changed.is_empty() {
             return Ok(());
         }
-        // The score's time is when it was last changed: ties rank whoever reached it first.
+        // The score's time is when it was last changed: ties rank whoever reached it first. The
+        // count of users per score moves with each score (from the old score to the new one),
+        // its rows updated in sorted order so concurrent transactions wait in one order.
         sqlx::query(
-            "INSERT INTO leaderboard_scores (project_id, generation, board, period_start, user_id, score, reached_at)
-             SELECT $1, $2, r.board, r.period_start, r.user_id, r.delta, r.at
-             FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::int8[], $7::timestamptz[])
-                  AS r(board, period_start, user_id, delta, at)
-             ON CONFLICT (project_id, generation, board, period_start, user_id)
-             DO UPDATE SET score = leaderboard_scores.score + EXCLUDED.score,
-                           reached_at = GREATEST(leaderboard_scores.reached_at, EXCLUDED.reached_at)",
+            "WITH input AS (
+                 SELECT * FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::int8[], $7::timestamptz[])
+                     AS r(board, period_start, user_id, delta, at)
+             ), changed AS (
+                 INSERT INTO leaderboard_scores (project_id, generation, board, period_start, user_id, score, reached_at)
+                 SELECT $1, $2, board, period_start, user_id, delta, at FROM input
+                 ON CONFLICT (project_id, generation, board, period_start, user_id)
+                 DO UPDATE SET score = leaderboard_scores.score + EXCLUDED.score,
+                               reached_at = GREATEST(leaderboard_scores.reached_at, EXCLUDED.reached_at)
+                 RETURNING board, period_start, user_id, score, (xmax = 0) AS inserted
+             ), moves AS (
+                 SELECT c.board, c.period_start, c.score, 1 AS users FROM changed c
+                 UNION ALL
+                 SELECT c.board, c.period_start, c.score - i.delta, -1 FROM changed c
+                 JOIN input i ON i.board = c.board AND i.period_start = c.period_start AND i.user_id = c.user_id
+                 WHERE NOT c.inserted
+             )
+             INSERT INTO leaderboard_score_counts (project_id, generation, board, period_start, score, users)
+             SELECT $1, $2, board, period_start, score, sum(users) FROM moves
+             GROUP BY board, period_start, score HAVING sum(users) <> 0
+             ORDER BY board, period_start, score
+             ON CONFLICT (project_id, generation, board, period_start, score)
+             DO UPDATE SET users = leaderboard_score_counts.users + EXCLUDED.users",
         )
         .bind(project_id)
         .bind(self.generation)

@@ -437,3 +437,73 @@ async fn application_connections_time_out_statements_and_idle_transactions() {
     assert_eq!(setting("statement_timeout").await, "30s");
     assert_eq!(setting("idle_in_transaction_session_timeout").await, "1min");
 }
+
+/// The gamification engine's tenant tables: every one forced under the tenant policy.
+const ENGINE_TENANT_TABLES: &[&str] = &[
+    "engine_user_states",
+    "engine_outcomes",
+    "engine_message_ids",
+    "points_ledger",
+    "leaderboard_scores",
+    "leaderboard_score_counts",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
+];
+
+#[tokio::test]
+async fn the_engines_tables_are_under_the_tenant_policy() {
+    let db = connect(2).await;
+    for table in ENGINE_TENANT_TABLES {
+        let forced = count(
+            db.shared(),
+            "SELECT count(*) FROM pg_class c JOIN pg_policy p ON p.polrelid = c.oid
+             WHERE c.relname = $1 AND c.relrowsecurity AND c.relforcerowsecurity
+               AND p.polname = 'tenant_isolation'",
+            vec![(*table).into()],
+        )
+        .await;
+        assert_eq!(forced, 1, "{table} is not under the tenant policy");
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_sees_and_writes_only_its_own_ledger_and_scores() {
+    let db = connect(2).await;
+    let (a, b) = two_tenants(&db).await;
+    const LEDGER: &str = "INSERT INTO points_ledger (project_id, id, seq, generation, user_id, points_key, amount, reason)
+                          VALUES ($1, $2, 1, 1, 'u', 'xp', 10, 'test')";
+    const SCORE: &str = "INSERT INTO leaderboard_scores (project_id, generation, board, period_start, user_id, score, reached_at)
+                         VALUES ($1, 1, 'weekly', now(), 'u', 10, now())";
+    let txn = db.tenant(a.project).await.unwrap();
+    exec(&*txn, LEDGER, vec![a.project.into(), Uuid::now_v7().into()])
+        .await
+        .unwrap();
+    exec(&*txn, SCORE, vec![a.project.into()]).await.unwrap();
+    txn.commit().await.unwrap();
+
+    let txn = db.tenant(b.project).await.unwrap();
+    assert_eq!(
+        count(&*txn, "SELECT count(*) FROM points_ledger", vec![]).await,
+        0
+    );
+    assert_eq!(
+        count(&*txn, "SELECT count(*) FROM leaderboard_scores", vec![]).await,
+        0
+    );
+    let err = exec(&*txn, LEDGER, vec![a.project.into(), Uuid::now_v7().into()])
+        .await
+        .unwrap_err();
+    assert!(is_rls_violation(&err), "{err}");
+    drop(txn);
+
+    let txn = db.tenant(a.project).await.unwrap();
+    assert_eq!(
+        count(&*txn, "SELECT count(*) FROM points_ledger", vec![]).await,
+        1
+    );
+    assert_eq!(
+        count(&*txn, "SELECT count(*) FROM leaderboard_scores", vec![]).await,
+        1
+    );
+}
