@@ -61,6 +61,7 @@ impl Stage for Evaluate {
 pub const DUPLICATE_OF: &str = "duplicate messageId of ";
 
 /// What the engine decided about one item before evaluating.
+#[derive(Debug, PartialEq, Eq)]
 enum Fate {
     /// Already evaluated by an earlier delivery of this very envelope: nothing to write.
     Redelivered,
@@ -227,8 +228,20 @@ async fn claim_message_ids(
     .map_err(db_err)?
     .into_iter()
     .collect();
+    Ok(decide(items, &owners, &evaluated))
+}
+
+/// What to do with each item, given who holds each (key class, messageId) now and which events
+/// already have an outcome. Pure, so the dedup rules are tested without a database: an event
+/// with an outcome (or a second copy of one envelope in the batch) is a redelivery; a messageId
+/// held by another event is a duplicate of it; then refused, anonymous, or evaluated.
+fn decide(
+    items: &[&Item],
+    owners: &HashMap<(String, String), Uuid>,
+    evaluated: &std::collections::HashSet<Uuid>,
+) -> Vec<Fate> {
     let mut seen = std::collections::HashSet::new();
-    Ok(items
+    items
         .iter()
         .map(|item| {
             let envelope = &item.envelope;
@@ -250,7 +263,7 @@ async fn claim_message_ids(
                 Status::Processed => Fate::Evaluate,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The rule library's view of an envelope. The key class is the one Postgres knows for the key
@@ -273,5 +286,146 @@ pub fn input(item: &Item) -> Input<'_> {
         traits: envelope.traits.as_ref(),
         occurred_at: envelope.occurred_at,
         received_at: envelope.received_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::{collections::HashSet, sync::Arc};
+
+    use gamify_common::Envelope;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn item(
+        id: u128,
+        message_id: &str,
+        key_type: KeyType,
+        user: Option<&str>,
+        status: Status,
+    ) -> Item {
+        let now = chrono::Utc::now();
+        Item {
+            envelope: Arc::new(Envelope {
+                v: 1,
+                id: Uuid::from_u128(id),
+                message_id: message_id.to_owned(),
+                project_id: Uuid::nil(),
+                key_id: Uuid::nil(),
+                key_type,
+                trusted_events_version: Some(1),
+                kind: Kind::Track,
+                event: "purchase".into(),
+                user_id: user.map(str::to_owned),
+                anonymous_id: None,
+                properties: None,
+                traits: None,
+                occurred_at: now,
+                received_at: now,
+                context: Default::default(),
+            }),
+            status,
+            key_type,
+        }
+    }
+
+    /// What the dedup insert leaves behind: the first envelope of each (key class, messageId)
+    /// holds it, unless `held` says an earlier event does.
+    fn owners(
+        items: &[&Item],
+        held: &HashMap<(String, String), Uuid>,
+    ) -> HashMap<(String, String), Uuid> {
+        let mut owners = held.clone();
+        for item in items {
+            owners
+                .entry((
+                    item.key_type.as_str().to_owned(),
+                    item.envelope.message_id.clone(),
+                ))
+                .or_insert(item.envelope.id);
+        }
+        owners
+    }
+
+    #[test]
+    fn each_kind_of_item_gets_its_fate() {
+        let fresh = item(1, "m1", KeyType::Secret, Some("ada"), Status::Processed);
+        let copy = item(2, "m1", KeyType::Secret, Some("ada"), Status::Processed);
+        let other_class = item(
+            3,
+            "m1",
+            KeyType::Publishable,
+            Some("ada"),
+            Status::Processed,
+        );
+        let refused = item(
+            4,
+            "m4",
+            KeyType::Publishable,
+            Some("ada"),
+            Status::Failed("trusted event".into()),
+        );
+        let anonymous = item(5, "m5", KeyType::Secret, None, Status::Processed);
+        let seen_before = item(6, "m6", KeyType::Secret, Some("ada"), Status::Processed);
+        let items = [
+            &fresh,
+            &copy,
+            &other_class,
+            &refused,
+            &anonymous,
+            &seen_before,
+            &fresh,
+        ];
+        let evaluated = HashSet::from([Uuid::from_u128(6)]);
+        let fates = decide(&items, &owners(&items, &HashMap::new()), &evaluated);
+        assert_eq!(
+            fates,
+            vec![
+                Fate::Evaluate,
+                Fate::NotCounted(format!("{DUPLICATE_OF}{}", Uuid::from_u128(1))),
+                Fate::Evaluate,
+                Fate::NotCounted("trusted event".into()),
+                Fate::NotCounted("no userId: only identified users earn".into()),
+                Fate::Redelivered,
+                Fate::Redelivered,
+            ]
+        );
+    }
+
+    proptest! {
+        /// However items repeat, collide on messageIds or were seen before, at most one event per
+        /// (key class, messageId) is evaluated, never one that already has an outcome, and never
+        /// twice.
+        #[test]
+        fn at_most_one_evaluation_per_message_id(
+            ids in proptest::collection::vec(0u128..12, 0..40),
+            before in proptest::collection::hash_set(0u128..12, 0..4),
+        ) {
+            let built: Vec<Item> = ids
+                .iter()
+                .map(|id| {
+                    // An envelope id always comes with the same messageId and class, and several
+                    // ids share a messageId.
+                    let message = (*id as usize) % 4;
+                    let key_type = if id % 3 == 0 { KeyType::Publishable } else { KeyType::Secret };
+                    item(*id, &format!("m{message}"), key_type, Some("u"), Status::Processed)
+                })
+                .collect();
+            let items: Vec<&Item> = built.iter().collect();
+            let evaluated: HashSet<Uuid> = before.iter().map(|id| Uuid::from_u128(*id)).collect();
+            let fates = decide(&items, &owners(&items, &HashMap::new()), &evaluated);
+            let mut counted_ids = HashSet::new();
+            let mut counted_messages = HashSet::new();
+            for (item, fate) in items.iter().zip(&fates) {
+                if *fate == Fate::Evaluate {
+                    prop_assert!(!evaluated.contains(&item.envelope.id));
+                    prop_assert!(counted_ids.insert(item.envelope.id));
+                    prop_assert!(counted_messages.insert((item.key_type, item.envelope.message_id.clone())));
+                }
+            }
+        }
     }
 }
