@@ -136,33 +136,50 @@ finished() { # PORT: messages the consumer loop finished with
 }
 now() { date +%s.%N; }
 
-# drain BINARY PORT TOPIC EXPECTED → seconds from the first finished message to the last
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+postgres_ticks() {
+  local sum=0 pid
+  for pid in $(pgrep -x postgres); do sum=$((sum + $(cpu_ticks "$pid"))); done
+  echo "$sum"
+}
+# drain BINARY PORT TOPIC EXPECTED → "SECONDS PROCESS_CPU_SECONDS POSTGRES_CPU_SECONDS", from the
+# first finished message to the last. ENGINE_BENCH_PROFILE=1: perf profile of the process too.
 drain() {
-  local bin=$1 port=$2 topic=$3 expected=$4 t_first="" n pid deadline
+  local bin=$1 port=$2 topic=$3 expected=$4 t_first="" n pid deadline c0=0 p0=0 perf_pid=""
   KAFKA_TOPIC=$topic KAFKA_GROUP_ID="bench-$(date +%s%N)" ENGINE_GROUP_ID="bench-engine-$(date +%s%N)" \
     WORKER_PORT=$port ENGINE_PORT=$port "$bin" >>"$OUT/$(basename "$bin").log" 2>&1 &
   pid=$!
   deadline=$(($(date +%s) + 120 + expected / 500))
   while [ "$(date +%s)" -lt "$deadline" ]; do
     n=$(finished "$port")
-    if [ -z "$t_first" ] && [ "${n:-0}" -gt 0 ]; then t_first=$(now); fi
+    if [ -z "$t_first" ] && [ "${n:-0}" -gt 0 ]; then
+      t_first=$(now) c0=$(cpu_ticks "$pid") p0=$(postgres_ticks)
+      if [ "${ENGINE_BENCH_PROFILE:-0}" = 1 ]; then
+        perf record -F 499 -g -p "$pid" -o "$OUT/$(basename "$bin")-$topic.perf.data" 2>/dev/null >/dev/null &
+        perf_pid=$!
+      fi
+    fi
     if [ "${n:-0}" -ge "$expected" ]; then break; fi
     sleep 0.1
   done
-  local t_end; t_end=$(now)
+  local t_end c1 p1; t_end=$(now) c1=$(cpu_ticks "$pid") p1=$(postgres_ticks)
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [ "${n:-0}" -ge "$expected" ] || die "$(basename "$bin") finished $n of $expected on $topic"
-  awk -v a="$t_first" -v b="$t_end" 'BEGIN {printf "%.2f", b - a}'
+  awk -v a="$t_first" -v b="$t_end" -v c=$((c1 - c0)) -v p=$((p1 - p0)) -v hz="$CLK_TCK" \
+    'BEGIN {printf "%.2f %.2f %.2f", b - a, c / hz, p / hz}'
 }
 
 : >"$OUT/drain.rows"
 for scenario in "1 $TOPIC_1 $((requests * 100))" "$PROJECTS $TOPIC_N $((per_project * PROJECTS * 100))"; do
   read -r n topic expected <<<"$scenario"
   log "draining $expected events of $n project(s): gamify-worker, then gamify-engine"
-  w=$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")
-  e=$(drain "$BIN/gamify-engine" "$ENGINE_PORT" "$topic" "$expected")
-  awk -v n="$n" -v x="$expected" -v w="$w" -v e="$e" 'BEGIN {
-    printf "| %s | %d | %.1f s | %.0f | %.1f s | %.0f | **%.2f×** |\n", n, x, w, x / w, e, x / e, (x / e) / (x / w) }' >>"$OUT/drain.rows"
+  read -r w wc wp <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
+  read -r e ec ep <<<"$(drain "$BIN/gamify-engine" "$ENGINE_PORT" "$topic" "$expected")"
+  awk -v n="$n" -v x="$expected" -v w="$w" -v e="$e" -v wc="$wc" -v wp="$wp" -v ec="$ec" -v ep="$ep" 'BEGIN {
+    printf "| %s | %d | %.1f s | %.0f | %.1f s + %.1f s | %.1f s | %.0f | %.1f s + %.1f s | **%.2f×** |\n",
+      n, x, w, x / w, wc, wp, e, x / e, ec, ep, (x / e) / (x / w) }' >>"$OUT/drain.rows"
 done
 awards=$(psql_bench -tAc "SELECT count(*) FROM points_ledger")
 outcomes=$(psql_bench -tAc "SELECT count(*) FROM engine_outcomes WHERE status = 'evaluated'")
@@ -255,8 +272,8 @@ stop_api
   echo "per project, each with a fresh consumer group, on a topic of $PARTITIONS partitions; from the first to"
   echo "the last message finished (the consumer loop's counters, polled every 0.1 s). Target ≥ 0.8×."
   echo
-  echo "| projects | events | worker drain | worker events/s | engine drain | engine events/s | engine ÷ worker |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| projects | events | worker drain | worker events/s | CPU: worker + Postgres | engine drain | engine events/s | CPU: engine + Postgres | engine ÷ worker |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   cat "$OUT/drain.rows"
   echo
   echo "Evaluated outcomes: $outcomes; ledger entries written: $awards."

@@ -24,6 +24,7 @@ pub struct LeaderboardQuery {
     /// `current` (default), `previous`, or an instant (RFC 3339) within the wanted period.
     period: Option<String>,
     /// Entries per page, 1 up to the board's size (default: its size).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// A `nextCursor` from the previous page.
     cursor: Option<String>,
@@ -88,7 +89,7 @@ impl Cursor {
     params(("key" = String, Path, description = "The leaderboard's key"), LeaderboardQuery),
     responses(
         (status = 200, description = "One page of the ranking", body = LeaderboardOut),
-        crate::http::schemas::GetUserErrors
+        crate::http::schemas::GamificationReadErrors
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]

@@ -47,12 +47,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// A documented OPTIONS operation for one path a browser reads; the CORS layer answers it.
 macro_rules! preflight_route {
-    ($name:ident, $path:literal) => {
+    ($name:ident, $path:literal, $($param:literal),+) => {
         /// CORS preflight, answered by the CORS layer for every origin.
         #[utoipa::path(
             options,
             path = $path,
             tag = "gamification",
+            params($(($param = String, Path)),+),
             responses((status = 200, description = "CORS preflight: allowed methods, headers and origin (any)"))
         )]
         async fn $name() -> StatusCode {
@@ -61,10 +62,23 @@ macro_rules! preflight_route {
     };
 }
 
-preflight_route!(progress_preflight, "/v1/users/{user_id}/progress");
-preflight_route!(outcomes_preflight, "/v1/events/{event_id}/outcomes");
-preflight_route!(leaderboard_preflight, "/v1/leaderboards/{key}");
-preflight_route!(ledger_preflight, "/v1/users/{user_id}/points/{key}/ledger");
+preflight_route!(
+    progress_preflight,
+    "/v1/users/{user_id}/progress",
+    "user_id"
+);
+preflight_route!(
+    outcomes_preflight,
+    "/v1/events/{event_id}/outcomes",
+    "event_id"
+);
+preflight_route!(leaderboard_preflight, "/v1/leaderboards/{key}", "key");
+preflight_route!(
+    ledger_preflight,
+    "/v1/users/{user_id}/points/{key}/ledger",
+    "user_id",
+    "key"
+);
 
 fn cors() -> CorsLayer {
     CorsLayer::new()

@@ -31,6 +31,7 @@ const POLL: Duration = Duration::from_millis(50);
 #[into_params(parameter_in = Query)]
 pub struct OutcomesQuery {
     /// Seconds to wait for the evaluation (0–10, default 0).
+    #[param(minimum = 0, maximum = 10)]
     wait: Option<u64>,
 }
 
@@ -64,7 +65,7 @@ const DUPLICATE_OF: &str = "duplicate messageId of ";
     params(("event_id" = Uuid, Path, description = "The id the 202 returned"), OutcomesQuery),
     responses(
         (status = 200, description = "The event's outcome so far", body = OutcomesOut),
-        crate::http::schemas::GetUserErrors
+        crate::http::schemas::GamificationReadErrors
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]

@@ -75,7 +75,7 @@ pub struct LedgerPage {
         ("key" = String, Path, description = "The points system's key"),
         LedgerQuery
     ),
-    responses((status = 200, description = "One page of the ledger", body = LedgerPage), crate::http::schemas::GetUserErrors),
+    responses((status = 200, description = "One page of the ledger", body = LedgerPage), crate::http::schemas::GamificationReadErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
 async fn get_ledger(
@@ -177,7 +177,7 @@ pub struct AdjustmentOut {
         ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 characters; a repeat returns the first result"),
     ),
     request_body = Adjustment,
-    responses((status = 201, description = "The adjustment", body = AdjustmentOut), crate::http::schemas::GetUserErrors),
+    responses((status = 201, description = "The adjustment", body = AdjustmentOut), crate::http::schemas::GamificationWriteErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
 async fn post_adjustment(
@@ -187,7 +187,8 @@ async fn post_adjustment(
     headers: HeaderMap,
     Json(body): Json<Adjustment>,
 ) -> Result<(StatusCode, axum::Json<AdjustmentOut>)> {
-    if body.amount == 0 || body.amount.abs() > MAX_AMOUNT {
+    // unsigned_abs: i64::MIN has no positive counterpart (abs() would overflow).
+    if body.amount == 0 || body.amount.unsigned_abs() > MAX_AMOUNT.unsigned_abs() {
         return Err(Error::invalid_field(
             "amount",
             "must be non-zero and at most 1000000000 either way",
@@ -383,8 +384,8 @@ pub struct UserTokenOut {
     path = "/v1/users/{user_id}/tokens",
     tag = "gamification",
     params(("user_id" = String, Path, description = "The end user's userId")),
-    request_body(content = CreateUserToken, description = "Optional"),
-    responses((status = 201, description = "The token", body = UserTokenOut), crate::http::schemas::GetUserErrors),
+    request_body(content = Option<CreateUserToken>, description = "Optional: none, `{}` or `{ttlSeconds}`"),
+    responses((status = 201, description = "The token", body = UserTokenOut), crate::http::schemas::GamificationWriteErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
 async fn post_user_token(

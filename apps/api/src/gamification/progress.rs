@@ -65,7 +65,7 @@ pub struct PeriodOut {
     params(("user_id" = String, Path, description = "The end user's userId")),
     responses(
         (status = 200, description = "The user's progress (empty for a user who earned nothing yet)", body = ProgressOut),
-        crate::http::schemas::GetUserErrors
+        crate::http::schemas::GamificationReadErrors
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]

@@ -201,6 +201,33 @@ error_set!(
 );
 
 error_set!(
+    /// Errors of the gamification reads (progress, outcomes, leaderboards, the ledger).
+    GamificationReadErrors:
+    (400, "An invalid query parameter (`details.field` names it): `wait`, `limit`, `period`, `cursor`"),
+    (401, "Missing, malformed, unknown, revoked or expired API key or user token (`invalid_api_key`)"),
+    (403, "`secret_key_required`: a publishable key where a secret key or user token is needed, or a user token for another user; `origin_not_allowed`"),
+    (404, "No such leaderboard in the active rules (`not_found`)"),
+    (429, "`client_rate_limited` or `key_rate_limited`; `Retry-After` says when to retry"),
+    (500, "A genuine fault (`internal_error`)"),
+    (503, "The key could not be verified right now, or the gateway is at capacity (`unavailable`)"),
+);
+
+error_set!(
+    /// Errors of the gamification writes with a secret key (adjustments, user tokens).
+    GamificationWriteErrors:
+    (400, "Invalid request: malformed JSON, invalid fields (`details.field` names it)"),
+    (401, "Missing, malformed, unknown, revoked or expired API key (`invalid_api_key`)"),
+    (403, "`secret_key_required` (a publishable key) or `origin_not_allowed`"),
+    (404, "No such points system in the active rules (`not_found`)"),
+    (409, "A concurrent adjustment with the same `Idempotency-Key` is still being made (`conflict`)"),
+    (413, "Body over 64 KB (`payload_too_large`)"),
+    (415, "Body without Content-Type: application/json (`unsupported_media_type`)"),
+    (429, "`client_rate_limited` or `key_rate_limited`; `Retry-After` says when to retry"),
+    (500, "A genuine fault (`internal_error`)"),
+    (503, "The key could not be verified right now, or the gateway is at capacity (`unavailable`)"),
+);
+
+error_set!(
     /// Errors of management requests with a JSON body and no path id.
     CreateErrors:
     (400, "Invalid request: malformed JSON, invalid or missing fields (`details.field` names it), unknown `organizationId`"),

@@ -328,11 +328,11 @@ async fn list_versions(
 /// One version, with a replay's progress.
 #[utoipa::path(
     get,
-    path = "/v1/projects/{project_id}/rules/versions/{version}",
+    path = "/v1/projects/{project_id}/rules/versions/{version_number}",
     tag = "gamification",
     params(
         ("project_id" = Uuid, Path, description = "The project's id"),
-        ("version" = i32, Path, description = "The version number"),
+        ("version_number" = i32, Path, description = "The version number"),
     ),
     responses((status = 200, description = "The version", body = VersionOut), crate::http::schemas::ReadErrors),
     security(("adminToken" = []))

@@ -90,7 +90,7 @@ async fn every_documented_operation_reaches_a_handler() {
             .replace("{event_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{webhook_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{delivery_id}", "msg_x")
-            .replace("{version}", "1")
+            .replace("{version_number}", "1")
             .replace("{key}", "xp");
         assert!(!concrete.contains('{'), "unhandled parameter in {path}");
         let methods = [

@@ -266,6 +266,18 @@ async fn a_repeated_message_id_is_evaluated_once_and_adjustments_are_idempotent(
     assert_eq!(progress["points"]["xp"]["balance"], 53, "{progress}");
     assert_eq!(progress["metrics"]["purchases"], 1);
 
+    // Found by schemathesis: i64::MIN has no absolute value, and taking it panicked.
+    for amount in [i64::MIN, i64::MAX, 0, 1_000_000_001] {
+        let (status, body) = stack
+            .call(
+                Method::POST,
+                "/v1/users/kim/points/xp/adjustments",
+                &project.sk,
+                Some(json!({"amount": amount, "reason": "out of range"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{amount}: {body}");
+    }
     let (status, _) = stack
         .call(
             Method::POST,
