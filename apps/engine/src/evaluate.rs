@@ -2,7 +2,10 @@
 //! against the project's active rules, and its state changes, awards, ledger entries, leaderboard
 //! scores, webhook deliveries, outcome and dedup record commit in one tenant transaction.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
 
 use futures::future::BoxFuture;
 use gamify_common::{KeyType, ingest::Kind};
@@ -13,7 +16,6 @@ use gamify_worker::{
     stage::Stage,
 };
 use sea_orm::{DbErr, sqlx};
-use serde_json::Value;
 use uuid::Uuid;
 
 use gamify_db::gamification::{
@@ -112,6 +114,8 @@ impl Evaluate {
         };
 
         let mut awards_made = 0u64;
+        // Each user's state is written once, as it stands after their last event here.
+        let mut last_seq: HashMap<&str, i64> = HashMap::new();
         for ((item, fate), seq) in todo.into_iter().zip(seqs) {
             let envelope = &item.envelope;
             let (counted, reason, awards) = match fate {
@@ -130,16 +134,14 @@ impl Evaluate {
                             user_id: envelope.user_id.clone(),
                             counted: true,
                             reason: None,
-                            awards: Value::Array(Vec::new()),
+                            awards: "[]".to_owned(),
                         });
                         continue;
                     };
                     let state = states.entry(user_id.to_owned()).or_default();
                     let evaluation = gamify_rules::apply(&active.rules, state, &input(item));
                     changes.record(user_id, seq, Some(envelope.id), &evaluation);
-                    changes
-                        .states
-                        .insert(user_id.to_owned(), (state.clone(), seq));
+                    last_seq.insert(user_id, seq);
                     for award in &evaluation.awards {
                         changes.deliveries.push(outbox::delivery(
                             project_id,
@@ -159,9 +161,14 @@ impl Evaluate {
                 user_id: envelope.user_id.clone(),
                 counted,
                 reason,
-                awards: serde_json::to_value(&awards)
+                awards: serde_json::to_string(&awards)
                     .map_err(|err| DbErr::Custom(format!("cannot serialize awards: {err}")))?,
             });
+        }
+        for (user_id, seq) in last_seq {
+            if let Some(state) = states.remove(user_id) {
+                changes.states.insert(user_id.to_owned(), (state, seq));
+            }
         }
         changes.write(&mut txn, project_id).await?;
         txn.commit().await.map_err(db_err)?;
@@ -176,84 +183,85 @@ impl Evaluate {
 /// The engine's dedup, in the storage path's scope (project, key class, messageId), for every
 /// item, refused ones included: the storage worker stores those too (as failed), and a messageId
 /// it has stored is taken for good, so a later event reusing it is a duplicate on both paths.
+///
+/// One statement: each key not held yet is taken by this item; for one that is, `DO UPDATE`
+/// (which changes nothing) returns the holder as it stands once any transaction taking it at the
+/// same moment has finished, which `DO NOTHING` would not. `xmax = 0` tells a row this statement
+/// inserted from one it found. The dedup record and the outcome commit together, so a key this
+/// very envelope already held means it was evaluated.
 async fn claim_message_ids(
     txn: &mut Txn,
     project_id: Uuid,
     items: &[&Item],
 ) -> Result<Vec<Fate>, DbErr> {
-    let key_types: Vec<&str> = items.iter().map(|item| item.key_type.as_str()).collect();
-    let message_ids: Vec<&str> = items
-        .iter()
-        .map(|item| item.envelope.message_id.as_str())
-        .collect();
-    let event_ids: Vec<Uuid> = items.iter().map(|item| item.envelope.id).collect();
-    sqlx::query(
+    // A key twice in one statement would make DO UPDATE touch a row twice: the first copy asks.
+    let mut asked = HashSet::new();
+    let mut key_types = Vec::with_capacity(items.len());
+    let mut message_ids = Vec::with_capacity(items.len());
+    let mut event_ids = Vec::with_capacity(items.len());
+    for item in items {
+        if asked.insert((item.key_type, item.envelope.message_id.as_str())) {
+            key_types.push(item.key_type.as_str());
+            message_ids.push(item.envelope.message_id.as_str());
+            event_ids.push(item.envelope.id);
+        }
+    }
+    let rows: Vec<(String, String, Uuid, bool)> = sqlx::query_as(
         "INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id)
          SELECT $1, r.key_type, r.message_id, r.event_id
          FROM UNNEST($2::text[], $3::text[], $4::uuid[]) AS r(key_type, message_id, event_id)
-         ON CONFLICT (project_id, key_type, message_id) DO NOTHING",
+         ON CONFLICT (project_id, key_type, message_id)
+         DO UPDATE SET event_id = engine_message_ids.event_id
+         RETURNING key_type, message_id, event_id, (xmax = 0) AS inserted",
     )
     .bind(project_id)
     .bind(&key_types)
     .bind(&message_ids)
     .bind(&event_ids)
-    .execute(&mut **txn)
-    .await
-    .map_err(db_err)?;
-    // Who holds each messageId now: this envelope (new, or an earlier delivery of it), or
-    // another event.
-    let owners: Vec<(String, String, Uuid)> = sqlx::query_as(
-        "SELECT m.key_type, m.message_id, m.event_id FROM engine_message_ids m
-         JOIN UNNEST($2::text[], $3::text[]) AS r(key_type, message_id)
-           ON m.key_type = r.key_type AND m.message_id = r.message_id
-         WHERE m.project_id = $1",
-    )
-    .bind(project_id)
-    .bind(&key_types)
-    .bind(&message_ids)
     .fetch_all(&mut **txn)
     .await
     .map_err(db_err)?;
-    let owners: HashMap<(String, String), Uuid> = owners
+    let claims: HashMap<(String, String), Claim> = rows
         .into_iter()
-        .map(|(key_type, message_id, event_id)| ((key_type, message_id), event_id))
+        .map(|(key_type, message_id, holder, inserted)| {
+            ((key_type, message_id), Claim { holder, inserted })
+        })
         .collect();
-    let evaluated: std::collections::HashSet<Uuid> = sqlx::query_scalar(
-        "SELECT event_id FROM engine_outcomes WHERE project_id = $1 AND event_id = ANY($2)",
-    )
-    .bind(project_id)
-    .bind(&event_ids)
-    .fetch_all(&mut **txn)
-    .await
-    .map_err(db_err)?
-    .into_iter()
-    .collect();
-    Ok(decide(items, &owners, &evaluated))
+    Ok(decide(items, &claims))
 }
 
-/// What to do with each item, given who holds each (key class, messageId) now and which events
-/// already have an outcome. Pure, so the dedup rules are tested without a database: an event
-/// with an outcome (or a second copy of one envelope in the batch) is a redelivery; a messageId
-/// held by another event is a duplicate of it; then refused, anonymous, or evaluated.
-fn decide(
-    items: &[&Item],
-    owners: &HashMap<(String, String), Uuid>,
-    evaluated: &std::collections::HashSet<Uuid>,
-) -> Vec<Fate> {
-    let mut seen = std::collections::HashSet::new();
+/// Who holds a (key class, messageId) after the claim, and whether this claim took it.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    holder: Uuid,
+    inserted: bool,
+}
+
+/// What to do with each item, given the claims. Pure, so the dedup rules are tested without a
+/// database: a second copy of one envelope in the batch, or an envelope whose key it held before
+/// this claim, is a redelivery; a key held by another event makes a duplicate of it; then
+/// refused, anonymous, or evaluated.
+fn decide(items: &[&Item], claims: &HashMap<(String, String), Claim>) -> Vec<Fate> {
+    let mut seen = HashSet::new();
     items
         .iter()
         .map(|item| {
             let envelope = &item.envelope;
-            if evaluated.contains(&envelope.id) || !seen.insert(envelope.id) {
+            if !seen.insert(envelope.id) {
                 return Fate::Redelivered;
             }
-            let owner = owners.get(&(
+            let claim = claims.get(&(
                 item.key_type.as_str().to_owned(),
                 envelope.message_id.clone(),
             ));
-            if let Some(owner) = owner.filter(|owner| **owner != envelope.id) {
-                return Fate::NotCounted(format!("{DUPLICATE_OF}{owner}"));
+            match claim {
+                Some(claim) if claim.holder != envelope.id => {
+                    return Fate::NotCounted(format!("{DUPLICATE_OF}{}", claim.holder));
+                }
+                Some(claim) if !claim.inserted => return Fate::Redelivered,
+                Some(_) => {}
+                // Every asked key comes back; an item without one is never evaluated.
+                None => return Fate::Redelivered,
             }
             match &item.status {
                 Status::Failed(details) => Fate::NotCounted(details.clone()),
@@ -293,7 +301,7 @@ pub fn input(item: &Item) -> Input<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::{collections::HashSet, sync::Arc};
+    use std::sync::Arc;
 
     use gamify_common::Envelope;
     use proptest::prelude::*;
@@ -332,22 +340,31 @@ mod tests {
         }
     }
 
-    /// What the dedup insert leaves behind: the first envelope of each (key class, messageId)
-    /// holds it, unless `held` says an earlier event does.
-    fn owners(
+    /// What the claim statement answers, given the keys held before it (key → holder): a held
+    /// key comes back with its holder, a free one is taken by the first item asking for it.
+    fn claims(
         items: &[&Item],
         held: &HashMap<(String, String), Uuid>,
-    ) -> HashMap<(String, String), Uuid> {
-        let mut owners = held.clone();
+    ) -> HashMap<(String, String), Claim> {
+        let mut claims = HashMap::new();
         for item in items {
-            owners
-                .entry((
-                    item.key_type.as_str().to_owned(),
-                    item.envelope.message_id.clone(),
-                ))
-                .or_insert(item.envelope.id);
+            let key = (
+                item.key_type.as_str().to_owned(),
+                item.envelope.message_id.clone(),
+            );
+            let claim = match held.get(&key) {
+                Some(holder) => Claim {
+                    holder: *holder,
+                    inserted: false,
+                },
+                None => Claim {
+                    holder: item.envelope.id,
+                    inserted: true,
+                },
+            };
+            claims.entry(key).or_insert(claim);
         }
-        owners
+        claims
     }
 
     #[test]
@@ -370,6 +387,7 @@ mod tests {
         );
         let anonymous = item(5, "m5", KeyType::Secret, None, Status::Processed);
         let seen_before = item(6, "m6", KeyType::Secret, Some("ada"), Status::Processed);
+        let taken_before = item(7, "m7", KeyType::Secret, Some("ada"), Status::Processed);
         let items = [
             &fresh,
             &copy,
@@ -377,10 +395,14 @@ mod tests {
             &refused,
             &anonymous,
             &seen_before,
+            &taken_before,
             &fresh,
         ];
-        let evaluated = HashSet::from([Uuid::from_u128(6)]);
-        let fates = decide(&items, &owners(&items, &HashMap::new()), &evaluated);
+        let held = HashMap::from([
+            (("secret".to_owned(), "m6".to_owned()), Uuid::from_u128(6)),
+            (("secret".to_owned(), "m7".to_owned()), Uuid::from_u128(99)),
+        ]);
+        let fates = decide(&items, &claims(&items, &held));
         assert_eq!(
             fates,
             vec![
@@ -390,19 +412,20 @@ mod tests {
                 Fate::NotCounted("trusted event".into()),
                 Fate::NotCounted("no userId: only identified users earn".into()),
                 Fate::Redelivered,
+                Fate::NotCounted(format!("{DUPLICATE_OF}{}", Uuid::from_u128(99))),
                 Fate::Redelivered,
             ]
         );
     }
 
     proptest! {
-        /// However items repeat, collide on messageIds or were seen before, at most one event per
-        /// (key class, messageId) is evaluated, never one that already has an outcome, and never
-        /// twice.
+        /// However items repeat, collide on messageIds or were claimed before, at most one event
+        /// per (key class, messageId) is evaluated, only one that took its key in this claim, and
+        /// none twice.
         #[test]
         fn at_most_one_evaluation_per_message_id(
             ids in proptest::collection::vec(0u128..12, 0..40),
-            before in proptest::collection::hash_set(0u128..12, 0..4),
+            before in proptest::collection::hash_map(0usize..8, 0u128..14, 0..4),
         ) {
             let built: Vec<Item> = ids
                 .iter()
@@ -415,15 +438,22 @@ mod tests {
                 })
                 .collect();
             let items: Vec<&Item> = built.iter().collect();
-            let evaluated: HashSet<Uuid> = before.iter().map(|id| Uuid::from_u128(*id)).collect();
-            let fates = decide(&items, &owners(&items, &HashMap::new()), &evaluated);
+            let held: HashMap<(String, String), Uuid> = before
+                .iter()
+                .map(|(key, holder)| {
+                    let class = if key % 2 == 0 { "secret" } else { "publishable" };
+                    ((class.to_owned(), format!("m{}", key % 4)), Uuid::from_u128(*holder))
+                })
+                .collect();
+            let fates = decide(&items, &claims(&items, &held));
             let mut counted_ids = HashSet::new();
-            let mut counted_messages = HashSet::new();
+            let mut counted_keys = HashSet::new();
             for (item, fate) in items.iter().zip(&fates) {
                 if *fate == Fate::Evaluate {
-                    prop_assert!(!evaluated.contains(&item.envelope.id));
+                    let key = (item.key_type.as_str().to_owned(), item.envelope.message_id.clone());
+                    prop_assert!(!held.contains_key(&key), "a key held before is never evaluated again");
                     prop_assert!(counted_ids.insert(item.envelope.id));
-                    prop_assert!(counted_messages.insert((item.key_type, item.envelope.message_id.clone())));
+                    prop_assert!(counted_keys.insert(key));
                 }
             }
         }

@@ -21,7 +21,8 @@ pub struct OutcomeRow {
     pub user_id: Option<String>,
     pub counted: bool,
     pub reason: Option<String>,
-    pub awards: Value,
+    /// The awards as JSON text: serialized once, straight into the statement.
+    pub awards: String,
 }
 
 #[derive(Debug, Default)]
@@ -110,8 +111,8 @@ impl Changes {
         let rows = &self.outcomes;
         sqlx::query(
             "INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
-             SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $2, r.awards
-             FROM UNNEST($3::uuid[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::jsonb[])
+             SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $2, r.awards::jsonb
+             FROM UNNEST($3::uuid[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[])
                   AS r(event_id, seq, user_id, status, reason, awards)
              ON CONFLICT (project_id, event_id) DO NOTHING",
         )
@@ -126,7 +127,7 @@ impl Changes {
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.awards.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.awards.as_str()).collect::<Vec<_>>())
         .execute(&mut **txn)
         .await
         .map_err(db_err)?;
@@ -142,15 +143,15 @@ impl Changes {
         let mut seqs = Vec::with_capacity(self.states.len());
         for (user, (state, seq)) in &self.states {
             users.push(user.as_str());
-            states.push(serde_json::to_value(state).map_err(|err| {
+            states.push(serde_json::to_string(state).map_err(|err| {
                 DbErr::Custom(format!("cannot serialize a user's engine state: {err}"))
             })?);
             seqs.push(*seq);
         }
         sqlx::query(
             "INSERT INTO engine_user_states (project_id, generation, user_id, state, last_seq, updated_at)
-             SELECT $1, $2, r.user_id, r.state, r.seq, now()
-             FROM UNNEST($3::text[], $4::jsonb[], $5::int8[]) AS r(user_id, state, seq)
+             SELECT $1, $2, r.user_id, r.state::jsonb, r.seq, now()
+             FROM UNNEST($3::text[], $4::text[], $5::int8[]) AS r(user_id, state, seq)
              ON CONFLICT (project_id, generation, user_id)
              DO UPDATE SET state = EXCLUDED.state, last_seq = EXCLUDED.last_seq, updated_at = now()",
         )
