@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Fault suite (issue 12): "if we said 202, it is stored, once". For each fault, an isolated stack of
-# its own — a private Postgres cluster (initdb), a private Redis, a private gamify-dev-broker, two
-# gamify-api and one or two gamify-worker on free ports, all under target/faults/ — takes a steady
-# stream of uniquely identified events (scripts/faults/load.py) while the fault is injected;
-# afterwards every 202-acknowledged messageId is looked up in Postgres. Prints the table and, for a
-# full run, records it in docs/RELIABILITY.md. See docs/RELIABILITY.md.
+# Fault suite (issue 12): "if we said 202, it is stored, once — and evaluated once". For each fault,
+# an isolated stack of its own — a private Postgres cluster (initdb), a private Redis, a private
+# gamify-dev-broker, two gamify-api, one or two gamify-worker and one gamify-engine on free ports,
+# all under target/faults/ — takes a steady stream of uniquely identified events
+# (scripts/faults/load.py) while the fault is injected; afterwards every 202-acknowledged messageId
+# is looked up in Postgres, and, the project's rules paying one point per event, every stored event
+# must have exactly one outcome and one ledger row. Prints the table and, for a full run, records it
+# in docs/RELIABILITY.md. See docs/RELIABILITY.md.
 #
-#   ./scripts/faults.sh                        # every fault, full durations (~15 minutes)
-#   FAULTS_QUICK=1 ./scripts/faults.sh         # shorter outages, fewer events (~6 minutes)
+#   ./scripts/faults.sh                        # every fault, full durations (~11 minutes)
+#   FAULTS_QUICK=1 ./scripts/faults.sh         # shorter outages, fewer events (~6.5 minutes)
 #   ./scripts/faults.sh worker-sigkill pg-lock # only these faults
+#
+# Quick mode (CI, .ci/run) runs every fault too, the three engine faults included (~30 s each).
 #
 # Knobs: FAULT_SECONDS (outage length: broker, Postgres, lock; 30, quick 8), REDIS_DOWN_SECONDS
 # (10, quick 4), FAULTS_RATE (events/s offered, 300, quick 200), FAULTS_WARMUP (seconds of load
@@ -47,8 +51,10 @@ SHUTDOWN_TIMEOUT_MS=${FAULTS_WORKER_SHUTDOWN_TIMEOUT_MS:-5000}
 CATCHUP_SECONDS=${FAULTS_CATCHUP_SECONDS:-180}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 ALL_FAULTS="worker-sigkill worker-sigkill-rebalance worker-sigterm worker-sigterm-blocked broker-down
-pg-restart pg-down pg-lock redis-restart gateway-sigterm gateway-sigterm-inflight"
-FAULTS=${*:-$ALL_FAULTS}
+pg-restart pg-down pg-lock redis-restart gateway-sigterm gateway-sigterm-inflight engine-sigkill
+engine-sigterm engine-sigterm-blocked"
+ALL_FAULTS=$(echo $ALL_FAULTS)
+FAULTS=$(echo "${@:-$ALL_FAULTS}")
 
 OUT="$ROOT/target/faults"
 BIN="$OUT/bin"
@@ -61,7 +67,8 @@ command -v redis-server >/dev/null || die "redis-server is missing (apt-get inst
 command -v python3 >/dev/null || die "python3 is missing"
 command -v psql >/dev/null || die "psql is missing (apt-get install postgresql-client)"
 for f in $FAULTS; do
-  case " $(echo $ALL_FAULTS) " in *" $f "*) ;; *) die "unknown fault $f (known: $(echo $ALL_FAULTS))" ;; esac
+  case " $ALL_FAULTS " in *" $f "*) ;; *) die "unknown fault $f (known: $ALL_FAULTS)" ;; esac
+  [ "$(printf '%s\n' $FAULTS | grep -cx -- "$f")" = 1 ] || die "fault $f is named twice (one stack directory each)"
 done
 
 # One run at a time: the directory is the run's.
@@ -77,11 +84,11 @@ case "$PROFILE" in
 esac
 log "building $PROFILE binaries"
 cargo build "${cargo_profile[@]}" --quiet -p gamify-api --bin gamify-api -p gamify-worker --bin gamify-worker \
-  -p gamify-dev-broker --bin gamify-dev-broker
+  -p gamify-dev-broker --bin gamify-dev-broker -p gamify-engine --bin gamify-engine
 rm -rf "$OUT"
 mkdir -p "$BIN"
 # Copies: another engineer's cargo build may replace target/$PROFILE/* while a fault restarts a process.
-for b in gamify-api gamify-worker gamify-dev-broker; do cp "$ROOT/target/$PROFILE/$b" "$BIN/$b"; done
+for b in gamify-api gamify-worker gamify-dev-broker gamify-engine; do cp "$ROOT/target/$PROFILE/$b" "$BIN/$b"; done
 : >"$RESULTS"
 
 # --- processes --------------------------------------------------------------------------------------
@@ -146,10 +153,11 @@ trap 'exit 143' TERM
 
 # --- one isolated stack -------------------------------------------------------------------------------
 # stack_up FAULT WORKERS: private Postgres, Redis and broker, migrated; two gateways; WORKERS workers;
-# an organization, a project and a secret key. Sets DIR PSQL API_URLS KEY and the ports.
+# one engine; an organization, a project with its rules and a secret key. Sets DIR PSQL API_URLS
+# PROJECT KEY and the ports.
 stack_up() {
   local fault=$1 workers=$2
-  DIR="$OUT/$fault"
+  FAULT=$fault DIR="$OUT/$fault"
   mkdir -p "$DIR/logs" "$DIR/redis"
 
   # Postgres: a cluster of its own, trust authentication on 127.0.0.1 and its own socket directory.
@@ -189,7 +197,9 @@ stack_up() {
   export PROJECT_RATE_LIMIT_PER_SECOND=1000000 PROJECT_RATE_LIMIT_BURST=1000000
   export KAFKA_GROUP_ID=gamify-faults KAFKA_SESSION_TIMEOUT_MS=$SESSION_TIMEOUT_MS
   export WORKER_SHUTDOWN_TIMEOUT_MS=$SHUTDOWN_TIMEOUT_MS WORKER_LAG_INTERVAL_MS=500
-  unset KAFKA_PRODUCER_PROPERTIES KAFKA_CONSUMER_PROPERTIES PORT WORKER_PORT
+  # the engine: its group is KAFKA_GROUP_ID's (gamify-faults.engine), its port set per process
+  unset KAFKA_PRODUCER_PROPERTIES KAFKA_CONSUMER_PROPERTIES PORT WORKER_PORT ENGINE_PORT ENGINE_GROUP_ID \
+    WEBHOOKS_ALLOW_PRIVATE
 
   "$BIN/gamify-api" migrate >"$DIR/logs/migrate.log" 2>&1 || { cat "$DIR/logs/migrate.log" >&2; die "migrate failed"; }
 
@@ -198,19 +208,33 @@ stack_up() {
   for i in 1 2; do api_start "$i"; done
   WORKER_PIDS=() WORKER_PORTS=() WORKER_N=0
   for i in $(seq 1 "$workers"); do worker_start; done
+  ENGINE_PIDS=() ENGINE_PORTS=() ENGINE_N=0
+  engine_start
 
-  # tenant and key, through the first gateway
-  local api=${API_URLS[0]} org project
+  # tenant, rules and key, through the first gateway
+  local api=${API_URLS[0]} org
   org=$(admin_post "$api" /v1/organizations '{"name":"faults"}' | field id)
-  project=$(admin_post "$api" /v1/projects "{\"organizationId\":\"$org\",\"name\":\"$fault\"}" | field id)
-  KEY=$(admin_post "$api" "/v1/projects/$project/api-keys" '{"name":"faults","type":"secret"}' | field key)
+  PROJECT=$(admin_post "$api" /v1/projects "{\"organizationId\":\"$org\",\"name\":\"$fault\"}" | field id)
+  [ -n "$PROJECT" ] || die "could not create a project"
+  # One point per event: every stored `processed` load event (all have a userId; the key is a
+  # secret one, the metric's default source) earns exactly one ledger row of amount 1.
+  admin_put "$api" "/v1/projects/$PROJECT/rules" "{\"apply\":\"from_now\",\"rules\":$RULES}" >/dev/null \
+    || die "could not publish the rules"
+  KEY=$(admin_post "$api" "/v1/projects/$PROJECT/api-keys" '{"name":"faults","type":"secret"}' | field key)
   [ -n "$KEY" ] || die "could not create an API key"
-  # every worker has joined the group and the topic is served before the load starts
+  # every worker and the engine serve /healthz (their consumer loops run) before the load starts
   for i in "${!WORKER_PORTS[@]}"; do
     wait_for 60 "worker $((i + 1)) /healthz" ready "${WORKER_PIDS[$i]}" "http://127.0.0.1:${WORKER_PORTS[$i]}/healthz" \
       || die "worker did not start: $(tail -n 3 "$DIR/logs/worker-$((i + 1)).log")"
   done
+  wait_for 60 "engine /healthz" ready "${ENGINE_PIDS[0]}" "http://127.0.0.1:${ENGINE_PORTS[0]}/healthz" \
+    || die "engine did not start: $(tail -n 3 "$DIR/logs/engine-1.log")"
 }
+
+# The load's rules: one metric counting the load's events, one point each time it is fed.
+RULES='{"timezone":"UTC","metrics":[{"key":"n","event":"fault_probe","aggregate":"count","source":"secret"}],
+"points":[{"key":"xp","name":"XP","triggers":[{"metric":"n","points":1}]}]}'
+RULES=$(echo $RULES)
 
 pg_start() {
   "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$DIR/logs/postgres.log" -w -t 60 \
@@ -247,11 +271,27 @@ worker_start() { # a worker more; its index in WORKER_PIDS/WORKER_PORTS is WORKE
   PIDS+=($!)
 }
 
+engine_start() { # an engine more (a restart); its index in ENGINE_PIDS/ENGINE_PORTS is ENGINE_N - 1
+  local port
+  port=$(free_port)
+  ENGINE_N=$((ENGINE_N + 1))
+  ENGINE_PORT=$port "$BIN/gamify-engine" >>"$DIR/logs/engine-$ENGINE_N.log" 2>&1 </dev/null &
+  ENGINE_PIDS+=($!)
+  ENGINE_PORTS+=("$port")
+  PIDS+=($!)
+}
+
 ready() { # ready PID URL: URL answers 2xx; a dead PID ends the wait at once
   alive "$1" || return 99
   curl -fsS "$2"
 }
 admin_post() { curl -fsS -X POST "$1$2" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -d "$3"; }
+admin_put() { # admin_put URL PATH BODY: succeeds on 201 only; the answer is kept in logs/put.json
+  local code
+  code=$(curl -sS -o "$DIR/logs/put.json" -w '%{http_code}' -X PUT "$1$2" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' -d "$3") || return 1
+  [ "$code" = 201 ] || { log "PUT $2 answered $code: $(cat "$DIR/logs/put.json")"; return 1; }
+}
 field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
 
 worker_metric() { # worker_metric PORT NAME
@@ -269,19 +309,37 @@ in_flight() { # in_flight PORT: messages the worker consumed and has not finishe
 # worker_busy PORT: waits until the worker has persisted events and holds a batch it is writing
 # (gamify_worker_messages_consumed_total, counted when a batch's processing starts, exceeds persisted
 # + failed + duplicates + dead-lettered): the fault then lands mid-batch, give or take the few
-# milliseconds between the scrape and the signal. Sets IN_FLIGHT to that count.
-worker_busy() {
-  local port=$1
+# milliseconds between the scrape and the signal. Sets IN_FLIGHT to that count. With MIN, waits for
+# a batch of at least MIN messages. The engine runs the same consumer loop and reports the same
+# series on its port (persisted = evaluated): it works for the engine too.
+worker_busy() { # worker_busy PORT [MIN]
+  local port=$1 min=${2:-1}
   IN_FLIGHT=0
-  wait_for 60 "worker on :$port persisting" metric_above "$port" gamify_worker_events_persisted_total 0 || return 1
+  wait_for 60 "consumer on :$port persisting" metric_above "$port" gamify_worker_events_persisted_total 0 || return 1
   # the batch is counted as consumed when its writing starts, so the window is short: poll tightly
   local end=$(($(date +%s) + 30)) n
   while [ "$(date +%s)" -lt "$end" ]; do
     n=$(in_flight "$port")
-    if [ "${n:-0}" -gt 0 ]; then IN_FLIGHT=$n; return 0; fi
+    if [ "${n:-0}" -ge "$min" ]; then IN_FLIGHT=$n; return 0; fi
     sleep 0.02
   done
-  log "worker on :$port: not seen mid-batch within 30s"
+  log "consumer on :$port: not seen mid-batch (at least $min messages) within 30s"
+  return 1
+}
+
+# both_busy: the worker and the engine are both mid-batch (polled tightly, for up to 15 s; each is
+# busy a good part of the time under load). Sets IN_FLIGHT (the worker's) and ENGINE_IN_FLIGHT.
+both_busy() {
+  local w e end
+  worker_busy "${WORKER_PORTS[0]}" || return 1
+  worker_busy "${ENGINE_PORTS[0]}" || return 1
+  end=$(($(date +%s) + 15))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    w=$(in_flight "${WORKER_PORTS[0]}") e=$(in_flight "${ENGINE_PORTS[0]}")
+    if [ "${w:-0}" -gt 0 ] && [ "${e:-0}" -gt 0 ]; then IN_FLIGHT=$w ENGINE_IN_FLIGHT=$e; return 0; fi
+    sleep 0.01
+  done
+  IN_FLIGHT=${w:-0} ENGINE_IN_FLIGHT=${e:-0}
   return 1
 }
 
@@ -342,21 +400,28 @@ NOTES=""
 note() { NOTES="${NOTES:+$NOTES; }$*"; log "$*"; }
 
 account() { # account FAULT
-  local metrics="" p dups=0 v
+  local metrics="" engines="" p dups=0 edups=0 v
   for p in "${WORKER_PORTS[@]}"; do metrics="${metrics:+$metrics,}http://127.0.0.1:$p/metrics"; done
+  for p in "${ENGINE_PORTS[@]}"; do engines="${engines:+$engines,}http://127.0.0.1:$p/metrics"; done
   python3 "$LOAD" check --requests "$DIR/requests.jsonl" --psql "${PSQL[*]} -d gamify" --prefix "$1" \
-    --fault "$1" --metrics "$metrics" --wait "$CATCHUP_SECONDS" >"$DIR/row.json" 2>>"$DIR/logs/load.err" \
+    --fault "$1" --metrics "$metrics" --wait "$CATCHUP_SECONDS" --project "$PROJECT" \
+    --engine-metrics "$engines" >"$DIR/row.json" 2>>"$DIR/logs/load.err" \
     || die "accounting failed: $(cat "$DIR/logs/load.err")"
   for p in "${WORKER_PORTS[@]}"; do v=$(worker_metric "$p" gamify_worker_duplicates_total || true); dups=$((dups + ${v:-0})); done
-  note "redelivered messages absorbed by the dedup (workers alive at the end): $dups"
+  for p in "${ENGINE_PORTS[@]}"; do v=$(worker_metric "$p" gamify_worker_duplicates_total || true); edups=$((edups + ${v:-0})); done
+  note "redelivered messages absorbed by the dedup (workers alive at the end): $dups, by the engine's (engine alive at the end): $edups"
   python3 - "$DIR/row.json" "$NOTES" >>"$RESULTS" <<'PY'
 import json, sys
 row = json.load(open(sys.argv[1])); row["notes"] = sys.argv[2]; print(json.dumps(row))
 PY
-  local lost dup
-  lost=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["lost"])' "$DIR/row.json")
-  dup=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["duplicated"])' "$DIR/row.json")
-  if [ "$lost" != 0 ] || [ "$dup" != 0 ]; then failed_any=1; log "FAULT $1: lost $lost, duplicated $dup (logs in ${DIR#"$ROOT"/})"; fi
+  local verdict
+  # storage: lost, duplicated; awards: missing, duplicated (every kind of extra row or evaluation);
+  # outcomes: missing
+  verdict=$(python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+bad = {k: r.get(k, "absent") for k in ("lost", "duplicated", "awards_missing", "awards_duplicated", "outcomes_missing")}
+print(", ".join(f"{k} {v}" for k, v in bad.items() if v != 0))' "$DIR/row.json")
+  if [ -n "$verdict" ]; then failed_any=1; log "FAULT $1: $verdict (logs in ${DIR#"$ROOT"/})"; fi
   log "$1: $(cat "$DIR/row.json")"
 }
 
@@ -452,16 +517,17 @@ print("requests started and answered within the outage: " + (", ".join(f"{k}×{v
 PY
 )"
   load_wait
-  local w; w=$(grep -c 'ERROR\|error' "$DIR/logs/worker-1.log" || true)
-  note "worker not restarted ($w error lines in its log)"
+  local w e; w=$(grep -c 'ERROR\|error' "$DIR/logs/worker-1.log" || true)
+  e=$(grep -c 'ERROR\|error' "$DIR/logs/engine-1.log" || true)
+  note "worker and engine not restarted ($w and $e error lines in their logs)"
 }
 
 fault_pg-restart() {
   stack_up pg-restart 1
   load_start pg-restart "$LOAD_LEN_SHORT"
-  at_load_second "$WARMUP"; worker_busy "${WORKER_PORTS[0]}" || note "worker was not seen busy"
+  at_load_second "$WARMUP"; both_busy || note "worker and engine were not seen busy at once"
   "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 restart >/dev/null
-  note "pg_ctl restart -m fast under load, $IN_FLIGHT messages in the worker's hands"
+  note "pg_ctl restart -m fast under load, $IN_FLIGHT messages in the worker's hands, $ENGINE_IN_FLIGHT in the engine's"
   load_wait
 }
 
@@ -540,6 +606,136 @@ fault_gateway-sigterm-inflight() {
   note "requests to gateway 1 in flight at its SIGTERM: $(spanning "$DIR/requests.jsonl" "$SIGTERM_AT" 0)"
 }
 
+# --- the engine's faults -------------------------------------------------------------------------------
+# A superuser session fed step by step through a FIFO (application_name faults-locker), to take and
+# release locks while the load runs. Its steps are checked in pg_stat_activity / pg_locks.
+locker_start() {
+  rm -f "$DIR/locker.fifo"; mkfifo "$DIR/locker.fifo"
+  PGAPPNAME=faults-locker psql -X -q -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d gamify \
+    <"$DIR/locker.fifo" >>"$DIR/logs/locker.log" 2>&1 &
+  LOCKER_PID=$!
+  PIDS+=("$LOCKER_PID")
+  exec 8>"$DIR/locker.fifo"
+}
+locker() { (trap '' PIPE; printf '%s\n' "$1" >&8) 2>/dev/null || log "the locker session is gone: $(tail -n 3 "$DIR/logs/locker.log")"; }
+locker_stop() { # rolls back whatever it holds, and ends (leaves EXIT_RC and EXIT_SECS alone)
+  local i
+  locker "ROLLBACK;"; locker '\q'
+  exec 8>&-
+  for i in $(seq 1 50); do alive "$LOCKER_PID" || break; sleep 0.2; done
+  kill -9 "$LOCKER_PID" 2>/dev/null || true
+  wait "$LOCKER_PID" 2>/dev/null || true
+}
+locker_is() { # locker_is CONDITION: the locker's session (pg_stat_activity a) satisfies CONDITION
+  [ "$("${PSQL[@]}" -d gamify -tAc "SELECT count(*) FROM pg_stat_activity a WHERE a.application_name = 'faults-locker' AND ($1)")" -gt 0 ]
+}
+HOLDS_ADVISORY="EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)"
+locker_free() { ! locker_is "$HOLDS_ADVISORY"; }
+engine_waits() { # engine_waits PATTERN: a session of the application role waits on a lock in a query matching PATTERN
+  [ "$("${PSQL[@]}" -d gamify -tAc "SELECT count(*) FROM pg_stat_activity WHERE usename = 'gamify_app' AND wait_event_type = 'Lock' AND query LIKE '$1'")" -gt 0 ]
+}
+outcomes() { "${PSQL[@]}" -d gamify -tAc "SELECT count(*) FROM engine_outcomes"; }
+outcomes_settled() { # the outcome count did not change over 0.5 s; sets OUTCOMES
+  local a; a=$(outcomes); sleep 0.5; OUTCOMES=$(outcomes); [ "$a" = "$OUTCOMES" ]
+}
+next_message_seq() { # a messageId number above every one the load has allotted (16 requests of 20 in flight at most)
+  python3 -c 'import json, sys
+top = max((int(i.rsplit("-", 1)[1]) for l in open(sys.argv[1]) for i in json.loads(l)["ids"]), default=0)
+print(top + 16 * 20 + 20)' "$DIR/requests.jsonl"
+}
+
+# engine_backlog [BLOCK]: once the engine evaluates, the locker takes the project's advisory lock
+# exclusively (every evaluation takes it shared: docs/GAMIFICATION.md), so the engine's batch waits
+# at its first statement while the storage worker goes on and a backlog builds up for
+# ENGINE_PAUSE seconds; released, the next batch holds hundreds of messages, cut by user into
+# several transactions. With BLOCK, before the release, the locker also inserts, uncommitted, the
+# engine's dedup row (engine_message_ids) of a messageId the load sends a moment later: the share
+# of the backlog's batch with that message waits on the row, the other shares commit. A signal
+# then finds a batch part committed in Postgres, its offsets not committed: the new engine must
+# skip what was committed (no second award) and evaluate the rest (none missing). The row is
+# rolled back once the engine is gone (locker_stop). Sets HELD (the batch held by the advisory
+# lock), IN_FLIGHT (the batch in hand at the signal) and HALF (outcomes of it committed before the
+# signal).
+ENGINE_PAUSE=3
+engine_backlog() {
+  local port=${ENGINE_PORTS[0]} key before
+  key=$(python3 -c 'import sys, uuid
+print(int.from_bytes(uuid.UUID(sys.argv[1]).bytes[:8], "big", signed=True) ^ 0x67616d696679)' "$PROJECT")
+  worker_busy "$port" || note "engine was not seen busy"
+  locker_start
+  locker "SELECT pg_advisory_lock($key);"
+  wait_for 30 "the locker's advisory lock" locker_is "$HOLDS_ADVISORY" || note "the advisory lock was not taken"
+  wait_for 30 "the engine waiting on it" engine_waits '%pg_advisory_xact_lock_shared%' \
+    || note "engine not seen waiting on the advisory lock"
+  HELD=$(in_flight "$port")
+  if [ "${1:-}" = block ]; then
+    BLOCK_ID="$FAULT-$(next_message_seq)"
+    locker "BEGIN; INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id) VALUES ('$PROJECT', 'secret', '$BLOCK_ID', gen_random_uuid());"
+    wait_for 30 "the locker's dedup row" locker_is "a.state = 'idle in transaction' AND a.query LIKE 'INSERT INTO engine_message_ids%'" \
+      || note "the dedup row of $BLOCK_ID was not inserted"
+  fi
+  sleep "$ENGINE_PAUSE"
+  before=$(outcomes)
+  locker "SELECT pg_advisory_unlock($key);"
+  if [ "${1:-}" = block ]; then
+    wait_for 30 "the engine waiting on $BLOCK_ID's dedup row" engine_waits '%INSERT INTO engine_message_ids%' \
+      || note "engine not seen waiting on the dedup row of $BLOCK_ID"
+    wait_for 30 "the rest of the batch" outcomes_settled || true
+    IN_FLIGHT=$(in_flight "$port")
+  else
+    wait_for 30 "the advisory lock released" locker_free || true
+    worker_busy "$port" $((RATE * ENGINE_PAUSE / 4)) || note "engine was not seen busy with its backlog"
+    OUTCOMES=$(outcomes)
+  fi
+  HALF=$((${OUTCOMES:-0} - before - ${HELD:-0}))
+}
+
+fault_engine-sigkill() {
+  stack_up engine-sigkill 1
+  load_start engine-sigkill "$LOAD_LEN_SHORT"
+  at_load_second "$WARMUP"; engine_backlog block
+  kill -9 "${ENGINE_PIDS[0]}"; wait "${ENGINE_PIDS[0]}" 2>/dev/null || true
+  locker_stop
+  note "engine's batch of $HELD held ${ENGINE_PAUSE}s (advisory lock); in the next one, of $IN_FLIGHT messages, the share with $BLOCK_ID waited on its uncommitted dedup row while the rest committed ($HALF outcomes since the release, a small batch between included): SIGKILL; row rolled back, engine restarted"
+  engine_start
+  load_wait
+}
+
+fault_engine-sigterm() {
+  stack_up engine-sigterm 1
+  load_start engine-sigterm "$LOAD_LEN_SHORT"
+  at_load_second "$WARMUP"; engine_backlog
+  kill -TERM "${ENGINE_PIDS[0]}"
+  local limit=$((SHUTDOWN_TIMEOUT_MS / 1000 + 5))
+  exit_within "${ENGINE_PIDS[0]}" "$limit" || { failed_any=1; kill -9 "${ENGINE_PIDS[0]}"; }
+  locker_stop
+  note "engine's batch of $HELD held ${ENGINE_PAUSE}s (advisory lock), SIGTERM in the next one with $IN_FLIGHT messages consumed and unfinished: exited with status $EXIT_RC after ${EXIT_SECS}s (limit ${limit}s = WORKER_SHUTDOWN_TIMEOUT_MS + 5 s); a new one started"
+  [ "$EXIT_RC" = 0 ] || failed_any=1
+  engine_start
+  load_wait
+}
+
+fault_engine-sigterm-blocked() {
+  # like engine-sigkill, with SIGTERM: the engine must exit within WORKER_SHUTDOWN_TIMEOUT_MS + 5 s
+  # although a share of its batch cannot finish, abandoning it uncommitted
+  stack_up engine-sigterm-blocked 1
+  load_start engine-sigterm-blocked "$LOAD_LEN_SHORT"
+  at_load_second "$WARMUP"; engine_backlog block
+  TERM_AT=$(date +%s.%N)
+  kill -TERM "${ENGINE_PIDS[0]}"
+  local limit=$((SHUTDOWN_TIMEOUT_MS / 1000 + 5)) late=""
+  if ! exit_within "${ENGINE_PIDS[0]}" "$limit"; then
+    failed_any=1
+    exit_within "${ENGINE_PIDS[0]}" 60 "$TERM_AT" || kill -9 "${ENGINE_PIDS[0]}"
+    late=" — MISSED THE DEADLINE (see logs/engine-1.log)"
+  fi
+  locker_stop
+  note "engine's batch of $HELD held ${ENGINE_PAUSE}s (advisory lock); in the next one, of $IN_FLIGHT messages, the share with $BLOCK_ID waited on its uncommitted dedup row while the rest committed ($HALF outcomes since the release, a small batch between included): SIGTERM, exited with status $EXIT_RC after ${EXIT_SECS}s (limit ${limit}s)$late; row rolled back, engine restarted"
+  [ "$EXIT_RC" = 0 ] || failed_any=1
+  engine_start
+  load_wait
+}
+
 # --- run ---------------------------------------------------------------------------------------------
 REV=$(git rev-parse --short HEAD)
 if ! git diff --quiet HEAD -- apps libs migrations Cargo.toml Cargo.lock 2>/dev/null; then REV="$REV+uncommitted"; fi
@@ -557,7 +753,7 @@ took=$(($(date +%s) - started))
 # --- report --------------------------------------------------------------------------------------------
 mode=full; [ "$QUICK" = 1 ] && mode=quick
 cmd="./scripts/faults.sh"; [ "$QUICK" = 1 ] && cmd="FAULTS_QUICK=1 $cmd"
-[ "$FAULTS" = "$ALL_FAULTS" ] || cmd="$cmd $(echo $FAULTS)"
+[ $# -eq 0 ] || cmd="$cmd $FAULTS"
 python3 - "$RESULTS" "$OUT/results.md" "$mode" "$REV" "$cmd" "$took" "$PROFILE" "$FAULT_SECONDS" "$RATE" <<'PY'
 import json, sys, datetime
 results, out, mode, rev, cmd, took, profile, fault_s, rate = sys.argv[1:]
@@ -567,17 +763,32 @@ lines = [
     f"`{cmd}` ({mode}: outages {fault_s} s, {rate} events/s offered, {profile} binaries), "
     f"{int(took) // 60} min {int(took) % 60} s in all.",
     "",
-    "| fault | events sent | 202 | non-2xx | stored | lost | duplicated | cut off | stored without 202 | requests |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| fault | events sent | 202 | non-2xx | stored | lost | duplicated | cut off | stored without 202 "
+    "| awards due | awarded | awards missing | awards duplicated | outcomes missing | requests |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for r in rows:
     req = ", ".join(f"{k}×{v}" for k, v in r["requests"].items())
+    g = lambda k: r.get(k, "?")
     lines.append(f"| {r['fault']} | {r['sent']} | {r['acked']} | {r['non2xx']} | {r['stored']} | "
-                 f"**{r['lost']}** | **{r['duplicated']}** | {r['cutoff']} | {r['stored_without_202']} | {req} |")
+                 f"**{r['lost']}** | **{r['duplicated']}** | {r['cutoff']} | {r['stored_without_202']} | "
+                 f"{g('awards_expected')} | {g('awarded')} | **{g('awards_missing')}** | "
+                 f"**{g('awards_duplicated')}** | **{g('outcomes_missing')}** | {req} |")
 lines.append("")
 for r in rows:
-    if r.get("notes"):
-        lines.append(f"- {r['fault']}: {r['notes']}")
+    extra = []
+    if "evaluated" in r:
+        extra.append(f"engine: {r['evaluated']} evaluated, {r['not_counted']} not counted, "
+                     f"caught up {r['engine_wait_s']} s after the storage accounting")
+    for k in ("awards_extra_rows", "awards_unexpected", "evaluated_not_owner", "owner_mismatch",
+              "outcomes_unstored"):
+        if r.get(k):
+            extra.append(f"{k.replace('_', ' ')}: {r[k]}")
+    if r.get("award_samples"):
+        extra.append(f"samples: {json.dumps(r['award_samples'])}")
+    notes = "; ".join(x for x in [r.get("notes", "")] + extra if x)
+    if notes:
+        lines.append(f"- {r['fault']}: {notes}")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
@@ -593,5 +804,5 @@ open(docs, "w").write(text[:a] + "\n" + new + text[b:])
 PY
   log "recorded in docs/RELIABILITY.md"
 fi
-[ "$failed_any" = 0 ] || die "a fault lost or duplicated events, or a process missed its deadline (see above)"
-log "every fault: 0 lost, 0 duplicated ($((took / 60)) min $((took % 60)) s)"
+[ "$failed_any" = 0 ] || die "a fault lost or duplicated events or awards, or a process missed its deadline (see above)"
+log "every fault: 0 lost, 0 duplicated; awards 0 missing, 0 duplicated ($((took / 60)) min $((took % 60)) s)"
