@@ -256,9 +256,10 @@ for read in "healthz|/healthz|no-op \`GET /healthz\` (baseline)" \
   read -r rps p50 p99 bad <<<"$(read_p99 "$name" "$path")"
   echo "| $label | $rps | $p50 | $p99 | $bad |" >>"$OUT/reads.rows"
 done
-plan() { psql_bench -c "SET app.project_id = '$p_rate'" -c "EXPLAIN (ANALYZE, COSTS OFF) $1" | grep -E 'Execution Time'; }
-rank_counts=$(plan "SELECT 1 + (SELECT COALESCE(sum(c.users), 0) FROM leaderboard_score_counts c WHERE c.project_id = s.project_id AND c.generation = s.generation AND c.board = s.board AND c.period_start = s.period_start AND c.score > s.score) + (SELECT count(*) FROM leaderboard_scores o WHERE o.project_id = s.project_id AND o.generation = s.generation AND o.board = s.board AND o.period_start = s.period_start AND o.score = s.score AND (o.reached_at, o.user_id) < (s.reached_at, s.user_id)) FROM leaderboard_scores s WHERE s.project_id = '$p_rate' AND s.board = 'weekly_xp' AND s.user_id = '$mid'")
-rank_scan=$(plan "SELECT 1 + (SELECT count(*) FROM leaderboard_scores o WHERE o.project_id = s.project_id AND o.generation = s.generation AND o.board = s.board AND o.period_start = s.period_start AND (o.score > s.score OR (o.score = s.score AND (o.reached_at, o.user_id) < (s.reached_at, s.user_id)))) FROM leaderboard_scores s WHERE s.project_id = '$p_rate' AND s.board = 'weekly_xp' AND s.user_id = '$mid'")
+plan() { psql_bench -c "SET app.project_id = '$p_rate'" -c "EXPLAIN (ANALYZE, COSTS OFF) $1" | grep -E 'Execution Time' | sed 's/^ *Execution Time: //'; }
+the_user="s.project_id = '$p_rate' AND s.generation = (SELECT generation FROM rule_versions WHERE project_id = '$p_rate' AND state = 'active') AND s.board = 'weekly_xp' AND s.period_start = date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND s.user_id = '$mid'"
+rank_counts=$(plan "SELECT 1 + (SELECT COALESCE(sum(c.users), 0) FROM leaderboard_score_counts c WHERE c.project_id = s.project_id AND c.generation = s.generation AND c.board = s.board AND c.period_start = s.period_start AND c.score > s.score) + (SELECT count(*) FROM leaderboard_scores o WHERE o.project_id = s.project_id AND o.generation = s.generation AND o.board = s.board AND o.period_start = s.period_start AND o.score = s.score AND (o.reached_at, o.user_id) < (s.reached_at, s.user_id)) FROM leaderboard_scores s WHERE $the_user")
+rank_scan=$(plan "SELECT 1 + (SELECT count(*) FROM leaderboard_scores o WHERE o.project_id = s.project_id AND o.generation = s.generation AND o.board = s.board AND o.period_start = s.period_start AND (o.score > s.score OR (o.score = s.score AND (o.reached_at, o.user_id) < (s.reached_at, s.user_id)))) FROM leaderboard_scores s WHERE $the_user")
 stop_api
 
 {
@@ -295,8 +296,8 @@ stop_api
   echo "|---|---|---|---|---|"
   cat "$OUT/reads.rows"
   echo
-  echo "The rank query on its own (\`EXPLAIN ANALYZE\`, the user ranked $((BOARD_USERS / 2))): with the per-score counts"
-  echo "$rank_counts; counting every user ahead (the raw-scan baseline it replaced) $rank_scan."
+  echo "The rank query on its own (\`EXPLAIN ANALYZE\` execution time, the user ranked $((BOARD_USERS / 2))): with the"
+  echo "per-score counts **$rank_counts**; counting every user ahead (the raw-scan baseline it replaced) $rank_scan."
 } >"$OUT/results.md"
 cat "$OUT/results.md"
 exit 0
