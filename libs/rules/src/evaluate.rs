@@ -274,8 +274,8 @@ fn track(rules: &Rules, state: &mut UserState, input: &Input<'_>) -> Evaluation 
                 }
                 (Some(metric), Some(every), _) if was_fed(metric) => {
                     let value = state.metrics.get(metric).copied().unwrap_or(0.0);
-                    let amount =
-                        every_n(state, system, trigger_index, value, every, trigger.points);
+                    let key = every_n_key(system, trigger_index);
+                    let amount = every_n(state, system, key, value, every, trigger.points);
                     (
                         amount,
                         format!("metric:{metric} every {}", format_number(every)),
@@ -342,31 +342,47 @@ fn finite_sum(a: f64, b: f64) -> f64 {
     }
 }
 
+/// What an every-N trigger's payments are remembered under: its metric and step, and which of the
+/// system's triggers with that same metric and step it is. Not its position: a version applied
+/// from now on keeps users' states, and a trigger added or moved before it must not inherit
+/// another's count. A changed `points` keeps the count (later steps pay the new amount).
+fn every_n_key(system: &PointsSystem, trigger_index: usize) -> String {
+    let trigger = &system.triggers[trigger_index];
+    let same = |other: &&crate::document::Trigger| {
+        other.metric == trigger.metric && other.every == trigger.every
+    };
+    let occurrence = system.triggers[..trigger_index].iter().filter(same).count();
+    format!(
+        "{} every {}#{occurrence}",
+        trigger.metric.as_deref().unwrap_or_default(),
+        trigger.every.map_or_else(String::new, format_number)
+    )
+}
+
 /// The points an every-N trigger owes now: the trigger's total is `floor(value / every) *
 /// points`, and what was paid so far is remembered as a count of Ns, so a value that falls (a
 /// refund summed as a negative amount) takes points back.
 fn every_n(
     state: &mut UserState,
     system: &PointsSystem,
-    trigger_index: usize,
+    key: String,
     value: f64,
     every: f64,
     points: i64,
 ) -> i64 {
     // `as` saturates, which is the intent for a quotient beyond i64.
     let reached = (value / every).floor() as i64;
-    let index = u32::try_from(trigger_index).unwrap_or(u32::MAX);
     let paid = state
         .points
         .get(&system.key)
-        .and_then(|entry| entry.awarded.get(&index).copied())
+        .and_then(|entry| entry.awarded.get(&key).copied())
         .unwrap_or(0);
     if reached == paid {
         return 0;
     }
     points_entry(state, &system.key, Some(system))
         .awarded
-        .insert(index, reached);
+        .insert(key, reached);
     reached.saturating_sub(paid).saturating_mul(points)
 }
 

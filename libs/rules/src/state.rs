@@ -57,8 +57,8 @@ pub struct PointsState {
     pub balance: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
-    /// For each every-N trigger, by its index in the system's `triggers`: how many whole Ns have
-    /// been paid for.
+    /// For each every-N trigger, by its metric, step and occurrence (`"revenue every 100#0"`):
+    /// how many whole Ns have been paid for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub awarded: BTreeMap<u32, i64>,
+    pub awarded: BTreeMap<String, i64>,
 }

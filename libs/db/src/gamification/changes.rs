@@ -71,15 +71,38 @@ impl Changes {
         event_id: Option<Uuid>,
         evaluation: &Evaluation,
     ) {
+        // One ledger row per event and points system, its triggers' reasons joined: the ledger
+        // reads one line per thing that happened, and the engine writes half the rows it would
+        // with one per trigger (the drain is bound by Postgres: docs/BENCHMARKS.md).
+        let first = self.ledger.len();
         for entry in &evaluation.ledger {
-            self.ledger.push(LedgerRow {
-                seq,
-                user_id: user_id.to_owned(),
-                points_key: entry.points_key.clone(),
-                amount: entry.amount,
-                reason: entry.reason.clone(),
-                event_id,
-            });
+            match self.ledger[first..]
+                .iter_mut()
+                .find(|row| row.points_key == entry.points_key)
+            {
+                Some(row) => {
+                    row.amount = row.amount.saturating_add(entry.amount);
+                    row.reason.push_str(", ");
+                    row.reason.push_str(&entry.reason);
+                }
+                None => self.ledger.push(LedgerRow {
+                    seq,
+                    user_id: user_id.to_owned(),
+                    points_key: entry.points_key.clone(),
+                    amount: entry.amount,
+                    reason: entry.reason.clone(),
+                    event_id,
+                }),
+            }
+        }
+        // Triggers that cancel out leave the balance, and so the ledger, as it was.
+        let mut index = first;
+        while index < self.ledger.len() {
+            if self.ledger[index].amount == 0 {
+                self.ledger.remove(index);
+            } else {
+                index += 1;
+            }
         }
         for change in &evaluation.scores {
             let slot = self

@@ -308,8 +308,45 @@ fn every_n_pays_for_whole_steps_and_takes_back_on_the_way_down() {
         .collect();
     // 150 → 1 step; 180 → still 1; 200 → 2; 50 → 0; 1050 → 10.
     assert_eq!(every, vec![vec![1], vec![], vec![1], vec![-2], vec![10]]);
-    assert_eq!(state.points["xp"].awarded.get(&1), Some(&10));
+    assert_eq!(
+        state.points["xp"].awarded.get("revenue every 100#0"),
+        Some(&10)
+    );
     assert_eq!(state.points["xp"].balance, 100 + 10);
+}
+
+#[test]
+fn a_version_applied_from_now_keeps_every_n_counts_when_triggers_move() {
+    let before = rules(&example());
+    let mut state = UserState::default();
+    run(
+        &before,
+        &mut state,
+        &[purchase("2024-01-01T10:00:00Z", 250)],
+    );
+    // The next version puts a new every-N trigger first: the revenue trigger moves, and must not
+    // take over the new one's count (or the new one its).
+    let mut document = example();
+    document["points"][0]["triggers"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, json!({"metric": "purchases", "every": 2, "points": 7}));
+    let after = rules(&document);
+    let evaluations = run(&after, &mut state, &[purchase("2024-01-02T10:00:00Z", 100)]);
+    let paid: Vec<(String, i64)> = evaluations[0]
+        .ledger
+        .iter()
+        .map(|entry| (entry.reason.clone(), entry.amount))
+        .collect();
+    // Revenue 250 → 350: one more whole 100 (not three); purchases 1 → 2: the first whole 2.
+    assert!(
+        paid.contains(&("metric:revenue every 100".to_owned(), 1)),
+        "{paid:?}"
+    );
+    assert!(
+        paid.contains(&("metric:purchases every 2".to_owned(), 7)),
+        "{paid:?}"
+    );
 }
 
 #[test]
