@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use gamify_db::Db;
-use gamify_rules::{Input, Kind, Source, UserState};
+use gamify_rules::{Source, UserState};
 use sea_orm::{DbErr, sqlx};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ use gamify_db::gamification::{
     changes::{self, Changes},
     project_lock,
     rule_sets::RuleSets,
+    stored::{self, StoredEvent},
 };
 
 use crate::{db_err, metrics as m};
@@ -205,14 +206,7 @@ async fn replay(
                 continue;
             }
             done += folded;
-            sqlx::query(
-                "UPDATE rule_versions SET state = 'retired', retired_at = now()
-                 WHERE project_id = $1 AND state = 'active'",
-            )
-            .bind(project_id)
-            .execute(&mut *txn)
-            .await
-            .map_err(db_err)?;
+            stored::retire_active(&mut txn, project_id).await?;
             sqlx::query(
                 "UPDATE rule_versions SET state = 'active', activated_at = now(), lease_until = NULL,
                         error = NULL, events_done = $3, events_total = GREATEST(events_total, $3)
@@ -318,11 +312,7 @@ async fn page(
                 user_id,
                 event_id,
                 name,
-                source: if key_type == "secret" {
-                    Source::Secret
-                } else {
-                    Source::Publishable
-                },
+                source: stored::source(&key_type),
                 payload,
                 occurred_at,
                 received_at,
@@ -378,22 +368,16 @@ async fn fold(
                 occurred_at,
                 received_at,
             } => {
-                let identify = name == gamify_common::events::IDENTIFY_EVENT;
-                let input = Input {
+                let input = StoredEvent {
                     event_id: *event_id,
-                    kind: if identify {
-                        Kind::Identify
-                    } else {
-                        Kind::Track
-                    },
+                    user_id,
                     name,
                     source: *source,
-                    user_id,
-                    properties: (!identify).then_some(payload),
-                    traits: identify.then_some(payload),
+                    payload: Some(payload),
                     occurred_at: *occurred_at,
                     received_at: *received_at,
-                };
+                }
+                .input();
                 let evaluation = gamify_rules::apply(rules, state, &input);
                 changes.record(user_id, *seq, Some(*event_id), &evaluation);
             }

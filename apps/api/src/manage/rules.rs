@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use gamify_db::{
-    gamification::project_lock,
+    gamification::{
+        project_lock,
+        stored::{self, StoredEvent},
+    },
     sea_orm::{DbErr, RuntimeErr, sqlx},
 };
-use gamify_rules::{Award, Input, Kind, Rules, Source, UserState};
+use gamify_rules::{Award, Rules, UserState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -177,14 +180,7 @@ async fn put_rules(
                 .execute(&mut *txn)
                 .await
                 .map_err(db)?;
-            sqlx::query(
-                "UPDATE rule_versions SET state = 'retired', retired_at = now()
-                 WHERE project_id = $1 AND state = 'active'",
-            )
-            .bind(project_id)
-            .execute(&mut *txn)
-            .await
-            .map_err(db)?;
+            stored::retire_active(&mut txn, project_id).await?;
             ("active", active_generation.unwrap_or(version))
         }
         Apply::Replay => ("replaying", version),
@@ -436,27 +432,16 @@ async fn preview(
     let mut states: BTreeMap<String, UserState> = BTreeMap::new();
     let mut awards = Vec::new();
     for (event_id, user_id, name, key_type, payload, occurred_at, received_at) in &rows {
-        let identify = name == gamify_common::events::IDENTIFY_EVENT;
-        let payload = payload.as_object();
-        let input = Input {
+        let input = StoredEvent {
             event_id: *event_id,
-            kind: if identify {
-                Kind::Identify
-            } else {
-                Kind::Track
-            },
-            name,
-            source: if key_type == "secret" {
-                Source::Secret
-            } else {
-                Source::Publishable
-            },
             user_id,
-            properties: if identify { None } else { payload },
-            traits: if identify { payload } else { None },
+            name,
+            source: stored::source(key_type),
+            payload: payload.as_object(),
             occurred_at: *occurred_at,
             received_at: *received_at,
-        };
+        }
+        .input();
         let user_state = states.entry(user_id.clone()).or_default();
         let evaluation = gamify_rules::apply(&rules, user_state, &input);
         if !evaluation.awards.is_empty() {

@@ -5,6 +5,7 @@
 pub mod changes;
 pub mod outbox;
 pub mod rule_sets;
+pub mod stored;
 
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 use uuid::Uuid;
