@@ -34,7 +34,7 @@ CREATE INDEX rule_versions_replaying_idx ON rule_versions (created_at) WHERE sta
 CREATE SEQUENCE engine_seq;
 
 CREATE TABLE engine_user_states (
-    project_id    uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    project_id    uuid NOT NULL,
     generation    integer NOT NULL,
     user_id       text NOT NULL,
     state         jsonb NOT NULL,
@@ -44,7 +44,7 @@ CREATE TABLE engine_user_states (
 );
 
 CREATE TABLE engine_outcomes (
-    project_id    uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    project_id    uuid NOT NULL,
     event_id      uuid NOT NULL,
     seq           bigint NOT NULL,
     user_id       text,
@@ -59,7 +59,7 @@ CREATE INDEX engine_outcomes_seq_idx ON engine_outcomes (project_id, seq) WHERE 
 
 -- The engine's own dedup record, in the storage path's scope (project, key class, messageId).
 CREATE TABLE engine_message_ids (
-    project_id uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    project_id uuid NOT NULL,
     key_type   text NOT NULL CHECK (key_type IN ('publishable', 'secret')),
     message_id text NOT NULL,
     event_id   uuid NOT NULL,
@@ -68,7 +68,7 @@ CREATE TABLE engine_message_ids (
 );
 
 CREATE TABLE points_ledger (
-    project_id      uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    project_id      uuid NOT NULL,
     id              uuid NOT NULL,
     seq             bigint NOT NULL,
     -- NULL for a manual adjustment, which every generation keeps.
@@ -89,7 +89,7 @@ CREATE UNIQUE INDEX points_ledger_idempotency_idx
     ON points_ledger (project_id, user_id, points_key, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE leaderboard_scores (
-    project_id    uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    project_id    uuid NOT NULL,
     generation    integer NOT NULL,
     board         text NOT NULL,
     period_start  timestamptz NOT NULL,
@@ -105,7 +105,7 @@ CREATE INDEX leaderboard_scores_rank_idx
 -- the users above their score (a sum over distinct scores, not a count over every user) plus those
 -- who reached the same score first.
 CREATE TABLE leaderboard_score_counts (
-    project_id   uuid NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    project_id   uuid NOT NULL,
     generation   integer NOT NULL,
     board        text NOT NULL,
     period_start timestamptz NOT NULL,
@@ -216,9 +216,31 @@ ALTER TABLE webhook_attempts FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON webhook_attempts
     USING (project_id = NULLIF(current_setting('app.project_id', true), '')::uuid)
     WITH CHECK (project_id = NULLIF(current_setting('app.project_id', true), '')::uuid);
+
+CREATE FUNCTION gamify_delete_project_engine_rows() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    acting text := current_setting('app.project_id', true);
+BEGIN
+    PERFORM set_config('app.project_id', OLD.id::text, true);
+    DELETE FROM engine_user_states WHERE project_id = OLD.id;
+    DELETE FROM engine_outcomes WHERE project_id = OLD.id;
+    DELETE FROM engine_message_ids WHERE project_id = OLD.id;
+    DELETE FROM points_ledger WHERE project_id = OLD.id;
+    DELETE FROM leaderboard_scores WHERE project_id = OLD.id;
+    DELETE FROM leaderboard_score_counts WHERE project_id = OLD.id;
+    PERFORM set_config('app.project_id', coalesce(acting, ''), true);
+    RETURN OLD;
+END
+$fn$;
+REVOKE ALL ON FUNCTION gamify_delete_project_engine_rows() FROM PUBLIC;
+CREATE TRIGGER gamify_project_engine_rows_deleted AFTER DELETE ON projects
+    FOR EACH ROW EXECUTE FUNCTION gamify_delete_project_engine_rows();
 "#;
 
 const DOWN: &str = r#"
+DROP TRIGGER IF EXISTS gamify_project_engine_rows_deleted ON projects;
+DROP FUNCTION IF EXISTS gamify_delete_project_engine_rows();
 DROP TABLE IF EXISTS webhook_queue;
 DROP TABLE IF EXISTS webhook_attempts;
 DROP TABLE IF EXISTS webhook_deliveries;

@@ -5,6 +5,7 @@
 #
 #   scripts/bench/engine.sh                 # ~10 minutes
 #   ENGINE_BENCH_EVENTS=50000 scripts/bench/engine.sh
+#   ENGINE_BENCH_ONLY=drain scripts/bench/engine.sh   # part 1 only
 #
 # 1. Drain: a backlog produced through the batch endpoint is drained by gamify-worker (baseline),
 #    then by gamify-engine (its own group, 10 rules per project) from the same topic; for 1 and for
@@ -144,7 +145,8 @@ postgres_ticks() {
   echo "$sum"
 }
 # drain BINARY PORT TOPIC EXPECTED → "SECONDS PROCESS_CPU_SECONDS POSTGRES_CPU_SECONDS", from the
-# first finished message to the last. ENGINE_BENCH_PROFILE=1: perf profile of the process too.
+# first finished message to the last. ENGINE_BENCH_PROFILE=1: perf profile of the process too;
+# ENGINE_BENCH_PROFILE=system: of the whole machine (Postgres's backends included).
 drain() {
   local bin=$1 port=$2 topic=$3 expected=$4 t_first="" n pid deadline c0=0 p0=0 perf_pid=""
   KAFKA_TOPIC=$topic KAFKA_GROUP_ID="bench-$(date +%s%N)" ENGINE_GROUP_ID="bench-engine-$(date +%s%N)" \
@@ -155,7 +157,10 @@ drain() {
     n=$(finished "$port")
     if [ -z "$t_first" ] && [ "${n:-0}" -gt 0 ]; then
       t_first=$(now) c0=$(cpu_ticks "$pid") p0=$(postgres_ticks)
-      if [ "${ENGINE_BENCH_PROFILE:-0}" = 1 ]; then
+      if [ "${ENGINE_BENCH_PROFILE:-0}" = system ]; then
+        perf record -F 499 -g -a -o "$OUT/system-$(basename "$bin")-$topic.perf.data" 2>/dev/null >/dev/null &
+        perf_pid=$!
+      elif [ "${ENGINE_BENCH_PROFILE:-0}" = 1 ]; then
         perf record -F 499 -g -p "$pid" -o "$OUT/$(basename "$bin")-$topic.perf.data" 2>/dev/null >/dev/null &
         perf_pid=$!
       fi
@@ -183,6 +188,11 @@ for scenario in "1 $TOPIC_1 $((requests * 100))" "$PROJECTS $TOPIC_N $((per_proj
 done
 awards=$(psql_bench -tAc "SELECT count(*) FROM points_ledger")
 outcomes=$(psql_bench -tAc "SELECT count(*) FROM engine_outcomes WHERE status = 'evaluated'")
+if [ "${ENGINE_BENCH_ONLY:-}" = drain ]; then # while working on the drain: its table, nothing else
+  cat "$OUT/drain.rows"
+  echo "Evaluated outcomes: $outcomes; ledger entries written: $awards."
+  exit 0
+fi
 
 # --- 2: 202 → outcome visible -------------------------------------------------------------------
 log "202 → outcome at $RATE events/s for ${RATE_SECONDS}s (api, worker and engine running)"

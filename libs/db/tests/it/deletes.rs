@@ -1,5 +1,6 @@
 //! Events carry no per-row foreign keys (migration 9); deleting a project or an end user must
 //! still take its events along or unlink them, through row-level security, for that tenant only.
+//! The same holds for the engine's per-event tables (migration 11).
 
 use gamify_db::sea_orm::{ConnectionTrait, Statement};
 use uuid::Uuid;
@@ -125,4 +126,79 @@ async fn deleting_an_end_user_unlinks_its_events_and_keeps_the_callers_tenant() 
 
     assert_eq!(counts(&db, tenant.project).await, (1, 0, 1));
     assert_eq!(counts(&db, other.project).await, (1, 1, 1));
+}
+
+/// One row in each table the engine writes per event (migration 11 gives them no row foreign
+/// key), in the tenant's scope.
+async fn engine_rows(db: &gamify_db::Db, tenant: &Tenant) {
+    let txn = db.tenant(tenant.project).await.unwrap();
+    for sql in [
+        "INSERT INTO engine_user_states (project_id, generation, user_id, state) VALUES ($1, 1, 'u1', '{}')",
+        "INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, rules_version)
+         VALUES ($1, gen_random_uuid(), 1, 'u1', 'evaluated', 1)",
+        "INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id)
+         VALUES ($1, 'secret', 'm1', gen_random_uuid())",
+        "INSERT INTO points_ledger (project_id, id, seq, generation, user_id, points_key, amount, reason)
+         VALUES ($1, gen_random_uuid(), 1, 1, 'u1', 'xp', 10, 'lessons')",
+        "INSERT INTO leaderboard_scores (project_id, generation, board, period_start, user_id, score, reached_at)
+         VALUES ($1, 1, 'weekly', now(), 'u1', 10, now())",
+        "INSERT INTO leaderboard_score_counts (project_id, generation, board, period_start, score, users)
+         VALUES ($1, 1, 'weekly', now(), 10, 1)",
+    ] {
+        txn.execute(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            sql,
+            [tenant.project.into()],
+        ))
+        .await
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+}
+
+async fn engine_counts(db: &gamify_db::Db, project: Uuid) -> Vec<i64> {
+    let txn = db.tenant(project).await.unwrap();
+    let mut counts = Vec::new();
+    for table in [
+        "engine_user_states",
+        "engine_outcomes",
+        "engine_message_ids",
+        "points_ledger",
+        "leaderboard_scores",
+        "leaderboard_score_counts",
+    ] {
+        let row = txn
+            .query_one(Statement::from_string(
+                txn.get_database_backend(),
+                format!("SELECT count(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        counts.push(row.try_get::<i64>("", "n").unwrap());
+    }
+    counts
+}
+
+#[tokio::test]
+async fn deleting_a_project_deletes_its_engine_rows_only() {
+    let db = connect(2).await;
+    let owner = owner().await;
+    let (gone, kept) = two_tenants(&db).await;
+    engine_rows(&db, &gone).await;
+    engine_rows(&db, &kept).await;
+    assert_eq!(engine_counts(&db, gone.project).await, vec![1; 6]);
+
+    owner
+        .shared()
+        .execute(Statement::from_sql_and_values(
+            owner.shared().get_database_backend(),
+            "DELETE FROM projects WHERE id = $1",
+            [gone.project.into()],
+        ))
+        .await
+        .unwrap();
+
+    assert_eq!(engine_counts(&db, gone.project).await, vec![0; 6]);
+    assert_eq!(engine_counts(&db, kept.project).await, vec![1; 6]);
 }
