@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use gamify_db::gamification::{
     changes::{self, Changes, OutcomeRow},
-    outbox, project_lock,
-    rule_sets::RuleSets,
+    outbox::Delivery,
+    project_lock,
+    rule_sets::{RuleSets, Start},
 };
 
 use crate::{db_err, metrics as m};
@@ -74,15 +75,21 @@ enum Fate {
 impl Evaluate {
     async fn evaluate(&self, db: &Db, project_id: Uuid, items: &[&Item]) -> Result<Outcome, DbErr> {
         let started = Instant::now();
-        let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(project_lock(project_id))
-            .execute(&mut *txn)
+        let mut txn = db
+            .tenant_bulk_sharing(project_id, project_lock(project_id))
             .await
             .map_err(db_err)?;
 
         let fates = claim_message_ids(&mut txn, project_id, items).await?;
-        let active = self.rule_sets.active(&mut txn, project_id).await?;
+        let to_number = fates
+            .iter()
+            .filter(|fate| !matches!(fate, Fate::Redelivered))
+            .count();
+        let Start {
+            active,
+            seqs,
+            endpoints,
+        } = self.rule_sets.start(&mut txn, project_id, to_number).await?;
 
         let mut outcome = Outcome::default();
         let mut changes = Changes::new(
@@ -100,7 +107,6 @@ impl Evaluate {
                 fate => Some((*item, fate)),
             })
             .collect();
-        let seqs = changes::next_seqs(&mut txn, todo.len()).await?;
         let users: Vec<&str> = todo
             .iter()
             .filter(|(_, fate)| matches!(fate, Fate::Evaluate))
@@ -142,14 +148,15 @@ impl Evaluate {
                     let evaluation = gamify_rules::apply(&active.rules, state, &input(item));
                     changes.record(user_id, seq, Some(envelope.id), &evaluation);
                     last_seq.insert(user_id, seq);
-                    for award in &evaluation.awards {
-                        changes.deliveries.push(outbox::delivery(
-                            project_id,
-                            user_id,
-                            Some(envelope.id),
-                            award,
-                            envelope.received_at,
-                        ));
+                    if !endpoints.is_empty() {
+                        changes.deliveries.extend(evaluation.awards.iter().map(|award| {
+                            Delivery {
+                                user_id: user_id.to_owned(),
+                                event_id: Some(envelope.id),
+                                award: award.clone(),
+                                at: envelope.received_at,
+                            }
+                        }));
                     }
                     awards_made += evaluation.awards.len() as u64;
                     (true, None, evaluation.awards)
@@ -170,7 +177,7 @@ impl Evaluate {
                 changes.states.insert(user_id.to_owned(), (state, seq));
             }
         }
-        changes.write(&mut txn, project_id).await?;
+        changes.write(&mut txn, project_id, &endpoints).await?;
         txn.commit().await.map_err(db_err)?;
         metrics::histogram!(m::EVALUATION_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(m::EVALUATED).increment(outcome.processed);

@@ -116,6 +116,23 @@ impl Db {
         Ok(txn)
     }
 
+    /// [`Db::tenant_bulk`] that also takes the transaction-level advisory lock `lock` shared, in the
+    /// same round trip (the gamification engine's project lock: every evaluating transaction
+    /// starts with it).
+    pub async fn tenant_bulk_sharing(
+        &self,
+        project_id: Uuid,
+        lock: i64,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut txn = self.conn.get_postgres_connection_pool().begin().await?;
+        sqlx::query("SELECT set_config('app.project_id', $1, true), pg_advisory_xact_lock_shared($2)")
+            .bind(project_id.to_string())
+            .bind(lock)
+            .execute(&mut *txn)
+            .await?;
+        Ok(txn)
+    }
+
     /// Creates the monthly partitions of `events` up to `months_ahead` months from now, through the
     /// owner's SECURITY DEFINER function (the application role may not create tables itself).
     pub async fn ensure_event_partitions(&self, months_ahead: i32) -> Result<()> {

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use gamify_db::{
     gamification::{
         changes::{self, Changes},
-        outbox, project_lock,
+        outbox::Delivery,
+        project_lock,
     },
     sea_orm::sqlx,
 };
@@ -216,10 +217,9 @@ async fn post_adjustment(
         None => None,
     };
     let project_id = key_record.project_id;
-    let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-        .bind(project_lock(project_id))
-        .execute(&mut *txn)
+    let mut txn = state
+        .db()
+        .tenant_bulk_sharing(project_id, project_lock(project_id))
         .await
         .map_err(db)?;
     if let Some(found) = previous(
@@ -234,10 +234,9 @@ async fn post_adjustment(
         txn.commit().await.map_err(db)?;
         return Ok((StatusCode::CREATED, axum::Json(found)));
     }
-    let active = state
-        .rule_sets()
-        .active(&mut txn, project_id)
-        .await?
+    let start = state.rule_sets().start(&mut txn, project_id, 1).await?;
+    let active = start
+        .active
         .filter(|active| {
             active
                 .rules
@@ -249,7 +248,10 @@ async fn post_adjustment(
         .ok_or_else(|| Error::not_found("points system"))?;
     let mut states =
         changes::lock_states(&mut txn, project_id, active.generation, &[user_id.as_str()]).await?;
-    let seq = changes::next_seqs(&mut txn, 1).await?[0];
+    let seq = *start
+        .seqs
+        .first()
+        .ok_or_else(|| gamify_db::sea_orm::DbErr::Custom("the engine sequence gave no number".into()))?;
     // Postgres keeps microseconds: the first answer must be the one a repeat reads back.
     let now = chrono::SubsecRound::trunc_subsecs(state.now(), 6);
     let user_state = states.entry(user_id.clone()).or_default();
@@ -273,11 +275,14 @@ async fn post_adjustment(
     changes
         .states
         .insert(user_id.clone(), (user_state.clone(), seq));
-    for award in &evaluation.awards {
-        changes
-            .deliveries
-            .push(outbox::delivery(project_id, &user_id, None, award, now));
-    }
+    changes
+        .deliveries
+        .extend(evaluation.awards.iter().map(|award| Delivery {
+            user_id: user_id.clone(),
+            event_id: None,
+            award: award.clone(),
+            at: now,
+        }));
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
         "INSERT INTO points_ledger (project_id, id, seq, generation, user_id, points_key, amount,
@@ -315,7 +320,7 @@ async fn post_adjustment(
         txn.commit().await.map_err(db)?;
         return Ok((StatusCode::CREATED, axum::Json(found)));
     }
-    changes.write(&mut txn, project_id).await?;
+    changes.write(&mut txn, project_id, &start.endpoints).await?;
     txn.commit().await.map_err(db)?;
     tracing::info!(%project_id, points_key = %points_key, amount = body.amount, "points adjusted");
     Ok((

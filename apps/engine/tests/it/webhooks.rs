@@ -23,6 +23,7 @@ use gamify_db::{
     gamification::outbox::{self, Delivery},
     sea_orm::sqlx,
 };
+use gamify_rules::Award;
 use gamify_engine::webhooks::{
     Schedule, Settings,
     dispatch::{Sender, run_with},
@@ -94,24 +95,23 @@ async fn endpoint(db: &Db, project: Uuid, url: &str) -> (Uuid, String) {
     (id, secret)
 }
 
-fn payload(project: Uuid, user: &str) -> Value {
-    json!({
-        "type": "points.changed",
-        "timestamp": Utc::now(),
-        "data": {"projectId": project, "userId": user, "eventId": Uuid::new_v4(),
-                 "points": "xp", "delta": 10, "balance": 10},
-    })
+/// An award of 10 XP to `user`, to announce.
+fn delivery(user: &str) -> Delivery {
+    Delivery {
+        user_id: user.to_owned(),
+        event_id: Some(Uuid::new_v4()),
+        award: Award::Points {
+            key: "xp".into(),
+            amount: 10,
+            balance: 10,
+            reason: "lessons".into(),
+        },
+        at: Utc::now(),
+    }
 }
 
 /// Writes deliveries through the outbox, as the award transaction does; returns their ids.
-async fn award(db: &Db, project: Uuid, payloads: Vec<Value>) -> Vec<String> {
-    let deliveries: Vec<Delivery> = payloads
-        .into_iter()
-        .map(|payload| Delivery {
-            event_type: "points.changed",
-            payload,
-        })
-        .collect();
+async fn award(db: &Db, project: Uuid, deliveries: Vec<Delivery>) -> Vec<String> {
     let mut txn = db.tenant_bulk(project).await.unwrap();
     let before: Vec<(String,)> =
         sqlx::query_as("SELECT id FROM webhook_deliveries WHERE project_id = $1")
@@ -119,7 +119,10 @@ async fn award(db: &Db, project: Uuid, payloads: Vec<Value>) -> Vec<String> {
             .fetch_all(&mut *txn)
             .await
             .unwrap();
-    outbox::write(&mut txn, project, &deliveries).await.unwrap();
+    let endpoints = outbox::endpoints(&mut txn, project).await.unwrap();
+    outbox::write(&mut txn, project, &endpoints, &deliveries)
+        .await
+        .unwrap();
     let after: Vec<(String,)> =
         sqlx::query_as("SELECT id FROM webhook_deliveries WHERE project_id = $1 ORDER BY id")
             .bind(project)
@@ -373,8 +376,9 @@ async fn a_delivery_arrives_signed_the_standard_webhooks_way() {
     let project = project(&db).await;
     let receiver = Receiver::start(&[200]).await;
     let (_, secret) = endpoint(&db, project, &receiver.url()).await;
-    let sent = payload(project, "user_1");
-    let ids = award(&db, project, vec![sent.clone()]).await;
+    let announced = delivery("user_1");
+    let sent = outbox::payload(project, &announced);
+    let ids = award(&db, project, vec![announced]).await;
     assert_eq!(ids.len(), 1);
     let id = &ids[0];
     assert!(id.starts_with("msg_") && id.len() == 36, "{id}");
@@ -409,7 +413,7 @@ async fn a_failed_attempt_is_retried_under_the_same_webhook_id() {
     let project = project(&db).await;
     let receiver = Receiver::start(&[500, 500, 200]).await;
     let (_, secret) = endpoint(&db, project, &receiver.url()).await;
-    let ids = award(&db, project, vec![payload(project, "user_2")]).await;
+    let ids = award(&db, project, vec![delivery("user_2")]).await;
     let id = &ids[0];
     let _dispatchers = Dispatchers::start(&db, settings(project, true, &[50, 50, 50]), 1);
 
@@ -441,7 +445,7 @@ async fn after_the_last_attempt_the_delivery_fails() {
     let project = project(&db).await;
     let receiver = Receiver::start(&[503]).await;
     endpoint(&db, project, &receiver.url()).await;
-    let ids = award(&db, project, vec![payload(project, "user_3")]).await;
+    let ids = award(&db, project, vec![delivery("user_3")]).await;
     let id = &ids[0];
     // As if ten attempts had failed already: the eleventh is the last, in this test's schedule as
     // in the standard one.
@@ -511,7 +515,7 @@ async fn the_dispatcher_records_a_refused_address_as_a_failed_attempt() {
     // No receiver anywhere: whichever dispatcher tries, nothing is delivered. This test's refuses
     // the link-local address without connecting.
     endpoint(&db, project, "http://169.254.0.1:9/hook").await;
-    let ids = award(&db, project, vec![payload(project, "user_4")]).await;
+    let ids = award(&db, project, vec![delivery("user_4")]).await;
     let id = &ids[0];
     let _dispatchers = Dispatchers::start(&db, settings(project, false, &[60_000]), 1);
     let row = wait_for_row(&db, project, id, WAIT, "an attempt", |r| r.attempts >= 1).await;
@@ -532,7 +536,7 @@ async fn deleting_the_endpoint_stops_deliveries() {
     let project = project(&db).await;
     let receiver = Receiver::start(&[500]).await;
     let (endpoint_id, _) = endpoint(&db, project, &receiver.url()).await;
-    let ids = award(&db, project, vec![payload(project, "user_5")]).await;
+    let ids = award(&db, project, vec![delivery("user_5")]).await;
     let id = &ids[0];
     let _dispatchers = Dispatchers::start(&db, settings(project, true, &[100; 20]), 1);
     wait_for_row(&db, project, id, WAIT, "a first attempt", |r| {
@@ -561,7 +565,7 @@ async fn deleting_the_endpoint_stops_deliveries() {
 
     // Later awards make no delivery for it.
     assert!(
-        award(&db, project, vec![payload(project, "user_5")])
+        award(&db, project, vec![delivery("user_5")])
             .await
             .is_empty()
     );
@@ -573,7 +577,7 @@ async fn a_delivery_whose_attempt_was_cut_short_is_attempted_when_its_lease_ends
     let project = project(&db).await;
     let receiver = Receiver::start(&[200]).await;
     endpoint(&db, project, &receiver.url()).await;
-    let ids = award(&db, project, vec![payload(project, "user_6")]).await;
+    let ids = award(&db, project, vec![delivery("user_6")]).await;
     let id = &ids[0];
     // As an engine that claimed it and stopped would leave it: leased for another second.
     let pool = db.shared().get_postgres_connection_pool();
@@ -608,7 +612,7 @@ async fn several_dispatchers_deliver_each_webhook_once() {
     let receiver = Receiver::start(&[200]).await;
     let (_, secret) = endpoint(&db, project, &receiver.url()).await;
     let payloads = (0..40)
-        .map(|n| payload(project, &format!("user_{n}")))
+        .map(|n| delivery(&format!("user_{n}")))
         .collect();
     let ids = award(&db, project, payloads).await;
     assert_eq!(ids.len(), 40);

@@ -10,7 +10,10 @@ use sea_orm::{DbErr, sqlx};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{db_err, outbox::Delivery};
+use super::{
+    db_err,
+    outbox::{Delivery, Endpoint},
+};
 
 type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
 
@@ -118,122 +121,61 @@ impl Changes {
         }
     }
 
-    pub async fn write(self, txn: &mut Txn, project_id: Uuid) -> Result<(), DbErr> {
-        self.write_outcomes(txn, project_id).await?;
-        self.write_states(txn, project_id).await?;
-        self.write_ledger(txn, project_id).await?;
-        self.write_scores(txn, project_id).await?;
-        super::outbox::write(txn, project_id, &self.deliveries).await?;
-        Ok(())
-    }
-
-    async fn write_outcomes(&self, txn: &mut Txn, project_id: Uuid) -> Result<(), DbErr> {
-        if self.outcomes.is_empty() {
-            return Ok(());
-        }
-        let rows = &self.outcomes;
-        sqlx::query(
-            "INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
-             SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $2, r.awards::jsonb
-             FROM UNNEST($3::uuid[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[])
-                  AS r(event_id, seq, user_id, status, reason, awards)
-             ON CONFLICT (project_id, event_id) DO NOTHING",
-        )
-        .bind(project_id)
-        .bind(self.rules_version)
-        .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.user_id.clone()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| if r.counted { "evaluated" } else { "not_counted" })
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.awards.as_str()).collect::<Vec<_>>())
-        .execute(&mut **txn)
-        .await
-        .map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn write_states(&self, txn: &mut Txn, project_id: Uuid) -> Result<(), DbErr> {
-        if self.states.is_empty() {
-            return Ok(());
-        }
-        let mut users = Vec::with_capacity(self.states.len());
+    /// Writes everything in one statement (one round trip; data-modifying CTEs all run to
+    /// completion), plus the webhook outbox when there are deliveries for `endpoints`.
+    pub async fn write(
+        self,
+        txn: &mut Txn,
+        project_id: Uuid,
+        endpoints: &[Endpoint],
+    ) -> Result<(), DbErr> {
+        let outcomes = &self.outcomes;
+        let mut state_users = Vec::with_capacity(self.states.len());
         let mut states = Vec::with_capacity(self.states.len());
-        let mut seqs = Vec::with_capacity(self.states.len());
+        let mut state_seqs = Vec::with_capacity(self.states.len());
         for (user, (state, seq)) in &self.states {
-            users.push(user.as_str());
+            state_users.push(user.as_str());
             states.push(serde_json::to_string(state).map_err(|err| {
                 DbErr::Custom(format!("cannot serialize a user's engine state: {err}"))
             })?);
-            seqs.push(*seq);
+            state_seqs.push(*seq);
         }
-        sqlx::query(
-            "INSERT INTO engine_user_states (project_id, generation, user_id, state, last_seq, updated_at)
-             SELECT $1, $2, r.user_id, r.state::jsonb, r.seq, now()
-             FROM UNNEST($3::text[], $4::text[], $5::int8[]) AS r(user_id, state, seq)
-             ON CONFLICT (project_id, generation, user_id)
-             DO UPDATE SET state = EXCLUDED.state, last_seq = EXCLUDED.last_seq, updated_at = now()",
-        )
-        .bind(project_id)
-        .bind(self.generation)
-        .bind(users)
-        .bind(states)
-        .bind(seqs)
-        .execute(&mut **txn)
-        .await
-        .map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn write_ledger(&self, txn: &mut Txn, project_id: Uuid) -> Result<(), DbErr> {
-        if self.ledger.is_empty() {
-            return Ok(());
-        }
-        let rows = &self.ledger;
-        sqlx::query(
-            "INSERT INTO points_ledger (project_id, id, seq, generation, user_id, points_key, amount, reason, event_id)
-             SELECT $1, r.id, r.seq, $2, r.user_id, r.points_key, r.amount, r.reason, r.event_id
-             FROM UNNEST($3::uuid[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::text[], $9::uuid[])
-                  AS r(id, seq, user_id, points_key, amount, reason, event_id)",
-        )
-        .bind(project_id)
-        .bind(self.generation)
-        .bind(rows.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.points_key.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .execute(&mut **txn)
-        .await
-        .map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn write_scores(&self, txn: &mut Txn, project_id: Uuid) -> Result<(), DbErr> {
-        let changed: Vec<_> = self
+        let ledger = &self.ledger;
+        let scores: Vec<_> = self
             .scores
             .iter()
             .filter(|(_, (delta, _))| *delta != 0)
             .collect();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        // The score's time is when it was last changed: ties rank whoever reached it first. The
-        // count of users per score moves with each score (from the old score to the new one),
-        // its rows updated in sorted order so concurrent transactions wait in one order.
+        // Scores: the score's time is when it was last changed, so ties rank whoever reached it
+        // first. The count of users per score moves with each score (from the old score to the
+        // new one), its rows updated in sorted order so concurrent transactions wait in one order.
         sqlx::query(
-            "WITH input AS (
-                 SELECT * FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::int8[], $7::timestamptz[])
+            "WITH outcomes AS (
+                 INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
+                 SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::jsonb
+                 FROM UNNEST($4::uuid[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[])
+                      AS r(event_id, seq, user_id, status, reason, awards)
+                 ON CONFLICT (project_id, event_id) DO NOTHING
+                 RETURNING 1
+             ), states AS (
+                 INSERT INTO engine_user_states (project_id, generation, user_id, state, last_seq, updated_at)
+                 SELECT $1, $2, r.user_id, r.state::jsonb, r.seq, now()
+                 FROM UNNEST($10::text[], $11::text[], $12::int8[]) AS r(user_id, state, seq)
+                 ON CONFLICT (project_id, generation, user_id)
+                 DO UPDATE SET state = EXCLUDED.state, last_seq = EXCLUDED.last_seq, updated_at = now()
+                 RETURNING 1
+             ), ledger AS (
+                 INSERT INTO points_ledger (project_id, id, seq, generation, user_id, points_key, amount, reason, event_id)
+                 SELECT $1, r.id, r.seq, $2, r.user_id, r.points_key, r.amount, r.reason, r.event_id
+                 FROM UNNEST($13::uuid[], $14::int8[], $15::text[], $16::text[], $17::int8[], $18::text[], $19::uuid[])
+                      AS r(id, seq, user_id, points_key, amount, reason, event_id)
+                 RETURNING 1
+             ), score_input AS (
+                 SELECT * FROM UNNEST($20::text[], $21::timestamptz[], $22::text[], $23::int8[], $24::timestamptz[])
                      AS r(board, period_start, user_id, delta, at)
              ), changed AS (
                  INSERT INTO leaderboard_scores (project_id, generation, board, period_start, user_id, score, reached_at)
-                 SELECT $1, $2, board, period_start, user_id, delta, at FROM input
+                 SELECT $1, $2, board, period_start, user_id, delta, at FROM score_input
                  ON CONFLICT (project_id, generation, board, period_start, user_id)
                  DO UPDATE SET score = leaderboard_scores.score + EXCLUDED.score,
                                reached_at = GREATEST(leaderboard_scores.reached_at, EXCLUDED.reached_at)
@@ -242,45 +184,63 @@ impl Changes {
                  SELECT c.board, c.period_start, c.score, 1 AS users FROM changed c
                  UNION ALL
                  SELECT c.board, c.period_start, c.score - i.delta, -1 FROM changed c
-                 JOIN input i ON i.board = c.board AND i.period_start = c.period_start AND i.user_id = c.user_id
+                 JOIN score_input i ON i.board = c.board AND i.period_start = c.period_start AND i.user_id = c.user_id
                  WHERE NOT c.inserted
+             ), counts AS (
+                 INSERT INTO leaderboard_score_counts (project_id, generation, board, period_start, score, users)
+                 SELECT $1, $2, board, period_start, score, sum(users) FROM moves
+                 GROUP BY board, period_start, score HAVING sum(users) <> 0
+                 ORDER BY board, period_start, score
+                 ON CONFLICT (project_id, generation, board, period_start, score)
+                 DO UPDATE SET users = leaderboard_score_counts.users + EXCLUDED.users
+                 RETURNING 1
              )
-             INSERT INTO leaderboard_score_counts (project_id, generation, board, period_start, score, users)
-             SELECT $1, $2, board, period_start, score, sum(users) FROM moves
-             GROUP BY board, period_start, score HAVING sum(users) <> 0
-             ORDER BY board, period_start, score
-             ON CONFLICT (project_id, generation, board, period_start, score)
-             DO UPDATE SET users = leaderboard_score_counts.users + EXCLUDED.users",
+             SELECT (SELECT count(*) FROM outcomes), (SELECT count(*) FROM states),
+                    (SELECT count(*) FROM ledger), (SELECT count(*) FROM counts)",
         )
         .bind(project_id)
         .bind(self.generation)
-        .bind(changed.iter().map(|((board, _, _), _)| board.as_str()).collect::<Vec<_>>())
-        .bind(changed.iter().map(|((_, start, _), _)| *start).collect::<Vec<_>>())
-        .bind(changed.iter().map(|((_, _, user), _)| user.as_str()).collect::<Vec<_>>())
-        .bind(changed.iter().map(|(_, (delta, _))| *delta).collect::<Vec<_>>())
-        .bind(changed.iter().map(|(_, (_, at))| *at).collect::<Vec<_>>())
+        .bind(self.rules_version)
+        .bind(outcomes.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|r| r.user_id.as_deref()).collect::<Vec<_>>())
+        .bind(
+            outcomes
+                .iter()
+                .map(|r| if r.counted { "evaluated" } else { "not_counted" })
+                .collect::<Vec<_>>(),
+        )
+        .bind(outcomes.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|r| r.awards.as_str()).collect::<Vec<_>>())
+        .bind(state_users)
+        .bind(states)
+        .bind(state_seqs)
+        .bind(ledger.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(ledger.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(ledger.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>())
+        .bind(ledger.iter().map(|r| r.points_key.as_str()).collect::<Vec<_>>())
+        .bind(ledger.iter().map(|r| r.amount).collect::<Vec<_>>())
+        .bind(ledger.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+        .bind(ledger.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(scores.iter().map(|((board, _, _), _)| board.as_str()).collect::<Vec<_>>())
+        .bind(scores.iter().map(|((_, start, _), _)| *start).collect::<Vec<_>>())
+        .bind(scores.iter().map(|((_, _, user), _)| user.as_str()).collect::<Vec<_>>())
+        .bind(scores.iter().map(|(_, (delta, _))| *delta).collect::<Vec<_>>())
+        .bind(scores.iter().map(|(_, (_, at))| *at).collect::<Vec<_>>())
         .execute(&mut **txn)
         .await
         .map_err(db_err)?;
+        super::outbox::write(txn, project_id, endpoints, &self.deliveries).await?;
         Ok(())
     }
 }
 
-/// `n` numbers of the engine's one sequence, in increasing order.
-pub async fn next_seqs(txn: &mut Txn, n: usize) -> Result<Vec<i64>, DbErr> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    sqlx::query_scalar("SELECT nextval('engine_seq') FROM generate_series(1, $1) ORDER BY 1")
-        .bind(n as i64)
-        .fetch_all(&mut **txn)
-        .await
-        .map_err(db_err)
-}
-
 /// The stored state of each of `users` in `generation`, locked for this transaction in
 /// sorted order (no two transactions wait on each other in opposite orders). Users without a
-/// state get a row first, so that concurrent first events of a new user also serialize.
+/// state get a row first, so that concurrent first events of a new user also serialize. Known
+/// users, nearly all of them once a project runs, cost one statement; new ones are locked after
+/// the known ones, so two transactions racing over a user's first event can deadlock, which
+/// Postgres breaks and the consumer loop retries (40P01 is transient).
 pub async fn lock_states(
     txn: &mut Txn,
     project_id: Uuid,
@@ -293,6 +253,15 @@ pub async fn lock_states(
     if sorted.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let mut states = select_for_update(txn, project_id, generation, &sorted).await?;
+    let new: Vec<&str> = sorted
+        .iter()
+        .copied()
+        .filter(|user| !states.contains_key(*user))
+        .collect();
+    if new.is_empty() {
+        return Ok(states);
+    }
     let empty = serde_json::to_value(UserState::default())
         .map_err(|err| DbErr::Custom(format!("cannot serialize an empty engine state: {err}")))?;
     sqlx::query(
@@ -302,11 +271,22 @@ pub async fn lock_states(
     )
     .bind(project_id)
     .bind(generation)
-    .bind(&sorted)
+    .bind(&new)
     .bind(&empty)
     .execute(&mut **txn)
     .await
     .map_err(db_err)?;
+    // A new statement: it sees the rows a concurrent transaction inserted first and committed.
+    states.extend(select_for_update(txn, project_id, generation, &new).await?);
+    Ok(states)
+}
+
+async fn select_for_update(
+    txn: &mut Txn,
+    project_id: Uuid,
+    generation: i32,
+    sorted: &[&str],
+) -> Result<BTreeMap<String, UserState>, DbErr> {
     let rows: Vec<(String, Value)> = sqlx::query_as(
         "SELECT user_id, state FROM engine_user_states
          WHERE project_id = $1 AND generation = $2 AND user_id = ANY($3)
@@ -314,7 +294,7 @@ pub async fn lock_states(
     )
     .bind(project_id)
     .bind(generation)
-    .bind(&sorted)
+    .bind(sorted)
     .fetch_all(&mut **txn)
     .await
     .map_err(db_err)?;

@@ -21,10 +21,48 @@ pub const EVENT_TYPES: &[&str] = &[
     "streak.broken",
 ];
 
+/// An award to announce. Its body is built only for the endpoints subscribed to its type, so a
+/// project without webhooks pays nothing for them.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub event_type: &'static str,
-    pub payload: Value,
+    pub user_id: String,
+    pub event_id: Option<Uuid>,
+    pub award: Award,
+    pub at: DateTime<Utc>,
+}
+
+/// A live webhook endpoint of the project and the event types it subscribes to.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub events: Vec<String>,
+}
+
+impl Endpoint {
+    fn wants(&self, event_type: &str) -> bool {
+        self.events.iter().any(|event| event == event_type)
+    }
+}
+
+/// The project's live endpoints as a JSON array `[{id, events}]`: a subquery other statements
+/// embed (with `$1` the project), so reading them costs no round trip of its own.
+pub const ENDPOINTS_JSON: &str = "(SELECT coalesce(json_agg(json_build_object('id', id, 'events', events)), '[]')
+      FROM webhook_endpoints WHERE project_id = $1 AND deleted_at IS NULL)";
+
+/// The project's live endpoints, on their own (where no other statement carries them).
+pub async fn endpoints(txn: &mut Txn, project_id: Uuid) -> Result<Vec<Endpoint>, DbErr> {
+    let value: Value = sqlx::query_scalar(&format!("SELECT {ENDPOINTS_JSON}"))
+        .bind(project_id)
+        .fetch_one(&mut **txn)
+        .await
+        .map_err(db_err)?;
+    endpoints_from_json(value)
+}
+
+/// Reads [`ENDPOINTS_JSON`]'s answer.
+pub fn endpoints_from_json(value: Value) -> Result<Vec<Endpoint>, DbErr> {
+    serde_json::from_value(value)
+        .map_err(|err| DbErr::Custom(format!("cannot read the webhook endpoints: {err}")))
 }
 
 /// The webhook event type of an award.
@@ -42,48 +80,34 @@ pub fn event_type(award: &Award) -> &'static str {
 }
 
 /// The Standard Webhooks body: `{type, timestamp, data: {projectId, userId, eventId, …the award}}`.
-pub fn delivery(
-    project_id: Uuid,
-    user_id: &str,
-    event_id: Option<Uuid>,
-    award: &Award,
-    at: DateTime<Utc>,
-) -> Delivery {
-    let event_type = event_type(award);
+pub fn payload(project_id: Uuid, delivery: &Delivery) -> Value {
+    let event_type = event_type(&delivery.award);
     let mut data = serde_json::Map::new();
     data.insert("projectId".into(), json!(project_id));
-    data.insert("userId".into(), json!(user_id));
-    data.insert("eventId".into(), json!(event_id));
-    if let Ok(Value::Object(fields)) = serde_json::to_value(award) {
+    data.insert("userId".into(), json!(delivery.user_id));
+    data.insert("eventId".into(), json!(delivery.event_id));
+    if let Ok(Value::Object(fields)) = serde_json::to_value(&delivery.award) {
         for (name, value) in fields {
             if name != "type" {
                 data.insert(name, value);
             }
         }
     }
-    Delivery {
-        event_type,
-        payload: json!({
-            "type": event_type,
-            "timestamp": at,
-            "data": Value::Object(data),
-        }),
-    }
+    json!({
+        "type": event_type,
+        "timestamp": delivery.at,
+        "data": Value::Object(data),
+    })
 }
 
-/// Writes a delivery for every endpoint of the project subscribed to each one's type.
-pub async fn write(txn: &mut Txn, project_id: Uuid, deliveries: &[Delivery]) -> Result<(), DbErr> {
-    if deliveries.is_empty() {
-        return Ok(());
-    }
-    let endpoints: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
-        "SELECT id, events FROM webhook_endpoints WHERE project_id = $1 AND deleted_at IS NULL",
-    )
-    .bind(project_id)
-    .fetch_all(&mut **txn)
-    .await
-    .map_err(db_err)?;
-    if endpoints.is_empty() {
+/// Writes a delivery for every endpoint (as read in this transaction) subscribed to each one's type.
+pub async fn write(
+    txn: &mut Txn,
+    project_id: Uuid,
+    endpoints: &[Endpoint],
+    deliveries: &[Delivery],
+) -> Result<(), DbErr> {
+    if deliveries.is_empty() || endpoints.is_empty() {
         return Ok(());
     }
     let mut ids = Vec::new();
@@ -91,13 +115,13 @@ pub async fn write(txn: &mut Txn, project_id: Uuid, deliveries: &[Delivery]) -> 
     let mut types = Vec::new();
     let mut payloads = Vec::new();
     for delivery in deliveries {
-        for (endpoint, events) in &endpoints {
-            if events.iter().any(|event| event == delivery.event_type) {
-                ids.push(format!("msg_{}", Uuid::now_v7().simple()));
-                endpoint_ids.push(*endpoint);
-                types.push(delivery.event_type);
-                payloads.push(delivery.payload.clone());
-            }
+        let event_type = event_type(&delivery.award);
+        let mut body = None;
+        for endpoint in endpoints.iter().filter(|endpoint| endpoint.wants(event_type)) {
+            ids.push(format!("msg_{}", Uuid::now_v7().simple()));
+            endpoint_ids.push(endpoint.id);
+            types.push(event_type);
+            payloads.push(body.get_or_insert_with(|| payload(project_id, delivery)).clone());
         }
     }
     if ids.is_empty() {

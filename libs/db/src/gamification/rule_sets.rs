@@ -8,6 +8,8 @@ use gamify_rules::Rules;
 use sea_orm::{DbErr, sqlx};
 use uuid::Uuid;
 
+use super::outbox::{ENDPOINTS_JSON, Endpoint, endpoints_from_json};
+
 type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
 
 #[derive(Clone)]
@@ -21,6 +23,13 @@ impl Default for RuleSets {
             parsed: moka::sync::Cache::builder().max_capacity(10_000).build(),
         }
     }
+}
+
+/// What [`RuleSets::start`] read.
+pub struct Start {
+    pub active: Option<Active>,
+    pub seqs: Vec<i64>,
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// A project's rules as one transaction sees them.
@@ -42,10 +51,37 @@ impl RuleSets {
         .fetch_optional(&mut **txn)
         .await
         .map_err(super::db_err)?;
-        let Some(version) = version else {
-            return Ok(None);
+        match version {
+            Some(version) => self.version(txn, project_id, version).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What an evaluating transaction reads once it holds the project lock (not before: the
+    /// version must be read by a statement that starts after the lock), in one round trip: the
+    /// active version, `seqs` numbers of the engine's sequence in increasing order, and the
+    /// project's webhook endpoints.
+    pub async fn start(&self, txn: &mut Txn, project_id: Uuid, seqs: usize) -> Result<Start, DbErr> {
+        let (version, numbers, endpoints): (Option<i32>, Vec<i64>, serde_json::Value) =
+            sqlx::query_as(&format!(
+                "SELECT (SELECT version FROM rule_versions WHERE project_id = $1 AND state = 'active'),
+                        ARRAY(SELECT nextval('engine_seq') FROM generate_series(1, $2) ORDER BY 1),
+                        {ENDPOINTS_JSON}"
+            ))
+            .bind(project_id)
+            .bind(seqs as i64)
+            .fetch_one(&mut **txn)
+            .await
+            .map_err(super::db_err)?;
+        let active = match version {
+            Some(version) => Some(self.version(txn, project_id, version).await?),
+            None => None,
         };
-        self.version(txn, project_id, version).await.map(Some)
+        Ok(Start {
+            active,
+            seqs: numbers,
+            endpoints: endpoints_from_json(endpoints)?,
+        })
     }
 
     /// One version of the project's rules, active or not (replay evaluates a version before it
