@@ -81,9 +81,10 @@ CREATE TABLE points_ledger (
     idempotency_key text,
     balance_after   bigint,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (project_id, id)
+    -- The key is the order a user's ledger is read in (newest first, by sequence), so each row
+    -- maintains one index, not an id index and a reading index.
+    PRIMARY KEY (project_id, user_id, points_key, seq, id)
 );
-CREATE INDEX points_ledger_user_idx ON points_ledger (project_id, user_id, points_key, seq DESC);
 CREATE INDEX points_ledger_adjustments_idx ON points_ledger (project_id, seq) WHERE generation IS NULL;
 CREATE UNIQUE INDEX points_ledger_idempotency_idx
     ON points_ledger (project_id, user_id, points_key, idempotency_key) WHERE idempotency_key IS NOT NULL;

@@ -270,15 +270,24 @@ impl Loop {
             stage.shard_key(item)
         });
 
-        let db = &self.db;
-        let stage = &*self.stage;
+        // Each share on a task of its own: the stage's CPU work (the engine's rule evaluation)
+        // runs on every core while other shares wait for Postgres, not in turn on this task.
         let results: Vec<(Chunk, Result<Outcome, sea_orm::DbErr>)> = futures::stream::iter(chunks)
-            .map(|chunk| async move {
-                let refs: Vec<&Item> = chunk.1.iter().map(|(_, item)| item).collect();
-                let result = stage.apply(db, chunk.0, &refs).await;
-                (chunk, result)
+            .map(|chunk| {
+                let db = self.db.clone();
+                let stage = Arc::clone(&self.stage);
+                tokio::spawn(async move {
+                    let refs: Vec<&Item> = chunk.1.iter().map(|(_, item)| item).collect();
+                    let result = stage.apply(&db, chunk.0, &refs).await;
+                    (chunk, result)
+                })
             })
             .buffer_unordered(self.config.db_concurrency)
+            .map(|joined| match joined {
+                Ok(done) => done,
+                // A share's panic is this loop's, as it was before shares had tasks of their own.
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            })
             .collect()
             .await;
 

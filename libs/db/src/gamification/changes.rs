@@ -122,7 +122,8 @@ impl Changes {
     }
 
     /// Writes everything in one statement (one round trip; data-modifying CTEs all run to
-    /// completion), plus the webhook outbox when there are deliveries for `endpoints`.
+    /// completion), plus the webhook outbox when there are deliveries for `endpoints`. Every user
+    /// in `states` has a row, locked by [`lock_states`] in this transaction: states are updated.
     pub async fn write(
         self,
         txn: &mut Txn,
@@ -149,7 +150,7 @@ impl Changes {
         // Scores: the score's time is when it was last changed, so ties rank whoever reached it
         // first. The count of users per score moves with each score (from the old score to the
         // new one), its rows updated in sorted order so concurrent transactions wait in one order.
-        sqlx::query(
+        let (_, updated): (i64, i64) = sqlx::query_as(
             "WITH outcomes AS (
                  INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
                  SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::jsonb
@@ -158,11 +159,9 @@ impl Changes {
                  ON CONFLICT (project_id, event_id) DO NOTHING
                  RETURNING 1
              ), states AS (
-                 INSERT INTO engine_user_states (project_id, generation, user_id, state, last_seq, updated_at)
-                 SELECT $1, $2, r.user_id, r.state::jsonb, r.seq, now()
+                 UPDATE engine_user_states s SET state = r.state::jsonb, last_seq = r.seq, updated_at = now()
                  FROM UNNEST($10::text[], $11::text[], $12::int8[]) AS r(user_id, state, seq)
-                 ON CONFLICT (project_id, generation, user_id)
-                 DO UPDATE SET state = EXCLUDED.state, last_seq = EXCLUDED.last_seq, updated_at = now()
+                 WHERE s.project_id = $1 AND s.generation = $2 AND s.user_id = r.user_id
                  RETURNING 1
              ), ledger AS (
                  INSERT INTO points_ledger (project_id, id, seq, generation, user_id, points_key, amount, reason, event_id)
@@ -195,8 +194,9 @@ impl Changes {
                  DO UPDATE SET users = leaderboard_score_counts.users + EXCLUDED.users
                  RETURNING 1
              )
-             SELECT (SELECT count(*) FROM outcomes), (SELECT count(*) FROM states),
-                    (SELECT count(*) FROM ledger), (SELECT count(*) FROM counts)",
+             SELECT (SELECT count(*) FROM outcomes) + (SELECT count(*) FROM ledger)
+                        + (SELECT count(*) FROM counts),
+                    (SELECT count(*) FROM states)",
         )
         .bind(project_id)
         .bind(self.generation)
@@ -227,9 +227,16 @@ impl Changes {
         .bind(scores.iter().map(|((_, _, user), _)| user.as_str()).collect::<Vec<_>>())
         .bind(scores.iter().map(|(_, (delta, _))| *delta).collect::<Vec<_>>())
         .bind(scores.iter().map(|(_, (_, at))| *at).collect::<Vec<_>>())
-        .execute(&mut **txn)
+        .fetch_one(&mut **txn)
         .await
         .map_err(db_err)?;
+        if updated != self.states.len() as i64 {
+            return Err(DbErr::Custom(format!(
+                "{} of {} engine states were written: a state was not locked first",
+                updated,
+                self.states.len()
+            )));
+        }
         super::outbox::write(txn, project_id, endpoints, &self.deliveries).await?;
         Ok(())
     }
