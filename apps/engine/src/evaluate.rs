@@ -3,26 +3,29 @@
 //! scores, webhook deliveries, outcome and dedup record commit in one tenant transaction.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     time::Instant,
 };
 
 use futures::future::BoxFuture;
 use gamify_common::{KeyType, ingest::Kind};
 use gamify_db::Db;
-use gamify_rules::{Input, Source};
+use gamify_rules::{Input, Source, UserState};
 use gamify_worker::{
     persist::{Item, Outcome, Status},
     stage::Stage,
 };
-use sea_orm::{DbErr, sqlx};
+use sea_orm::{
+    DbErr,
+    sqlx::{self, types::Json},
+};
 use uuid::Uuid;
 
 use gamify_db::gamification::{
     changes::{self, Changes, OutcomeRow},
-    outbox::Delivery,
+    outbox::{Delivery, ENDPOINTS_JSON, Endpoint},
     project_lock,
-    rule_sets::{RuleSets, Start},
+    rule_sets::{Active, RuleSets},
 };
 
 use crate::{db_err, metrics as m};
@@ -80,16 +83,13 @@ impl Evaluate {
             .await
             .map_err(db_err)?;
 
-        let fates = claim_message_ids(&mut txn, project_id, items).await?;
-        let to_number = fates
-            .iter()
-            .filter(|fate| !matches!(fate, Fate::Redelivered))
-            .count();
-        let Start {
+        let Opened {
+            fates,
             active,
             seqs,
             endpoints,
-        } = self.rule_sets.start(&mut txn, project_id, to_number).await?;
+            mut states,
+        } = self.open(&mut txn, project_id, items).await?;
 
         let mut outcome = Outcome::default();
         let mut changes = Changes::new(
@@ -107,17 +107,19 @@ impl Evaluate {
                 fate => Some((*item, fate)),
             })
             .collect();
-        let users: Vec<&str> = todo
-            .iter()
-            .filter(|(_, fate)| matches!(fate, Fate::Evaluate))
-            .filter_map(|(item, _)| item.envelope.user_id.as_deref())
-            .collect();
-        let mut states = match &active {
-            Some(active) => {
-                changes::lock_states(&mut txn, project_id, active.generation, &users).await?
-            }
-            None => Default::default(),
-        };
+        if let Some(active) = &active {
+            let mut new: Vec<&str> = todo
+                .iter()
+                .filter(|(_, fate)| matches!(fate, Fate::Evaluate))
+                .filter_map(|(item, _)| item.envelope.user_id.as_deref())
+                .filter(|user| !states.contains_key(*user))
+                .collect();
+            new.sort_unstable();
+            new.dedup();
+            let created =
+                changes::lock_new_states(&mut txn, project_id, active.generation, &new).await?;
+            states.extend(created);
+        }
 
         let mut awards_made = 0u64;
         // Each user's state is written once, as it stands after their last event here.
@@ -149,14 +151,14 @@ impl Evaluate {
                     changes.record(user_id, seq, Some(envelope.id), &evaluation);
                     last_seq.insert(user_id, seq);
                     if !endpoints.is_empty() {
-                        changes.deliveries.extend(evaluation.awards.iter().map(|award| {
-                            Delivery {
+                        changes
+                            .deliveries
+                            .extend(evaluation.awards.iter().map(|award| Delivery {
                                 user_id: user_id.to_owned(),
                                 event_id: Some(envelope.id),
                                 award: award.clone(),
                                 at: envelope.received_at,
-                            }
-                        }));
+                            }));
                     }
                     awards_made += evaluation.awards.len() as u64;
                     (true, None, evaluation.awards)
@@ -187,54 +189,116 @@ impl Evaluate {
     }
 }
 
-/// The engine's dedup, in the storage path's scope (project, key class, messageId), for every
-/// item, refused ones included: the storage worker stores those too (as failed), and a messageId
-/// it has stored is taken for good, so a later event reusing it is a duplicate on both paths.
-///
-/// One statement: each key not held yet is taken by this item; for one that is, `DO UPDATE`
-/// (which changes nothing) returns the holder as it stands once any transaction taking it at the
-/// same moment has finished, which `DO NOTHING` would not. `xmax = 0` tells a row this statement
-/// inserted from one it found. The dedup record and the outcome commit together, so a key this
-/// very envelope already held means it was evaluated.
-async fn claim_message_ids(
-    txn: &mut Txn,
-    project_id: Uuid,
-    items: &[&Item],
-) -> Result<Vec<Fate>, DbErr> {
-    // A key twice in one statement would make DO UPDATE touch a row twice: the first copy asks.
-    let mut asked = HashSet::new();
-    let mut key_types = Vec::with_capacity(items.len());
-    let mut message_ids = Vec::with_capacity(items.len());
-    let mut event_ids = Vec::with_capacity(items.len());
-    for item in items {
-        if asked.insert((item.key_type, item.envelope.message_id.as_str())) {
-            key_types.push(item.key_type.as_str());
-            message_ids.push(item.envelope.message_id.as_str());
-            event_ids.push(item.envelope.id);
+/// What a transaction reads once it holds the project lock.
+struct Opened {
+    fates: Vec<Fate>,
+    active: Option<Active>,
+    /// Increasing; one per item (a redelivered item leaves its number unused).
+    seqs: Vec<i64>,
+    endpoints: Vec<Endpoint>,
+    /// The states of the items' users that exist, locked.
+    states: BTreeMap<String, UserState>,
+}
+
+impl Evaluate {
+    /// One statement, after the project lock (a statement's snapshot is taken before it waits for
+    /// a lock, so the active version must be read by a later one than the lock's):
+    ///
+    /// - the engine's dedup, in the storage path's scope (project, key class, messageId), for
+    ///   every item, refused ones included: the storage worker stores those too (as failed), and a
+    ///   messageId it has stored is taken for good, so a later event reusing it is a duplicate on
+    ///   both paths. Each key not held yet is taken by this item; for one that is, `DO UPDATE`
+    ///   (which changes nothing) returns the holder as it stands once any transaction taking it at
+    ///   the same moment has finished, which `DO NOTHING` would not. `xmax = 0` tells a row this
+    ///   statement inserted from one it found. The dedup record and the outcome commit together,
+    ///   so a key this very envelope already held means it was evaluated;
+    /// - the active rule version, sequence numbers and the webhook endpoints;
+    /// - the stored states of the items' users, locked in sorted order (`FOR UPDATE` waits for a
+    ///   concurrent writer and returns the state it committed). Users without a row yet are
+    ///   given one afterwards ([`changes::lock_new_states`]).
+    async fn open(
+        &self,
+        txn: &mut Txn,
+        project_id: Uuid,
+        items: &[&Item],
+    ) -> Result<Opened, DbErr> {
+        // A key twice in one statement would make DO UPDATE touch a row twice: the first copy asks.
+        let mut asked = HashSet::new();
+        let mut key_types = Vec::with_capacity(items.len());
+        let mut message_ids = Vec::with_capacity(items.len());
+        let mut event_ids = Vec::with_capacity(items.len());
+        for item in items {
+            if asked.insert((item.key_type, item.envelope.message_id.as_str())) {
+                key_types.push(item.key_type.as_str());
+                message_ids.push(item.envelope.message_id.as_str());
+                event_ids.push(item.envelope.id);
+            }
         }
-    }
-    let rows: Vec<(String, String, Uuid, bool)> = sqlx::query_as(
-        "INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id)
-         SELECT $1, r.key_type, r.message_id, r.event_id
-         FROM UNNEST($2::text[], $3::text[], $4::uuid[]) AS r(key_type, message_id, event_id)
-         ON CONFLICT (project_id, key_type, message_id)
-         DO UPDATE SET event_id = engine_message_ids.event_id
-         RETURNING key_type, message_id, event_id, (xmax = 0) AS inserted",
-    )
-    .bind(project_id)
-    .bind(&key_types)
-    .bind(&message_ids)
-    .bind(&event_ids)
-    .fetch_all(&mut **txn)
-    .await
-    .map_err(db_err)?;
-    let claims: HashMap<(String, String), Claim> = rows
-        .into_iter()
-        .map(|(key_type, message_id, holder, inserted)| {
-            ((key_type, message_id), Claim { holder, inserted })
+        let mut users: Vec<&str> = items
+            .iter()
+            .filter(|item| matches!(item.status, Status::Processed))
+            .filter_map(|item| item.envelope.user_id.as_deref())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        type Row = (
+            Json<Vec<(String, String, Uuid, bool)>>,
+            Option<i32>,
+            Vec<i64>,
+            Json<Vec<Endpoint>>,
+            Json<Vec<(String, UserState)>>,
+        );
+        let (Json(claims), version, seqs, Json(endpoints), Json(states)): Row =
+            sqlx::query_as(&format!(
+                "WITH claim AS (
+                     INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id)
+                     SELECT $1, r.key_type, r.message_id, r.event_id
+                     FROM UNNEST($2::text[], $3::text[], $4::uuid[]) AS r(key_type, message_id, event_id)
+                     ON CONFLICT (project_id, key_type, message_id)
+                     DO UPDATE SET event_id = engine_message_ids.event_id
+                     RETURNING key_type, message_id, event_id, (xmax = 0) AS inserted
+                 ), active AS (
+                     SELECT version, generation FROM rule_versions WHERE project_id = $1 AND state = 'active'
+                 ), states AS (
+                     SELECT s.user_id, s.state FROM engine_user_states s
+                     WHERE s.project_id = $1 AND s.generation = (SELECT generation FROM active)
+                       AND s.user_id = ANY($5)
+                     ORDER BY s.user_id FOR UPDATE
+                 )
+                 SELECT (SELECT coalesce(json_agg(json_build_array(key_type, message_id, event_id, inserted)), '[]')
+                         FROM claim),
+                        (SELECT version FROM active),
+                        ARRAY(SELECT nextval('engine_seq') FROM generate_series(1, $6) ORDER BY 1),
+                        {ENDPOINTS_JSON},
+                        (SELECT coalesce(json_agg(json_build_array(user_id, state)), '[]') FROM states)"
+            ))
+            .bind(project_id)
+            .bind(&key_types)
+            .bind(&message_ids)
+            .bind(&event_ids)
+            .bind(&users)
+            .bind(items.len() as i64)
+            .fetch_one(&mut **txn)
+            .await
+            .map_err(db_err)?;
+        let claims: HashMap<(String, String), Claim> = claims
+            .into_iter()
+            .map(|(key_type, message_id, holder, inserted)| {
+                ((key_type, message_id), Claim { holder, inserted })
+            })
+            .collect();
+        let active = match version {
+            Some(version) => Some(self.rule_sets.version(txn, project_id, version).await?),
+            None => None,
+        };
+        Ok(Opened {
+            fates: decide(items, &claims),
+            active,
+            seqs,
+            endpoints,
+            states: states.into_iter().collect(),
         })
-        .collect();
-    Ok(decide(items, &claims))
+    }
 }
 
 /// Who holds a (key class, messageId) after the claim, and whether this claim took it.

@@ -125,11 +125,13 @@ impl Db {
         lock: i64,
     ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         let mut txn = self.conn.get_postgres_connection_pool().begin().await?;
-        sqlx::query("SELECT set_config('app.project_id', $1, true), pg_advisory_xact_lock_shared($2)")
-            .bind(project_id.to_string())
-            .bind(lock)
-            .execute(&mut *txn)
-            .await?;
+        sqlx::query(
+            "SELECT set_config('app.project_id', $1, true), pg_advisory_xact_lock_shared($2)",
+        )
+        .bind(project_id.to_string())
+        .bind(lock)
+        .execute(&mut *txn)
+        .await?;
         Ok(txn)
     }
 

@@ -248,10 +248,9 @@ async fn post_adjustment(
         .ok_or_else(|| Error::not_found("points system"))?;
     let mut states =
         changes::lock_states(&mut txn, project_id, active.generation, &[user_id.as_str()]).await?;
-    let seq = *start
-        .seqs
-        .first()
-        .ok_or_else(|| gamify_db::sea_orm::DbErr::Custom("the engine sequence gave no number".into()))?;
+    let seq = *start.seqs.first().ok_or_else(|| {
+        gamify_db::sea_orm::DbErr::Custom("the engine sequence gave no number".into())
+    })?;
     // Postgres keeps microseconds: the first answer must be the one a repeat reads back.
     let now = chrono::SubsecRound::trunc_subsecs(state.now(), 6);
     let user_state = states.entry(user_id.clone()).or_default();
@@ -320,7 +319,9 @@ async fn post_adjustment(
         txn.commit().await.map_err(db)?;
         return Ok((StatusCode::CREATED, axum::Json(found)));
     }
-    changes.write(&mut txn, project_id, &start.endpoints).await?;
+    changes
+        .write(&mut txn, project_id, &start.endpoints)
+        .await?;
     txn.commit().await.map_err(db)?;
     tracing::info!(%project_id, points_key = %points_key, amount = body.amount, "points adjusted");
     Ok((

@@ -23,11 +23,11 @@ use gamify_db::{
     gamification::outbox::{self, Delivery},
     sea_orm::sqlx,
 };
-use gamify_rules::Award;
 use gamify_engine::webhooks::{
     Schedule, Settings,
     dispatch::{Sender, run_with},
 };
+use gamify_rules::Award;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde_json::{Value, json};
@@ -611,9 +611,7 @@ async fn several_dispatchers_deliver_each_webhook_once() {
     let project = project(&db).await;
     let receiver = Receiver::start(&[200]).await;
     let (_, secret) = endpoint(&db, project, &receiver.url()).await;
-    let payloads = (0..40)
-        .map(|n| delivery(&format!("user_{n}")))
-        .collect();
+    let payloads = (0..40).map(|n| delivery(&format!("user_{n}"))).collect();
     let ids = award(&db, project, payloads).await;
     assert_eq!(ids.len(), 40);
     let _dispatchers = Dispatchers::start(&db, settings(project, true, &[100]), 3);

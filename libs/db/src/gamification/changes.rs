@@ -266,8 +266,21 @@ pub async fn lock_states(
         .copied()
         .filter(|user| !states.contains_key(*user))
         .collect();
-    if new.is_empty() {
-        return Ok(states);
+    states.extend(lock_new_states(txn, project_id, generation, &new).await?);
+    Ok(states)
+}
+
+/// Rows for users who had no state (`users` sorted, none with a row when this transaction
+/// looked), locked and returned: a concurrent transaction's first event of the same user may
+/// have made the row meanwhile, and then its state is the one returned.
+pub async fn lock_new_states(
+    txn: &mut Txn,
+    project_id: Uuid,
+    generation: i32,
+    users: &[&str],
+) -> Result<BTreeMap<String, UserState>, DbErr> {
+    if users.is_empty() {
+        return Ok(BTreeMap::new());
     }
     let empty = serde_json::to_value(UserState::default())
         .map_err(|err| DbErr::Custom(format!("cannot serialize an empty engine state: {err}")))?;
@@ -278,14 +291,13 @@ pub async fn lock_states(
     )
     .bind(project_id)
     .bind(generation)
-    .bind(&new)
+    .bind(users)
     .bind(&empty)
     .execute(&mut **txn)
     .await
     .map_err(db_err)?;
     // A new statement: it sees the rows a concurrent transaction inserted first and committed.
-    states.extend(select_for_update(txn, project_id, generation, &new).await?);
-    Ok(states)
+    select_for_update(txn, project_id, generation, users).await
 }
 
 async fn select_for_update(

@@ -46,7 +46,8 @@ impl Endpoint {
 
 /// The project's live endpoints as a JSON array `[{id, events}]`: a subquery other statements
 /// embed (with `$1` the project), so reading them costs no round trip of its own.
-pub const ENDPOINTS_JSON: &str = "(SELECT coalesce(json_agg(json_build_object('id', id, 'events', events)), '[]')
+pub const ENDPOINTS_JSON: &str =
+    "(SELECT coalesce(json_agg(json_build_object('id', id, 'events', events)), '[]')
       FROM webhook_endpoints WHERE project_id = $1 AND deleted_at IS NULL)";
 
 /// The project's live endpoints, on their own (where no other statement carries them).
@@ -117,11 +118,17 @@ pub async fn write(
     for delivery in deliveries {
         let event_type = event_type(&delivery.award);
         let mut body = None;
-        for endpoint in endpoints.iter().filter(|endpoint| endpoint.wants(event_type)) {
+        for endpoint in endpoints
+            .iter()
+            .filter(|endpoint| endpoint.wants(event_type))
+        {
             ids.push(format!("msg_{}", Uuid::now_v7().simple()));
             endpoint_ids.push(endpoint.id);
             types.push(event_type);
-            payloads.push(body.get_or_insert_with(|| payload(project_id, delivery)).clone());
+            payloads.push(
+                body.get_or_insert_with(|| payload(project_id, delivery))
+                    .clone(),
+            );
         }
     }
     if ids.is_empty() {

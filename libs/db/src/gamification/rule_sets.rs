@@ -61,7 +61,12 @@ impl RuleSets {
     /// version must be read by a statement that starts after the lock), in one round trip: the
     /// active version, `seqs` numbers of the engine's sequence in increasing order, and the
     /// project's webhook endpoints.
-    pub async fn start(&self, txn: &mut Txn, project_id: Uuid, seqs: usize) -> Result<Start, DbErr> {
+    pub async fn start(
+        &self,
+        txn: &mut Txn,
+        project_id: Uuid,
+        seqs: usize,
+    ) -> Result<Start, DbErr> {
         let (version, numbers, endpoints): (Option<i32>, Vec<i64>, serde_json::Value) =
             sqlx::query_as(&format!(
                 "SELECT (SELECT version FROM rule_versions WHERE project_id = $1 AND state = 'active'),
