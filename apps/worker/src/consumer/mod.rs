@@ -21,7 +21,7 @@ use std::{
 use futures::StreamExt;
 use gamify_db::Db;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -272,15 +272,17 @@ impl Loop {
 
         // Each share on a task of its own: the stage's CPU work (the engine's rule evaluation)
         // runs on every core while other shares wait for Postgres, not in turn on this task.
+        // The tasks are aborted with this future: a batch given up at a stop is rolled back, not
+        // left to commit on its own after the loop has gone.
         let results: Vec<(Chunk, Result<Outcome, sea_orm::DbErr>)> = futures::stream::iter(chunks)
             .map(|chunk| {
                 let db = self.db.clone();
                 let stage = Arc::clone(&self.stage);
-                tokio::spawn(async move {
+                AbortOnDropHandle::new(tokio::spawn(async move {
                     let refs: Vec<&Item> = chunk.1.iter().map(|(_, item)| item).collect();
                     let result = stage.apply(&db, chunk.0, &refs).await;
                     (chunk, result)
-                })
+                }))
             })
             .buffer_unordered(self.config.db_concurrency)
             .map(|joined| match joined {
