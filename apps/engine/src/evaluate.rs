@@ -108,14 +108,12 @@ impl Evaluate {
             })
             .collect();
         if let Some(active) = &active {
-            let mut new: Vec<&str> = todo
+            let new: Vec<&str> = todo
                 .iter()
                 .filter(|(_, fate)| matches!(fate, Fate::Evaluate))
                 .filter_map(|(item, _)| item.envelope.user_id.as_deref())
                 .filter(|user| !states.contains_key(*user))
                 .collect();
-            new.sort_unstable();
-            new.dedup();
             let created =
                 changes::lock_new_states(&mut txn, project_id, active.generation, &new).await?;
             states.extend(created);

@@ -262,23 +262,25 @@ pub async fn lock_states(
     }
     let mut states = select_for_update(txn, project_id, generation, &sorted).await?;
     let new: Vec<&str> = sorted
-        .iter()
-        .copied()
+        .into_iter()
         .filter(|user| !states.contains_key(*user))
         .collect();
     states.extend(lock_new_states(txn, project_id, generation, &new).await?);
     Ok(states)
 }
 
-/// Rows for users who had no state (`users` sorted, none with a row when this transaction
-/// looked), locked and returned: a concurrent transaction's first event of the same user may
-/// have made the row meanwhile, and then its state is the one returned.
+/// Rows for users who had no state when this transaction looked, locked (in sorted order) and
+/// returned: a concurrent transaction's first event of the same user may have made the row
+/// meanwhile, and then its state is the one returned.
 pub async fn lock_new_states(
     txn: &mut Txn,
     project_id: Uuid,
     generation: i32,
     users: &[&str],
 ) -> Result<BTreeMap<String, UserState>, DbErr> {
+    let mut users = users.to_vec();
+    users.sort_unstable();
+    users.dedup();
     if users.is_empty() {
         return Ok(BTreeMap::new());
     }
@@ -291,13 +293,13 @@ pub async fn lock_new_states(
     )
     .bind(project_id)
     .bind(generation)
-    .bind(users)
+    .bind(&users)
     .bind(&empty)
     .execute(&mut **txn)
     .await
     .map_err(db_err)?;
     // A new statement: it sees the rows a concurrent transaction inserted first and committed.
-    select_for_update(txn, project_id, generation, users).await
+    select_for_update(txn, project_id, generation, &users).await
 }
 
 async fn select_for_update(

@@ -52,18 +52,12 @@ pub const ENDPOINTS_JSON: &str =
 
 /// The project's live endpoints, on their own (where no other statement carries them).
 pub async fn endpoints(txn: &mut Txn, project_id: Uuid) -> Result<Vec<Endpoint>, DbErr> {
-    let value: Value = sqlx::query_scalar(&format!("SELECT {ENDPOINTS_JSON}"))
+    let sqlx::types::Json(endpoints) = sqlx::query_scalar(&format!("SELECT {ENDPOINTS_JSON}"))
         .bind(project_id)
         .fetch_one(&mut **txn)
         .await
         .map_err(db_err)?;
-    endpoints_from_json(value)
-}
-
-/// Reads [`ENDPOINTS_JSON`]'s answer.
-pub fn endpoints_from_json(value: Value) -> Result<Vec<Endpoint>, DbErr> {
-    serde_json::from_value(value)
-        .map_err(|err| DbErr::Custom(format!("cannot read the webhook endpoints: {err}")))
+    Ok(endpoints)
 }
 
 /// The webhook event type of an award.

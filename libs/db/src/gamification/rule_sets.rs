@@ -8,7 +8,7 @@ use gamify_rules::Rules;
 use sea_orm::{DbErr, sqlx};
 use uuid::Uuid;
 
-use super::outbox::{ENDPOINTS_JSON, Endpoint, endpoints_from_json};
+use super::outbox::{ENDPOINTS_JSON, Endpoint};
 
 type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
 
@@ -67,17 +67,20 @@ impl RuleSets {
         project_id: Uuid,
         seqs: usize,
     ) -> Result<Start, DbErr> {
-        let (version, numbers, endpoints): (Option<i32>, Vec<i64>, serde_json::Value) =
-            sqlx::query_as(&format!(
-                "SELECT (SELECT version FROM rule_versions WHERE project_id = $1 AND state = 'active'),
+        let (version, numbers, sqlx::types::Json(endpoints)): (
+            Option<i32>,
+            Vec<i64>,
+            sqlx::types::Json<Vec<Endpoint>>,
+        ) = sqlx::query_as(&format!(
+            "SELECT (SELECT version FROM rule_versions WHERE project_id = $1 AND state = 'active'),
                         ARRAY(SELECT nextval('engine_seq') FROM generate_series(1, $2) ORDER BY 1),
                         {ENDPOINTS_JSON}"
-            ))
-            .bind(project_id)
-            .bind(seqs as i64)
-            .fetch_one(&mut **txn)
-            .await
-            .map_err(super::db_err)?;
+        ))
+        .bind(project_id)
+        .bind(seqs as i64)
+        .fetch_one(&mut **txn)
+        .await
+        .map_err(super::db_err)?;
         let active = match version {
             Some(version) => Some(self.version(txn, project_id, version).await?),
             None => None,
@@ -85,7 +88,7 @@ impl RuleSets {
         Ok(Start {
             active,
             seqs: numbers,
-            endpoints: endpoints_from_json(endpoints)?,
+            endpoints,
         })
     }
 
