@@ -18,6 +18,7 @@ mod m20261124_000008_retention_without_deadlocks;
 mod m20261124_000009_events_without_row_foreign_keys;
 mod m20261204_000010_versioned_trusted_events;
 mod m20261204_000011_gamification_engine;
+mod m20261205_000012_accounts_and_audit;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000009_events_without_row_foreign_keys::migration()),
             Box::new(m20261204_000010_versioned_trusted_events::migration()),
             Box::new(m20261204_000011_gamification_engine::migration()),
+            Box::new(m20261205_000012_accounts_and_audit::migration()),
         ]
     }
 }
@@ -94,7 +96,15 @@ const APPLICATION_TABLES: &[&str] = &[
     "webhook_deliveries",
     "webhook_attempts",
     "webhook_queue",
+    "users",
+    "memberships",
+    "invitations",
+    "sessions",
+    "org_tokens",
 ];
+
+/// Tables the application role may only read and append to.
+const APPEND_ONLY_TABLES: &[&str] = &["audit_log"];
 
 /// How many monthly partitions of `events` exist ahead of the current month after migrating.
 pub const PARTITION_MONTHS_AHEAD: i32 = 3;
@@ -168,6 +178,7 @@ async fn ensure_application_role(
         .await?;
     }
     let tables = APPLICATION_TABLES.join(", ");
+    let append_only = APPEND_ONLY_TABLES.join(", ");
     let database: String = db
         .query_one(Statement::from_string(
             db.get_database_backend(),
@@ -182,6 +193,7 @@ async fn ensure_application_role(
         "GRANT CONNECT ON DATABASE {database} TO {name};
          GRANT USAGE ON SCHEMA public TO {name};
          GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {name};
+         GRANT SELECT, INSERT ON {append_only} TO {name};
          GRANT USAGE ON SEQUENCE engine_seq TO {name};
          GRANT EXECUTE ON FUNCTION gamify_ensure_event_partitions(integer) TO {name};
          GRANT EXECUTE ON FUNCTION gamify_drop_events_before(timestamptz) TO {name};"

@@ -36,6 +36,111 @@ pub struct Settings {
     /// Proxies in front of the gateway that append to `X-Forwarded-For`; 0 ignores the header.
     pub trusted_proxy_hops: usize,
     pub http: HttpLimits,
+    pub accounts: AccountSettings,
+}
+
+/// People, sessions and invitations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// The deployment's own origin (`PUBLIC_URL`, e.g. `https://gamify.example.com`): invitation
+    /// links point at it, cookie-authenticated changes must come from it, and session cookies are
+    /// `Secure` unless it is plain `http`.
+    pub public_url: url::Url,
+    /// A console session ends after this long without use (`SESSION_IDLE_TIMEOUT_SECONDS`).
+    pub session_idle_timeout: Duration,
+    /// How long an invitation link stays valid (`INVITATION_TTL_SECONDS`).
+    pub invitation_ttl: Duration,
+    pub password_hash: crate::accounts::HashCost,
+    /// Failed sign-ins per account, and per address, in `sign_in_window`, before sign-in is refused.
+    pub sign_in_failures_per_account: u32,
+    pub sign_in_failures_per_address: u32,
+    pub sign_in_window: Duration,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            public_url: url::Url::parse("http://localhost:3000").unwrap_or_else(|_| unreachable!()),
+            session_idle_timeout: Duration::from_secs(7 * 24 * 3600),
+            invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+            password_hash: crate::accounts::HashCost::default(),
+            sign_in_failures_per_account: 10,
+            sign_in_failures_per_address: 50,
+            sign_in_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl AccountSettings {
+    /// `scheme://host[:port]`, as browsers send it in `Origin`.
+    pub fn public_origin(&self) -> String {
+        self.public_url.origin().ascii_serialization()
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+fn account_settings(port: u16) -> Result<AccountSettings, ConfigError> {
+    let defaults = AccountSettings::default();
+    let public_url = match config::optional("PUBLIC_URL")? {
+        Some(text) => {
+            let url = url::Url::parse(&text).map_err(|_| {
+                ConfigError::invalid("PUBLIC_URL", "must be an absolute http(s) URL")
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(ConfigError::invalid(
+                    "PUBLIC_URL",
+                    "must be an absolute http(s) URL",
+                ));
+            }
+            url
+        }
+        None => url::Url::parse(&format!("http://localhost:{port}"))
+            .map_err(|_| ConfigError::invalid("PORT", "does not make a URL"))?,
+    };
+    Ok(AccountSettings {
+        public_url,
+        session_idle_timeout: Duration::from_secs(config::parsed_in(
+            "SESSION_IDLE_TIMEOUT_SECONDS",
+            defaults.session_idle_timeout.as_secs(),
+            300..=90 * 24 * 3600,
+        )?),
+        invitation_ttl: Duration::from_secs(config::parsed_in(
+            "INVITATION_TTL_SECONDS",
+            defaults.invitation_ttl.as_secs(),
+            300..=30 * 24 * 3600,
+        )?),
+        password_hash: crate::accounts::HashCost {
+            memory_kib: config::parsed_in(
+                "PASSWORD_HASH_MEMORY_KIB",
+                defaults.password_hash.memory_kib,
+                8..=1024 * 1024,
+            )?,
+            iterations: config::parsed_in(
+                "PASSWORD_HASH_ITERATIONS",
+                defaults.password_hash.iterations,
+                1..=100,
+            )?,
+            concurrency: config::parsed_in(
+                "PASSWORD_HASH_CONCURRENCY",
+                defaults.password_hash.concurrency,
+                1..=1024,
+            )?,
+        },
+        sign_in_failures_per_account: config::parsed_in(
+            "SIGN_IN_FAILURES_PER_ACCOUNT",
+            defaults.sign_in_failures_per_account,
+            1..=10_000,
+        )?,
+        sign_in_failures_per_address: config::parsed_in(
+            "SIGN_IN_FAILURES_PER_ADDRESS",
+            defaults.sign_in_failures_per_address,
+            1..=100_000,
+        )?,
+        sign_in_window: defaults.sign_in_window,
+    })
 }
 
 /// What one client can hold of the server: time for its headers and for a whole request,
@@ -169,6 +274,7 @@ impl Config {
                 negative_cache_ttl: Duration::from_secs(5),
                 trusted_proxy_hops: config::parsed_in("TRUSTED_PROXY_HOPS", 0, 0..=10)?,
                 http: http_limits(produce_timeout_ms)?,
+                accounts: account_settings(port)?,
             },
         })
     }

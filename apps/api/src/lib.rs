@@ -3,12 +3,13 @@
 //! route shares (server loop, errors, extractors, middleware, health), `ingest` the ingestion
 //! path, `manage` the management API, `read` the tenant reads; `state` the components they use.
 
+pub mod accounts;
 pub mod clock;
 pub mod config;
 mod gamification;
 pub mod http;
 pub mod ingest;
-mod manage;
+pub mod manage;
 pub mod openapi;
 mod read;
 pub mod redis;
@@ -23,7 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::{health, layers, metrics, server};
+use tower_sessions::{Expiry, SessionManagerLayer, cookie::SameSite};
+
+use crate::{
+    accounts::{session_store::PgSessionStore, sessions::COOKIE_NAME},
+    http::{health, layers, metrics, server},
+};
 pub use crate::{
     http::error::{Error, Result},
     ingest::rate_limit,
@@ -44,23 +50,48 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// deadline govern, and the operational ones (health, metrics, the document), which they do not:
 /// an orchestrator must see a busy gateway as alive.
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let (management, api) = api_routes();
+    (api.merge(management), operational_routes())
+}
+
+/// The management routes (accounts, organizations, projects, keys, rules, webhooks: what a
+/// console session may call) and the rest of the API.
+fn api_routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let management = OpenApiRouter::new()
+        .merge(accounts::router())
+        .merge(manage::router());
     let api = OpenApiRouter::new()
-        .merge(manage::router())
         .merge(ingest::router())
         .merge(read::router())
         .merge(gamification::router());
-    let operations = OpenApiRouter::new()
+    (management, api)
+}
+
+fn operational_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(health::router())
         .merge(metrics::router())
-        .merge(openapi::router());
-    (api, operations)
+        .merge(openapi::router())
 }
 
 /// The routes with their per-route middleware. Middleware that needs no route (tracing, the body
 /// limit) wraps the router once in [`serve`] instead: as a router layer it would be one more boxed
 /// service cloned per request on every route.
 pub fn router(state: AppState) -> Router {
-    let (api, operations) = routes();
+    let (management, api) = api_routes();
+    // Only management routes read the session cookie: ingestion never touches the store.
+    let sessions = SessionManagerLayer::new(PgSessionStore::new(state.db().clone()))
+        .with_name(COOKIE_NAME)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_path("/")
+        .with_secure(state.accounts().settings.secure_cookies())
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(
+            i64::try_from(state.accounts().settings.session_idle_timeout.as_secs())
+                .unwrap_or(i64::MAX),
+        )));
+    let api = api.merge(management.layer(sessions));
+    let operations = operational_routes();
     let api = api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         layers::api_route,

@@ -12,13 +12,18 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: gamify-api [serve|migrate|openapi]
+const USAGE: &str =
+    "usage: gamify-api [serve|migrate|openapi|users create --email E --organization O [--role R]]
 
   serve    run the HTTP server (default)
   migrate  apply pending migrations as DATABASE_OWNER_URL, create the application role named in
            DATABASE_URL if missing, grant it DML, and create upcoming event partitions
   openapi  print the OpenAPI document (as served at /openapi.json and committed as
-           docs/openapi.json) and exit; needs no configuration";
+           docs/openapi.json) and exit; needs no configuration
+  users create --email E --organization O [--role owner|admin|developer|viewer]
+           invite E into organization O (an organization's id, or the name of a new one) as R
+           (default owner) and print the single-use link that sets the password and signs in;
+           the server's configuration (DATABASE_URL, PUBLIC_URL, …)";
 
 #[derive(Debug, thiserror::Error)]
 enum Error {
@@ -36,6 +41,8 @@ enum Error {
     OpenApi(serde_json::Error),
     #[error("cannot start: {0}")]
     Start(#[from] gamify_api::Error),
+    #[error("{0}\n\n{USAGE}")]
+    Usage(String),
 }
 
 #[tokio::main]
@@ -46,6 +53,7 @@ async fn main() -> ExitCode {
     let result = match command.as_deref() {
         None | Some("serve") => serve().await,
         Some("migrate") => migrate().await,
+        Some("users") => create_user(std::env::args().skip(2).collect()).await,
         Some("openapi") => gamify_api::openapi::document_json()
             .map(|json| print!("{json}"))
             .map_err(Error::OpenApi),
@@ -72,6 +80,53 @@ async fn migrate() -> Result<(), Error> {
     let config = MigrateConfig::from_env()?;
     gamify_migrations::migrate(&config.database_owner_url, &config.application_role).await?;
     tracing::info!(application_role = %config.application_role.name, "migrations applied");
+    Ok(())
+}
+
+async fn create_user(args: Vec<String>) -> Result<(), Error> {
+    let (mut email, mut organization, mut role) =
+        (None, None, gamify_api::accounts::roles::Role::Owner);
+    let mut args = args.into_iter();
+    if args.next().as_deref() != Some("create") {
+        return Err(Error::Usage("expected `users create`".into()));
+    }
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))?;
+        match flag.as_str() {
+            "--email" => email = Some(value),
+            "--organization" => organization = Some(value),
+            "--role" => {
+                role = gamify_api::accounts::roles::Role::parse(&value)
+                    .ok_or_else(|| Error::Usage(format!("unknown role {value:?}")))?
+            }
+            other => return Err(Error::Usage(format!("unknown option {other:?}"))),
+        }
+    }
+    let (Some(email), Some(organization)) = (email, organization) else {
+        return Err(Error::Usage(
+            "--email and --organization are required".into(),
+        ));
+    };
+    let config = Config::from_env()?;
+    let db = Db::connect(&config.database_url, PoolOptions::default()).await?;
+    let invited = gamify_api::accounts::bootstrap::invite(
+        &db,
+        &config.settings.accounts,
+        &email,
+        &organization,
+        role,
+    )
+    .await?;
+    db.close().await?;
+    if invited.organization_created {
+        println!("created organization {}", invited.organization_id);
+    }
+    println!(
+        "{email} is invited to organization {} as {role}. Open this link once, before {}, to set a password and sign in:\n{}",
+        invited.organization_id, invited.expires_at, invited.url
+    );
     Ok(())
 }
 

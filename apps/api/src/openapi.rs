@@ -27,13 +27,19 @@ use crate::{
 pub const ADMIN: &str = "adminToken";
 pub const API_KEY: &str = "apiKey";
 pub const API_KEY_BEARER: &str = "apiKeyBearer";
+/// The console's session cookie; an operation's scopes here name the least role it needs.
+pub const SESSION: &str = "session";
+/// An organization management token; an operation's scopes here name the scope it needs (none:
+/// any token of the organization).
+pub const ORG_TOKEN: &str = "orgToken";
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Gamify API",
         description = "Multi-tenant event ingestion for gamification: ingestion and reads with a \
-                       project's API key, management with the deployment's admin token. Every \
+                       project's API key; management with a console session, an organization \
+                       management token or the deployment's admin token. Every \
                        error is `{\"error\":{\"code\",\"message\",\"details?\"}}`; the codes are \
                        listed in docs/API.md.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
@@ -43,7 +49,9 @@ pub const API_KEY_BEARER: &str = "apiKeyBearer";
         (name = "health", description = "Liveness, readiness, metrics and this document"),
         (name = "ingestion", description = "Events and identify calls, with a publishable or secret key"),
         (name = "reads", description = "A project's events and end users, with a secret key"),
-        (name = "management", description = "Organizations, projects and keys, with the admin token"),
+        (name = "management", description = "Organizations, projects and keys: with a session, a management token or the operator's admin token"),
+        (name = "accounts", description = "Sessions, invitations, members, management tokens and the audit log"),
+        (name = "gamification", description = "Rules, progress, outcomes, leaderboards and points"),
     ),
     components(schemas(ErrorBody, ErrorObject, ErrorCode))
 )]
@@ -80,6 +88,29 @@ impl Modify for SecuritySchemes {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "The same project key as `Authorization: Bearer <key>`",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            SESSION,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "gamify_session",
+                "A console session (`POST /v1/sessions`). The operation's scopes name the least \
+                 role it needs in the organization that owns the resource (viewer < developer < \
+                 admin < owner); a change must come from the deployment's origin or carry \
+                 `X-CSRF-Token`.",
+            ))),
+        );
+        components.add_security_scheme(
+            ORG_TOKEN,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer gmt_…`: an organization management token. The \
+                         operation's scopes name the scope it needs; an operation without this \
+                         scheme refuses tokens.",
                     ))
                     .build(),
             ),

@@ -47,6 +47,22 @@ struct Inner {
     metrics: PrometheusHandle,
     readiness_timeout: Duration,
     trusted_proxy_hops: usize,
+    accounts: Accounts,
+}
+
+/// What the accounts routes share: the settings and the password hasher.
+#[derive(Debug)]
+pub struct Accounts {
+    pub settings: crate::config::AccountSettings,
+    pub passwords: crate::accounts::Passwords,
+    origin: String,
+}
+
+impl Accounts {
+    /// The deployment's own origin, as browsers write it in `Origin`.
+    pub fn public_origin(&self) -> &str {
+        &self.origin
+    }
 }
 
 impl AppState {
@@ -118,6 +134,14 @@ impl AppState {
             metrics,
             readiness_timeout: Duration::from_secs(2),
             trusted_proxy_hops: settings.trusted_proxy_hops,
+            accounts: Accounts {
+                passwords: crate::accounts::Passwords::new(settings.accounts.password_hash)
+                    .map_err(|error| {
+                        crate::Error::invalid(format!("password hash cost: {error}"))
+                    })?,
+                origin: settings.accounts.public_origin(),
+                settings: settings.accounts.clone(),
+            },
         })))
     }
 
@@ -197,6 +221,10 @@ impl AppState {
 
     pub(crate) fn redis(&self) -> &Redis {
         &self.0.redis
+    }
+
+    pub(crate) fn accounts(&self) -> &Accounts {
+        &self.0.accounts
     }
 
     pub(crate) fn proxy_hops(&self) -> usize {

@@ -14,6 +14,8 @@ pub enum ErrorCode {
     EventRequiresSecretKey,
     OriginNotAllowed,
     SecretKeyRequired,
+    Forbidden,
+    CsrfRejected,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -23,19 +25,22 @@ pub enum ErrorCode {
     KeyRateLimited,
     ProjectRateLimited,
     InvalidKeyRateLimited,
+    SignInRateLimited,
     RequestTimeout,
     InternalError,
     Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidApiKey,
         ErrorCode::EventRequiresSecretKey,
         ErrorCode::OriginNotAllowed,
         ErrorCode::SecretKeyRequired,
+        ErrorCode::Forbidden,
+        ErrorCode::CsrfRejected,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
@@ -45,6 +50,7 @@ impl ErrorCode {
         ErrorCode::KeyRateLimited,
         ErrorCode::ProjectRateLimited,
         ErrorCode::InvalidKeyRateLimited,
+        ErrorCode::SignInRateLimited,
         ErrorCode::RequestTimeout,
         ErrorCode::InternalError,
         ErrorCode::Unavailable,
@@ -59,6 +65,8 @@ impl ErrorCode {
             ErrorCode::EventRequiresSecretKey => "event_requires_secret_key",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::SecretKeyRequired => "secret_key_required",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::CsrfRejected => "csrf_rejected",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
@@ -68,6 +76,7 @@ impl ErrorCode {
             ErrorCode::KeyRateLimited => "key_rate_limited",
             ErrorCode::ProjectRateLimited => "project_rate_limited",
             ErrorCode::InvalidKeyRateLimited => "invalid_key_rate_limited",
+            ErrorCode::SignInRateLimited => "sign_in_rate_limited",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::InternalError => "internal_error",
             ErrorCode::Unavailable => "unavailable",
@@ -81,7 +90,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::InvalidApiKey => 401,
             ErrorCode::EventRequiresSecretKey
             | ErrorCode::OriginNotAllowed
-            | ErrorCode::SecretKeyRequired => 403,
+            | ErrorCode::SecretKeyRequired
+            | ErrorCode::Forbidden
+            | ErrorCode::CsrfRejected => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RequestTimeout => 408,
@@ -91,6 +102,7 @@ impl ErrorCode {
             ErrorCode::ClientRateLimited
             | ErrorCode::KeyRateLimited
             | ErrorCode::ProjectRateLimited
+            | ErrorCode::SignInRateLimited
             | ErrorCode::InvalidKeyRateLimited => 429,
             ErrorCode::InternalError => 500,
             ErrorCode::Unavailable => 503,

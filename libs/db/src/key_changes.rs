@@ -17,16 +17,7 @@ impl Db {
         key_id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>> {
-        let row = self
-            .shared()
-            .query_one(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1
-                 RETURNING revoked_at",
-                [key_id.into(), at.into()],
-            ))
-            .await?;
-        Ok(row.map(|row| row.try_get("", "revoked_at")).transpose()?)
+        revoke_key_in(self.shared(), key_id, at).await
     }
 
     /// Brings the key's revocation forward to `to`; never moves it later.
@@ -54,4 +45,21 @@ impl Db {
             .await?;
         Ok(())
     }
+}
+
+/// [`Db::revoke_key`] inside a transaction the caller holds (one that also writes the audit log).
+pub async fn revoke_key_in(
+    conn: &impl ConnectionTrait,
+    key_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let row = conn
+        .query_one(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1
+             RETURNING revoked_at",
+            [key_id.into(), at.into()],
+        ))
+        .await?;
+    Ok(row.map(|row| row.try_get("", "revoked_at")).transpose()?)
 }

@@ -135,6 +135,16 @@ impl Db {
         Ok(txn)
     }
 
+    /// A transaction scoped to what the acting request has established about accounts (the
+    /// tables of people, memberships, sessions, tokens, invitations and the audit log): row-level
+    /// security shows only the rows `scope` names. One round trip; the settings end with the
+    /// transaction.
+    pub async fn accounts(&self, scope: &AccountScope) -> Result<DatabaseTransaction> {
+        let txn = self.conn.begin().await?;
+        scope.apply(&txn).await?;
+        Ok(txn)
+    }
+
     /// Creates the monthly partitions of `events` up to `months_ahead` months from now, through the
     /// owner's SECURITY DEFINER function (the application role may not create tables itself).
     pub async fn ensure_event_partitions(&self, months_ahead: i32) -> Result<()> {
@@ -174,6 +184,63 @@ impl Db {
     pub async fn close(self) -> Result<()> {
         self.conn.close().await?;
         Ok(())
+    }
+}
+
+/// What an accounts transaction ([`Db::accounts`]) may see: each field set widens it by the rows
+/// that one fact names, and nothing is visible without one.
+#[derive(Debug, Clone, Default)]
+pub struct AccountScope {
+    /// The organization the caller was authorized for: its memberships, invitations, tokens,
+    /// audit log, and its members' user rows.
+    pub organization: Option<Uuid>,
+    /// The signed-in person: their user row, memberships and sessions.
+    pub user: Option<Uuid>,
+    /// SHA-256 of a session id the request holds: that session.
+    pub session_hash: Option<[u8; 32]>,
+    /// SHA-256 of a management token the request holds: that token.
+    pub token_hash: Option<[u8; 32]>,
+    /// SHA-256 of an invitation token the request holds: that invitation.
+    pub invitation_hash: Option<[u8; 32]>,
+    /// The (lower-cased) email someone is signing in with: that user.
+    pub sign_in_email: Option<String>,
+}
+
+impl AccountScope {
+    /// Sets the scope on a transaction already open (one that also writes management tables).
+    pub async fn apply(&self, txn: &DatabaseTransaction) -> Result<()> {
+        let uuid = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+        let hash = |hash: Option<[u8; 32]>| hash.map(hex::encode).unwrap_or_default();
+        txn.execute(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "SELECT set_config('app.organization_id', $1, true), set_config('app.user_id', $2, true), \
+             set_config('app.session_hash', $3, true), set_config('app.token_hash', $4, true), \
+             set_config('app.invitation_hash', $5, true), set_config('app.sign_in_email', $6, true)",
+            [
+                uuid(self.organization).into(),
+                uuid(self.user).into(),
+                hash(self.session_hash).into(),
+                hash(self.token_hash).into(),
+                hash(self.invitation_hash).into(),
+                self.sign_in_email.clone().unwrap_or_default().into(),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    pub fn organization(id: Uuid) -> Self {
+        Self {
+            organization: Some(id),
+            ..Self::default()
+        }
+    }
+
+    pub fn user(id: Uuid) -> Self {
+        Self {
+            user: Some(id),
+            ..Self::default()
+        }
     }
 }
 

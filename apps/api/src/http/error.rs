@@ -18,7 +18,7 @@ pub enum Error {
         message: String,
         details: Option<Value>,
     },
-    #[error("missing or invalid admin token")]
+    #[error("missing or invalid credentials")]
     Unauthorized,
     /// Missing, malformed, unknown, revoked or expired: the body never says which.
     #[error("missing or invalid API key")]
@@ -101,6 +101,15 @@ impl Error {
         Self::Unavailable {
             message: message.into(),
             retry_after_seconds,
+        }
+    }
+
+    /// 403: the caller is known and may see the resource, but not do this to it.
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+            details: None,
         }
     }
 

@@ -230,8 +230,10 @@ error_set!(
 error_set!(
     /// Errors of management requests with a JSON body and no path id.
     CreateErrors:
-    (400, "Invalid request: malformed JSON, invalid or missing fields (`details.field` names it), unknown `organizationId`"),
-    (401, "Missing or wrong admin token (`unauthorized`)"),
+    (400, "Invalid request: malformed JSON, invalid or missing fields (`details.field` names it)"),
+    (404, "No such organization, project or key, or one the caller has no part in (`not_found`)"),
+    (401, "Missing or invalid credentials: admin token, management token or session (`unauthorized`)"),
+    (403, "The caller may see the organization but its role or token scope falls short (`forbidden`); a cookie-authenticated change from another origin without the CSRF token (`csrf_rejected`)"),
     (409, "A unique conflict, e.g. a project name taken in its organization (`conflict`)"),
     (413, "Body over 64 KB (`payload_too_large`)"),
     (415, "Body without Content-Type: application/json (`unsupported_media_type`)"),
@@ -242,8 +244,9 @@ error_set!(
     /// Errors of management requests with a path id and a JSON body.
     UpdateErrors:
     (400, "Invalid request: malformed JSON, invalid fields (`details.field` names it)"),
-    (401, "Missing or wrong admin token (`unauthorized`)"),
-    (404, "No such project or key; a malformed id too (`not_found`)"),
+    (401, "Missing or invalid credentials: admin token, management token or session (`unauthorized`)"),
+    (403, "The caller may see the organization but its role or token scope falls short (`forbidden`); a cookie-authenticated change from another origin without the CSRF token (`csrf_rejected`)"),
+    (404, "No such organization, project or key, or one in an organization the caller has no part in; a malformed id too (`not_found`)"),
     (409, "A unique conflict (`conflict`): a project name taken in its organization; rolling a revoked key"),
     (413, "Body over 64 KB (`payload_too_large`)"),
     (415, "Body without Content-Type: application/json (`unsupported_media_type`)"),
@@ -253,8 +256,9 @@ error_set!(
 error_set!(
     /// Errors of management requests with a path id and no body.
     ReadErrors:
-    (401, "Missing or wrong admin token (`unauthorized`)"),
-    (404, "No such project or key; a malformed id too (`not_found`)"),
+    (401, "Missing or invalid credentials: admin token, management token or session (`unauthorized`)"),
+    (403, "The caller may see the organization but its role or token scope falls short (`forbidden`); a cookie-authenticated change from another origin without the CSRF token (`csrf_rejected`)"),
+    (404, "No such organization, project or key, or one in an organization the caller has no part in; a malformed id too (`not_found`)"),
     (500, "A genuine fault (`internal_error`)"),
 );
 

@@ -103,6 +103,14 @@ fn settings(project: Quota) -> Settings {
         key_cache_ttl: Duration::from_secs(10),
         negative_cache_ttl: Duration::from_secs(5),
         trusted_proxy_hops: 0,
+        accounts: crate::config::AccountSettings {
+            password_hash: crate::accounts::HashCost {
+                memory_kib: 1024,
+                iterations: 1,
+                concurrency: 4,
+            },
+            ..Default::default()
+        },
         http: HttpLimits::default(),
     }
 }

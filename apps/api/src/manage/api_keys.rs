@@ -17,13 +17,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    accounts::{audit, caller::Caller, roles::Permission},
     http::{
         error::{Error, Result},
         extract::{Json, Path},
         validate::validate_name,
     },
     ingest::keys::Change,
-    manage::{Admin, projects::find_project},
     state::AppState,
 };
 
@@ -167,10 +167,10 @@ async fn find_key(
     params(("project_id" = Uuid, Path, description = "The project's id")),
     request_body = CreateApiKey,
     responses((status = 201, description = "Created, with the full key", body = CreatedApiKeyOut), crate::http::schemas::UpdateErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
 async fn create_api_key(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
     Json(body): Json<CreateApiKey>,
@@ -178,10 +178,12 @@ async fn create_api_key(
     validate_name("name", &body.name)?;
     let allowed_origins =
         normalize_origins(body.key_type, body.allowed_origins.unwrap_or_default())?;
-    let db = state.db().shared();
-    find_project(db, project_id).await?;
+    let (project, _) = caller
+        .authorize_project(&state, project_id, Permission::KeysWrite)
+        .await?;
+    let txn = state.db().shared().begin().await?;
     let created = insert_key(
-        db,
+        &txn,
         state.key_voucher(),
         project_id,
         body.name,
@@ -189,6 +191,15 @@ async fn create_api_key(
         &allowed_origins,
     )
     .await?;
+    audit::record(
+        &txn,
+        project.organization_id,
+        audit::Entry::new(&caller, "key.created", "api_key")
+            .target(created.id)
+            .details(serde_json::json!({ "projectId": project_id, "prefix": created.prefix, "type": created.key_type })),
+    )
+    .await?;
+    txn.commit().await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -199,15 +210,17 @@ async fn create_api_key(
     tag = "management",
     params(("project_id" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "The keys", body = Vec<ApiKeyOut>), crate::http::schemas::ReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn list_api_keys(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
 ) -> Result<axum::Json<Vec<ApiKeyOut>>> {
+    caller
+        .authorize_project(&state, project_id, Permission::Read)
+        .await?;
     let db = state.db().shared();
-    find_project(db, project_id).await?;
     let keys = api_keys::Entity::find()
         .filter(api_keys::Column::ProjectId.eq(project_id))
         .order_by_asc(api_keys::Column::CreatedAt)
@@ -228,23 +241,35 @@ async fn list_api_keys(
         ("key_id" = Uuid, Path, description = "The key's id"),
     ),
     responses((status = 204, description = "Revoked (also when it already was): from now on every gateway refuses the key"), crate::http::schemas::ReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
 async fn revoke_api_key(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path((project_id, key_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
-    let db = state.db().shared();
-    let key = find_key(db, project_id, key_id).await?;
+    let (project, _) = caller
+        .authorize_project(&state, project_id, Permission::KeysWrite)
+        .await?;
+    let txn = state.db().shared().begin().await?;
+    let key = find_key(&txn, project_id, key_id).await?;
     // First the latest instant the revocation can take to hold everywhere: from it on, no lookup
     // finds the key, and the worker refuses events received after it.
     let provisional = state.provisional_effect();
-    let revoked_at = state
-        .db()
-        .revoke_key(key_id, provisional)
+    let revoked_at = gamify_db::key_changes::revoke_key_in(&txn, key_id, provisional)
         .await?
         .ok_or_else(|| Error::not_found("api key"))?;
+    if key.revoked_at.is_none() {
+        audit::record(
+            &txn,
+            project.organization_id,
+            audit::Entry::new(&caller, "key.revoked", "api_key")
+                .target(key_id)
+                .details(serde_json::json!({ "projectId": project_id, "prefix": key.prefix })),
+        )
+        .await?;
+    }
+    txn.commit().await?;
     // Also on a repeat: a caller retrying a revoke must be able to rely on every gateway refusing
     // the key once it answers.
     let effective = state
@@ -274,10 +299,10 @@ async fn revoke_api_key(
     ),
     request_body(content = RollApiKey, description = "Optional: without a body (and Content-Type) the old key ends now", content_type = "application/json"),
     responses((status = 201, description = "The new key, in full", body = CreatedApiKeyOut), crate::http::schemas::UpdateErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
 async fn roll_api_key(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path((project_id, key_id)): Path<(Uuid, Uuid)>,
     body: std::result::Result<Option<axum::Json<RollApiKey>>, JsonRejection>,
@@ -290,6 +315,9 @@ async fn roll_api_key(
             format_args!("must be at most {MAX_ROLL_EXPIRY_SECONDS}"),
         ));
     }
+    let (project, _) = caller
+        .authorize_project(&state, project_id, Permission::KeysWrite)
+        .await?;
     let txn = state.db().shared().begin().await?;
     let old = find_key(&txn, project_id, key_id).await?;
     if old.revoked_at.is_some() {
@@ -326,6 +354,14 @@ async fn roll_api_key(
         &origins,
     )
     .await?;
+    audit::record(
+        &txn,
+        project.organization_id,
+        audit::Entry::new(&caller, "key.rolled", "api_key")
+            .target(key_id)
+            .details(serde_json::json!({ "projectId": project_id, "newKeyId": created.id, "expiresInSeconds": body.expires_in_seconds })),
+    )
+    .await?;
     txn.commit().await?;
     let hashes = [old.key_hash];
     let expires_at = if requested < provisional {
@@ -357,22 +393,34 @@ async fn roll_api_key(
     ),
     request_body = UpdateApiKey,
     responses((status = 200, description = "The key, as listed", body = ApiKeyOut), crate::http::schemas::UpdateErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
 async fn update_api_key(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path((project_id, key_id)): Path<(Uuid, Uuid)>,
     Json(body): Json<UpdateApiKey>,
 ) -> Result<axum::Json<ApiKeyOut>> {
-    let db = state.db().shared();
-    let key = find_key(db, project_id, key_id).await?;
+    let (project, _) = caller
+        .authorize_project(&state, project_id, Permission::KeysWrite)
+        .await?;
+    let txn = state.db().shared().begin().await?;
+    let key = find_key(&txn, project_id, key_id).await?;
     let key_type = KeyType::from_name(&key.key_type)
         .ok_or_else(|| Error::invalid("the stored key has an unknown type"))?;
     let origins = normalize_origins(key_type, body.allowed_origins)?;
     let mut active: api_keys::ActiveModel = key.into();
     active.allowed_origins = Set(serde_json::json!(origins));
-    let key = active.update(db).await?;
+    let key = active.update(&txn).await?;
+    audit::record(
+        &txn,
+        project.organization_id,
+        audit::Entry::new(&caller, "key.updated", "api_key")
+            .target(key_id)
+            .details(serde_json::json!({ "projectId": project_id, "allowedOrigins": origins })),
+    )
+    .await?;
+    txn.commit().await?;
     // A narrower list must hold on every gateway once this answers, as a revocation does.
     let provisional = state.provisional_effect();
     state

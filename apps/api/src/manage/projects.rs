@@ -2,10 +2,10 @@ use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use gamify_common::{events::validate_event_name, ingest::MAX_BATCH_EVENTS};
 use gamify_db::{
-    entities::{api_keys, organizations, projects},
+    entities::{api_keys, projects},
     sea_orm::{
         ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-        QueryFilter, QuerySelect, Set, TransactionTrait,
+        QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
     },
     sources::ProjectRateLimit,
     trusted_lists,
@@ -16,13 +16,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    accounts::{audit, caller::Caller, roles::Permission},
     http::{
         error::{Error, Result},
         extract::{Json, Path},
         validate::{nullable, validate_name, validate_storable},
     },
     ingest::keys::Change,
-    manage::Admin,
     state::AppState,
 };
 
@@ -185,26 +185,19 @@ pub async fn find_project(db: &impl ConnectionTrait, project_id: Uuid) -> Result
     tag = "management",
     request_body = CreateProject,
     responses((status = 201, description = "Created", body = ProjectOut), crate::http::schemas::CreateErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["projects:write"]))
 )]
 async fn create_project(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Json(body): Json<CreateProject>,
 ) -> Result<(StatusCode, axum::Json<ProjectOut>)> {
     validate_name("name", &body.name)?;
     validate_description(body.description.as_deref())?;
-    let db = state.db().shared();
-    if organizations::Entity::find_by_id(body.organization_id)
-        .one(db)
-        .await?
-        .is_none()
-    {
-        return Err(Error::invalid_field(
-            "organizationId",
-            "does not name an existing organization",
-        ));
-    }
+    caller
+        .authorize(&state, body.organization_id, Permission::ProjectsWrite)
+        .await?;
+    let txn = state.db().shared().begin().await?;
     let now = Utc::now();
     let project = projects::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -218,9 +211,18 @@ async fn create_project(
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(db)
+    .insert(&txn)
     .await
     .map_err(name_taken)?;
+    audit::record(
+        &txn,
+        project.organization_id,
+        audit::Entry::new(&caller, "project.created", "project")
+            .target(project.id)
+            .details(serde_json::json!({ "name": project.name })),
+    )
+    .await?;
+    txn.commit().await?;
     tracing::info!(project_id = %project.id, organization_id = %project.organization_id, "project created");
     Ok((StatusCode::CREATED, axum::Json(project.into())))
 }
@@ -232,14 +234,16 @@ async fn create_project(
     tag = "management",
     params(("project_id" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "The project", body = ProjectOut), crate::http::schemas::ReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn get_project(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
 ) -> Result<axum::Json<ProjectOut>> {
-    let project = find_project(state.db().shared(), project_id).await?;
+    let (project, _) = caller
+        .authorize_project(&state, project_id, Permission::Read)
+        .await?;
     Ok(axum::Json(project.into()))
 }
 
@@ -251,10 +255,10 @@ async fn get_project(
     params(("project_id" = Uuid, Path, description = "The project's id")),
     request_body = UpdateProject,
     responses((status = 200, description = "The changed project", body = ProjectOut), crate::http::schemas::UpdateErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["projects:write"]))
 )]
 async fn update_project(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
     Json(body): Json<UpdateProject>,
@@ -273,6 +277,9 @@ async fn update_project(
         validate_rate_limit(limit)?;
     }
 
+    caller
+        .authorize_project(&state, project_id, Permission::ProjectsWrite)
+        .await?;
     let txn = state.db().shared().begin().await?;
     // Locked: two changes of the trusted list must not both replace the same version.
     let current = projects::Entity::find_by_id(project_id)
@@ -320,6 +327,18 @@ async fn update_project(
     }
     project.updated_at = Set(Utc::now());
     let project = project.update(&txn).await.map_err(name_taken)?;
+    audit::record(
+        &txn,
+        project.organization_id,
+        audit::Entry::new(&caller, "project.updated", "project")
+            .target(project.id)
+            .details(serde_json::json!({
+                "name": project.name,
+                "trustedEventsVersion": project.trusted_events_version,
+                "rateLimitChanged": body.rate_limit.is_some(),
+            })),
+    )
+    .await?;
     txn.commit().await?;
     // Cached keys carry their project's trusted list and rate limit.
     if trusted_events.is_some() || body.rate_limit.is_some() {
@@ -350,8 +369,43 @@ async fn update_project(
     Ok(axum::Json(project.into()))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectList {
+    data: Vec<ProjectOut>,
+}
+
+/// The organization's projects, by name.
+#[utoipa::path(
+    get,
+    path = "/v1/organizations/{organization_id}/projects",
+    tag = "management",
+    params(("organization_id" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, description = "The projects", body = ProjectList), crate::http::schemas::ReadErrors),
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
+)]
+async fn list_organization_projects(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(organization_id): Path<Uuid>,
+) -> Result<axum::Json<ProjectList>> {
+    caller
+        .authorize(&state, organization_id, Permission::Read)
+        .await?;
+    let projects = projects::Entity::find()
+        .filter(projects::Column::OrganizationId.eq(organization_id))
+        .order_by_asc(projects::Column::Name)
+        .order_by_asc(projects::Column::Id)
+        .limit(10_000)
+        .all(state.db().shared())
+        .await?;
+    Ok(axum::Json(ProjectList {
+        data: projects.into_iter().map(Into::into).collect(),
+    }))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_project))
+        .routes(routes!(list_organization_projects))
         .routes(routes!(get_project, update_project))
 }

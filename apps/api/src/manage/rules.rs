@@ -23,11 +23,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    accounts::{audit, caller::Caller, roles::Permission},
     http::{
         error::{Error, Result},
         extract::{Json, Path},
     },
-    manage::{Admin, projects::find_project},
     state::AppState,
 };
 
@@ -133,15 +133,17 @@ fn parse(rules: &Value) -> Result<Rules> {
     params(("project_id" = Uuid, Path, description = "The project's id")),
     request_body = PublishRules,
     responses((status = 201, description = "The new version", body = PublishedOut), crate::http::schemas::UpdateErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["rules:write"]))
 )]
 async fn put_rules(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
     Json(body): Json<PublishRules>,
 ) -> Result<(StatusCode, axum::Json<PublishedOut>)> {
-    find_project(state.db().shared(), project_id).await?;
+    let (project, _) = caller
+        .authorize_project(&state, project_id, Permission::RulesWrite)
+        .await?;
     // Stored as the parser read it: defaults filled in, so a version means one thing forever.
     let rules = parse(&body.rules)?;
     let document = serde_json::to_value(rules.document())
@@ -199,6 +201,14 @@ async fn put_rules(
     .fetch_one(&mut *txn)
     .await
     .map_err(db)?;
+    audit::record_in(
+        &mut txn,
+        project.organization_id,
+        audit::Entry::new(&caller, "rules.published", "rules")
+            .target(format!("{project_id}/{version}"))
+            .details(json!({ "projectId": project_id, "version": version, "apply": body.apply.as_str() })),
+    )
+    .await?;
     txn.commit().await.map_err(db)?;
     tracing::info!(%project_id, version, apply = body.apply.as_str(), "rules published");
     Ok((
@@ -262,14 +272,16 @@ fn version_out(row: VersionRow) -> VersionOut {
     tag = "gamification",
     params(("project_id" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "The active rules", body = ActiveRulesOut), crate::http::schemas::ReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn get_rules(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
 ) -> Result<axum::Json<ActiveRulesOut>> {
-    find_project(state.db().shared(), project_id).await?;
+    caller
+        .authorize_project(&state, project_id, Permission::Read)
+        .await?;
     let row: Option<ActiveRow> = sqlx::query_as(
         "SELECT version, document, apply, state, created_at, activated_at FROM rule_versions
              WHERE project_id = $1 AND state = 'active'",
@@ -301,14 +313,16 @@ async fn get_rules(
     tag = "gamification",
     params(("project_id" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "The versions", body = VersionList), crate::http::schemas::ReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn list_versions(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
 ) -> Result<axum::Json<VersionList>> {
-    find_project(state.db().shared(), project_id).await?;
+    caller
+        .authorize_project(&state, project_id, Permission::Read)
+        .await?;
     let rows: Vec<VersionRow> = sqlx::query_as(&format!(
         "SELECT {VERSION_COLUMNS} FROM rule_versions WHERE project_id = $1 ORDER BY version DESC"
     ))
@@ -331,13 +345,16 @@ async fn list_versions(
         ("version_number" = i32, Path, description = "The version number"),
     ),
     responses((status = 200, description = "The version", body = VersionOut), crate::http::schemas::ReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn get_version(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path((project_id, version)): Path<(Uuid, i32)>,
 ) -> Result<axum::Json<VersionOut>> {
+    caller
+        .authorize_project(&state, project_id, Permission::Read)
+        .await?;
     let row: Option<VersionRow> = sqlx::query_as(&format!(
         "SELECT {VERSION_COLUMNS} FROM rule_versions WHERE project_id = $1 AND version = $2"
     ))
@@ -391,15 +408,17 @@ pub struct PreviewAward {
     params(("project_id" = Uuid, Path, description = "The project's id")),
     request_body = PreviewRules,
     responses((status = 200, description = "What the draft would award", body = PreviewOut), crate::http::schemas::UpdateErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["rules:write"]))
 )]
 async fn preview(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
     Json(body): Json<PreviewRules>,
 ) -> Result<axum::Json<PreviewOut>> {
-    find_project(state.db().shared(), project_id).await?;
+    caller
+        .authorize_project(&state, project_id, Permission::RulesWrite)
+        .await?;
     let rules = parse(&body.rules)?;
     let limit = body.limit.unwrap_or(DEFAULT_PREVIEW_EVENTS);
     if !(1..=MAX_PREVIEW_EVENTS).contains(&limit) {

@@ -27,12 +27,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    accounts::{audit, caller::Caller, roles::Permission},
     http::{
         error::{Error, Result},
         extract::{Json, Path, Query},
         validate::validate_storable,
     },
-    manage::{Admin, projects::find_project},
     state::AppState,
 };
 
@@ -193,10 +193,20 @@ fn db_err(err: sqlx::Error) -> Error {
 
 type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
 
-/// The project's tenant transaction, after checking that the project exists (404 otherwise).
-async fn tenant(state: &AppState, project_id: Uuid) -> Result<Txn> {
-    find_project(state.db().shared(), project_id).await?;
-    state.db().tenant_bulk(project_id).await.map_err(db_err)
+/// The project's tenant transaction, once the caller is authorized for `permission` on it (404
+/// for a project that does not exist or that the caller cannot see), and the organization that
+/// owns it.
+async fn tenant(
+    caller: &Caller,
+    state: &AppState,
+    project_id: Uuid,
+    permission: Permission,
+) -> Result<(Txn, Uuid)> {
+    let (project, _) = caller
+        .authorize_project(state, project_id, permission)
+        .await?;
+    let txn = state.db().tenant_bulk(project_id).await.map_err(db_err)?;
+    Ok((txn, project.organization_id))
 }
 
 /// When the endpoint was deleted (`None`: it is live); 404 when the project has no such endpoint.
@@ -289,17 +299,18 @@ fn generate_secret() -> String {
     params(("project_id" = Uuid, Path, description = "The project's id")),
     request_body = CreateWebhook,
     responses((status = 201, description = "Created, with the secret", body = CreatedWebhookOut), CreateWebhookErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["webhooks:write"]))
 )]
 async fn create_webhook(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
     Json(body): Json<CreateWebhook>,
 ) -> Result<(StatusCode, axum::Json<CreatedWebhookOut>)> {
     let url = validate_url(&body.url)?;
     validate_events(&body.events)?;
-    let mut txn = tenant(&state, project_id).await?;
+    let (mut txn, organization_id) =
+        tenant(&caller, &state, project_id, Permission::WebhooksWrite).await?;
     // One creation at a time per project, so two cannot both pass the count. Two int4 keys: a
     // key space apart from the engine's bigint project locks.
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text))")
@@ -334,6 +345,16 @@ async fn create_webhook(
     .fetch_one(&mut *txn)
     .await
     .map_err(db_err)?;
+    audit::record_in(
+        &mut txn,
+        organization_id,
+        audit::Entry::new(&caller, "webhook.created", "webhook")
+            .target(id)
+            .details(
+                serde_json::json!({ "projectId": project_id, "url": url, "events": body.events }),
+            ),
+    )
+    .await?;
     txn.commit().await.map_err(db_err)?;
     tracing::info!(%project_id, webhook_id = %id, events = ?body.events, "webhook created");
     Ok((
@@ -355,14 +376,14 @@ async fn create_webhook(
     tag = "management",
     params(("project_id" = Uuid, Path, description = "The project's id")),
     responses((status = 200, description = "The endpoints", body = WebhookList), WebhookReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn list_webhooks(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
 ) -> Result<axum::Json<WebhookList>> {
-    let mut txn = tenant(&state, project_id).await?;
+    let (mut txn, _) = tenant(&caller, &state, project_id, Permission::Read).await?;
     let rows: Vec<(Uuid, String, Vec<String>, DateTime<Utc>)> = sqlx::query_as(
         "SELECT id, url, events, created_at FROM webhook_endpoints
          WHERE project_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
@@ -395,14 +416,15 @@ async fn list_webhooks(
         ("webhook_id" = Uuid, Path, description = "The endpoint's id"),
     ),
     responses((status = 204, description = "Deleted (also when it already was)"), WebhookReadErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["webhooks:write"]))
 )]
 async fn delete_webhook(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path((project_id, webhook_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
-    let mut txn = tenant(&state, project_id).await?;
+    let (mut txn, organization_id) =
+        tenant(&caller, &state, project_id, Permission::WebhooksWrite).await?;
     find_endpoint(&mut txn, project_id, webhook_id).await?;
     let deleted = sqlx::query(
         "UPDATE webhook_endpoints SET deleted_at = now()
@@ -429,6 +451,16 @@ async fn delete_webhook(
     .fetch_one(&mut *txn)
     .await
     .map_err(db_err)?;
+    if deleted > 0 {
+        audit::record_in(
+            &mut txn,
+            organization_id,
+            audit::Entry::new(&caller, "webhook.deleted", "webhook")
+                .target(webhook_id)
+                .details(serde_json::json!({ "projectId": project_id })),
+        )
+        .await?;
+    }
     txn.commit().await.map_err(db_err)?;
     if deleted > 0 {
         tracing::info!(%project_id, %webhook_id, pending_failed = failed, "webhook deleted");
@@ -498,10 +530,10 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryOut, sqlx::Error> {
         ListDeliveries,
     ),
     responses((status = 200, description = "A page of deliveries", body = DeliveryPage), ListDeliveriesErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn list_deliveries(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path((project_id, webhook_id)): Path<(Uuid, Uuid)>,
     Query(query): Query<ListDeliveries>,
@@ -523,7 +555,7 @@ async fn list_deliveries(
                 Error::invalid_field("cursor", "is not a cursor this API returned")
             })?),
         };
-    let mut txn = tenant(&state, project_id).await?;
+    let (mut txn, _) = tenant(&caller, &state, project_id, Permission::Read).await?;
     find_endpoint(&mut txn, project_id, webhook_id).await?;
     let rows = sqlx::query(
         "SELECT d.id, d.event_type, d.state, d.attempts, d.created_at, d.delivered_at,
@@ -580,10 +612,10 @@ async fn list_deliveries(
         ("delivery_id" = String, Path, description = "The delivery's id (`msg_…`)"),
     ),
     responses((status = 202, description = "Scheduled", body = RetriedDeliveryOut), RetryErrors),
-    security(("adminToken" = []))
+    security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["webhooks:write"]))
 )]
 async fn retry_delivery(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path((project_id, webhook_id, delivery_id)): Path<(Uuid, Uuid, String)>,
 ) -> Result<(StatusCode, axum::Json<RetriedDeliveryOut>)> {
@@ -591,7 +623,7 @@ async fn retry_delivery(
     if delivery_id.contains('\0') || delivery_id.chars().count() > MAX_DELIVERY_ID_CHARS {
         return Err(Error::not_found("delivery"));
     }
-    let mut txn = tenant(&state, project_id).await?;
+    let (mut txn, _) = tenant(&caller, &state, project_id, Permission::WebhooksWrite).await?;
     if find_endpoint(&mut txn, project_id, webhook_id)
         .await?
         .is_some()

@@ -63,6 +63,14 @@ pub fn settings() -> Settings {
         key_cache_ttl: Duration::from_secs(10),
         negative_cache_ttl: Duration::from_secs(5),
         trusted_proxy_hops: 0,
+        accounts: gamify_api::config::AccountSettings {
+            password_hash: gamify_api::accounts::HashCost {
+                memory_kib: 1024,
+                iterations: 1,
+                concurrency: 4,
+            },
+            ..Default::default()
+        },
         // Tests share 127.0.0.1 and present invalid keys on purpose.
         http: gamify_api::config::HttpLimits {
             invalid_keys: Quota {
@@ -240,9 +248,14 @@ impl TestServer {
         Self::start_on(connect().await, settings, clock).await
     }
 
-    async fn start_on(db: Db, settings: Settings, clock: Arc<dyn WallClock>) -> Self {
+    async fn start_on(db: Db, mut settings: Settings, clock: Arc<dyn WallClock>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
+        // The deployment's own origin is this server's, unless the test chose another.
+        if settings.accounts.public_url == gamify_api::config::AccountSettings::default().public_url
+        {
+            settings.accounts.public_url = base_url.parse().unwrap();
+        }
         let admin_token = settings.admin_token.value.clone();
         let shutdown = CancellationToken::new();
         let producer = gamify_api::ingest::producer::EventProducer::new(

@@ -2,6 +2,7 @@
 //! provisions a fresh database and exports DATABASE_URL).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
 mod api_keys;
 mod config;
 mod fuzz_regressions;

@@ -91,6 +91,10 @@ async fn every_documented_operation_reaches_a_handler() {
             .replace("{webhook_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{delivery_id}", "msg_x")
             .replace("{version_number}", "1")
+            .replace("{organization_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{invitation_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{token_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{session_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{key}", "xp");
         assert!(!concrete.contains('{'), "unhandled parameter in {path}");
         let methods = [

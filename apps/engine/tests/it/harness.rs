@@ -120,6 +120,14 @@ impl Stack {
             key_cache_ttl: Duration::from_secs(10),
             negative_cache_ttl: Duration::from_secs(5),
             trusted_proxy_hops: 0,
+            accounts: gamify_api::config::AccountSettings {
+                password_hash: gamify_api::accounts::HashCost {
+                    memory_kib: 1024,
+                    iterations: 1,
+                    concurrency: 4,
+                },
+                ..Default::default()
+            },
             http: gamify_api::config::HttpLimits {
                 invalid_keys: Quota {
                     per_second: 1_000_000,
