@@ -26,11 +26,11 @@ if [ $# -eq 0 ]; then
   env -u KAFKA_BROKERS -u KAFKA_TOPIC -u KAFKA_DLQ_TOPIC -u DATABASE_URL -u DATABASE_OWNER_URL \
     "$ROOT/scripts/sdk-test.sh"
   # No API key and no unredacted password in any log the platform's processes wrote in this run.
-  if grep -rElI --include='*.log' '(pk|sk)_live_[0-9a-f]{64}|://[^:/@[:space:]]+:[^*@/[:space:]][^@/[:space:]]*@' \
+  if grep -rElI --include='*.log' '(pk|sk)_live_[0-9a-f]{64}|(gmt|ginv)_[0-9a-f]{48}|gamify_session=[^;[:space:]]|://[^:/@[:space:]]+:[^*@/[:space:]][^@/[:space:]]*@' \
     "$ROOT/target/sdk-test" "$ROOT/target/api-fuzz" "$DEV_BROKER_DIR"; then
-    die "an API key or a password appears in the logs listed above"
+    die "an API key, management token, invitation, session id or password appears in the logs listed above"
   fi
-  log "no API key or password in the logs of this run"
+  log "no API key, management token, invitation, session id or password in the logs of this run"
 else
   cargo test "$@"
 fi

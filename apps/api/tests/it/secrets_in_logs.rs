@@ -74,6 +74,8 @@ async fn gamify_api_prints_no_password_it_was_given() {
         .env("ENVELOPE_SECRET", envelope_secret())
         .env("ADMIN_TOKEN", admin_token)
         .env("PORT", port.to_string())
+        .env("PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("PASSWORD_HASH_MEMORY_KIB", "1024")
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -168,6 +170,75 @@ async fn gamify_api_prints_no_password_it_was_given() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 
+    // People: an invitation link, a password, a session id, a management token — none may be
+    // logged. (Redis refuses this server's password, so sign-in fails closed: that path too.)
+    let person_password = "personPassw0rd-3d8e long";
+    let response = client
+        .post(format!(
+            "{base}/v1/organizations/{}/invitations",
+            organization["id"].as_str().unwrap()
+        ))
+        .bearer_auth(admin_token)
+        .json(&json!({ "email": "person@example.com", "role": "admin" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let invitation: serde_json::Value = response.json().await.unwrap();
+    let invitation_token = invitation["url"]
+        .as_str()
+        .unwrap()
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let response = client
+        .post(format!("{base}/v1/invitations/accept"))
+        .json(&json!({ "token": invitation_token, "password": person_password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let session_id = cookie.split_once('=').unwrap().1.to_owned();
+    let response = client
+        .post(format!(
+            "{base}/v1/organizations/{}/tokens",
+            organization["id"].as_str().unwrap()
+        ))
+        .header("cookie", &cookie)
+        .header("origin", &base)
+        .json(&json!({ "name": "ci", "scopes": ["read"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token: serde_json::Value = response.json().await.unwrap();
+    let management_token = token["token"].as_str().unwrap().to_owned();
+    let response = client
+        .get(format!("{base}/v1/organizations"))
+        .bearer_auth(&management_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = client
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({ "email": "person@example.com", "password": person_password }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error() || response.status() == StatusCode::SERVICE_UNAVAILABLE);
+
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -183,6 +254,15 @@ async fn gamify_api_prints_no_password_it_was_given() {
     let output = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
     assert!(exit.success(), "{output}");
     assert_no_secret(&output);
+    for secret in [
+        person_password,
+        invitation_token.as_str(),
+        session_id.as_str(),
+        management_token.as_str(),
+    ] {
+        assert!(!output.contains(secret), "{secret} appears in the output:\n{output}");
+    }
+    assert!(output.contains("management token created"), "{output}");
     // The test would prove nothing if the configuration were never logged.
     assert!(output.contains("gamify-api listening"), "{output}");
     assert!(output.contains("redis_url"), "{output}");

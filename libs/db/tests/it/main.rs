@@ -2,6 +2,7 @@
 //! Postgres provisioned by ./scripts/test.sh.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
 mod deletes;
 mod retention;
 mod rls;
