@@ -1505,3 +1505,67 @@ fn the_matrix_rules_read_the_document_as_written() {
         .is_none()
     );
 }
+
+/// The operator's bootstrap: `gamify-api users create` prints a single-use link that makes the
+/// person the new organization's owner.
+#[tokio::test]
+async fn the_first_owner_is_bootstrapped_from_the_command_line() {
+    let server = TestServer::start().await;
+    let address = email("bootstrap");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gamify-api"))
+        .args([
+            "users",
+            "create",
+            "--email",
+            &address,
+            "--organization",
+            "Bootstrapped Inc",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", crate::harness::database_url())
+        .env("KAFKA_BROKERS", crate::harness::brokers())
+        .env("ENVELOPE_SECRET", crate::harness::envelope_secret())
+        .env("ADMIN_TOKEN", "adm_bootstrap_test_0123456789")
+        .env("PUBLIC_URL", &server.base_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let link = stdout
+        .split_whitespace()
+        .find(|word| word.starts_with(&server.base_url))
+        .expect("a link in the output");
+    let token = link.split("token=").nth(1).unwrap();
+    let response = server
+        .request(Method::POST, "/v1/invitations/accept")
+        .json(&json!({ "token": token, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_json(response, StatusCode::CREATED).await;
+    assert_eq!(body["organizations"][0]["name"], "Bootstrapped Inc");
+    assert_eq!(body["organizations"][0]["role"], "owner");
+    // Single use.
+    let response = server
+        .request(Method::POST, "/v1/invitations/accept")
+        .json(&json!({ "token": token, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    // Bad usage names the problem.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gamify-api"))
+        .args(["users", "create", "--email", &address])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--organization"));
+}

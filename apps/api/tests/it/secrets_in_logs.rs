@@ -237,7 +237,9 @@ async fn gamify_api_prints_no_password_it_was_given() {
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_client_error() || response.status() == StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        response.status().is_client_error() || response.status() == StatusCode::SERVICE_UNAVAILABLE
+    );
 
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
@@ -260,7 +262,10 @@ async fn gamify_api_prints_no_password_it_was_given() {
         session_id.as_str(),
         management_token.as_str(),
     ] {
-        assert!(!output.contains(secret), "{secret} appears in the output:\n{output}");
+        assert!(
+            !output.contains(secret),
+            "{secret} appears in the output:\n{output}"
+        );
     }
     assert!(output.contains("management token created"), "{output}");
     // The test would prove nothing if the configuration were never logged.

@@ -97,7 +97,11 @@ async fn organization(db: &Db) -> Org {
         &txn,
         "INSERT INTO sessions (id, id_hash, user_id, data, expires_at) \
          VALUES ($1, $2, $3, '{}', now() + interval '1 hour')",
-        vec![Uuid::new_v4().into(), session_hash.to_vec().into(), user.into()],
+        vec![
+            Uuid::new_v4().into(),
+            session_hash.to_vec().into(),
+            user.into(),
+        ],
     )
     .await
     .unwrap();
@@ -105,7 +109,11 @@ async fn organization(db: &Db) -> Org {
         &txn,
         "INSERT INTO invitations (id, organization_id, email, role, token_hash, expires_at) \
          VALUES ($1, $2, 'new@example.com', 'viewer', $3, now() + interval '1 day')",
-        vec![Uuid::new_v4().into(), id.into(), rand_bytes::<32>().to_vec().into()],
+        vec![
+            Uuid::new_v4().into(),
+            id.into(),
+            rand_bytes::<32>().to_vec().into(),
+        ],
     )
     .await
     .unwrap();
@@ -171,7 +179,10 @@ async fn an_organization_scope_shows_only_that_organizations_rows() {
     let db = connect(2).await;
     let a = organization(&db).await;
     let b = organization(&db).await;
-    let txn = db.accounts(&AccountScope::organization(a.id)).await.unwrap();
+    let txn = db
+        .accounts(&AccountScope::organization(a.id))
+        .await
+        .unwrap();
     for table in ["memberships", "invitations", "org_tokens", "audit_log"] {
         let foreign = txn
             .query_one(Statement::from_sql_and_values(
@@ -185,7 +196,10 @@ async fn an_organization_scope_shows_only_that_organizations_rows() {
             .try_get_by_index::<i64>(0)
             .unwrap();
         assert_eq!(foreign, 0, "{table} shows another organization's rows");
-        assert!(count(&txn, table).await >= 1, "{table} hides the organization's own rows");
+        assert!(
+            count(&txn, table).await >= 1,
+            "{table} hides the organization's own rows"
+        );
     }
     // Its members' user rows, not the other organization's.
     let users = txn
@@ -204,13 +218,20 @@ async fn an_organization_scope_shows_only_that_organizations_rows() {
         &txn,
         "INSERT INTO org_tokens (id, organization_id, name, prefix, token_hash, scopes) \
          VALUES ($1, $2, 't', 'gmt_y', $3, '{read}')",
-        vec![Uuid::new_v4().into(), b.id.into(), rand_bytes::<32>().to_vec().into()],
+        vec![
+            Uuid::new_v4().into(),
+            b.id.into(),
+            rand_bytes::<32>().to_vec().into(),
+        ],
     )
     .await
     .unwrap_err();
     assert!(err.to_string().contains("row-level security"), "{err}");
     drop(txn);
-    let txn = db.accounts(&AccountScope::organization(a.id)).await.unwrap();
+    let txn = db
+        .accounts(&AccountScope::organization(a.id))
+        .await
+        .unwrap();
     let changed = exec(
         &txn,
         "UPDATE memberships SET role = 'viewer' WHERE organization_id = $1",
@@ -245,7 +266,10 @@ async fn a_secrets_hash_shows_only_the_row_it_names() {
 async fn the_audit_log_is_append_only_for_the_application() {
     let db = connect(2).await;
     let a = organization(&db).await;
-    let txn = db.accounts(&AccountScope::organization(a.id)).await.unwrap();
+    let txn = db
+        .accounts(&AccountScope::organization(a.id))
+        .await
+        .unwrap();
     let err = exec(
         &txn,
         "UPDATE audit_log SET action = 'rewritten' WHERE organization_id = $1",
@@ -255,7 +279,10 @@ async fn the_audit_log_is_append_only_for_the_application() {
     .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
     drop(txn);
-    let txn = db.accounts(&AccountScope::organization(a.id)).await.unwrap();
+    let txn = db
+        .accounts(&AccountScope::organization(a.id))
+        .await
+        .unwrap();
     let err = exec(
         &txn,
         "DELETE FROM audit_log WHERE organization_id = $1",
@@ -270,7 +297,10 @@ async fn the_audit_log_is_append_only_for_the_application() {
 async fn the_scope_does_not_outlive_its_transaction() {
     let db = connect(1).await;
     let a = organization(&db).await;
-    let txn = db.accounts(&AccountScope::organization(a.id)).await.unwrap();
+    let txn = db
+        .accounts(&AccountScope::organization(a.id))
+        .await
+        .unwrap();
     assert!(count(&txn, "memberships").await >= 1);
     txn.commit().await.unwrap();
     // The same (only) pooled connection, a new transaction without a scope.
