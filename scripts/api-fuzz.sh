@@ -69,7 +69,17 @@ json_field() { python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])";
 ORG=$(admin_post /v1/organizations '{"name":"Fuzzing"}' | json_field id)
 PROJECT_ID=$(admin_post /v1/projects "{\"organizationId\":\"$ORG\",\"name\":\"Fuzzed\"}" | json_field id)
 SECRET_KEY=$(admin_post "/v1/projects/$PROJECT_ID/api-keys" '{"name":"Fuzzer","type":"secret"}' | json_field key)
-export PROJECT_ID SECRET_KEY
+# A person (owner of that organization, signed in) and an organization token with every scope.
+INVITE_URL=$(admin_post "/v1/organizations/$ORG/invitations" '{"email":"fuzz@example.com","role":"owner"}' | json_field url)
+CSRF=$(curl -fsS -D "$OUT/accept.headers" -X POST "$API/v1/invitations/accept" -H 'Content-Type: application/json' \
+  -d "{\"token\":\"${INVITE_URL#*token=}\",\"password\":\"fuzzing passphrase $RANDOM$RANDOM\"}" | json_field csrfToken)
+SESSION_COOKIE=$(grep -i '^set-cookie: gamify_session=' "$OUT/accept.headers" | sed -E 's/^[^=]*=([^;]*).*/\1/' | tr -d '\r')
+rm -f "$OUT/accept.headers"
+ORG_TOKEN=$(curl -fsS -X POST "$API/v1/organizations/$ORG/tokens" -H "Cookie: gamify_session=$SESSION_COOKIE" \
+  -H "X-CSRF-Token: $CSRF" -H 'Content-Type: application/json' \
+  -d '{"name":"fuzzer","scopes":["read","projects:write","keys:write","rules:write","webhooks:write","members:write","audit:read"]}' \
+  | json_field token)
+export PROJECT_ID SECRET_KEY ORG SESSION_COOKIE ORG_TOKEN
 
 # Authentication per security scheme of the document; the project's real id for project_id.
 cat >"$OUT/schemathesis.toml" <<'TOML'
@@ -82,8 +92,18 @@ api_key = "${SECRET_KEY}"
 [auth.openapi.apiKeyBearer]
 bearer = "${SECRET_KEY}"
 
+[auth.openapi.session]
+api_key = "${SESSION_COOKIE}"
+
+[auth.openapi.orgToken]
+bearer = "${ORG_TOKEN}"
+
 [parameters]
 "path.project_id" = "${PROJECT_ID}"
+"path.organization_id" = "${ORG}"
+# The session cookie is a credential, not a value to fuzz: a control character in it (the
+# dictionary below holds some) is malformed HTTP, refused by the server loop before any route.
+"cookie.gamify_session" = "${SESSION_COOKIE}"
 # Outcomes long-poll up to `wait` seconds for an event that never comes: the fuzzer asks not to.
 "query.wait" = 0
 

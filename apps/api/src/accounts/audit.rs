@@ -202,7 +202,7 @@ fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid)> {
     path = "/v1/organizations/{organization_id}/audit-log",
     tag = "accounts",
     params(("organization_id" = Uuid, Path), AuditQuery),
-    responses((status = 200, body = AuditPage), crate::http::schemas::ReadErrors),
+    responses((status = 200, body = AuditPage), crate::http::schemas::ListErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["audit:read"]))
 )]
 async fn list_audit_log(
@@ -214,7 +214,12 @@ async fn list_audit_log(
     caller
         .authorize(&state, organization_id, Permission::AuditRead)
         .await?;
-    let after = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let after = query
+        .cursor
+        .as_deref()
+        .filter(|cursor| !cursor.is_empty())
+        .map(parse_cursor)
+        .transpose()?;
     let txn = state
         .db()
         .accounts(&AccountScope::organization(organization_id))

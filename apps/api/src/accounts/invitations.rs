@@ -295,6 +295,8 @@ async fn revoke_invitation(
         (status = 403, description = "From another origin (`csrf_rejected`)", body = crate::http::schemas::ErrorBody),
         (status = 404, description = "No such invitation, or it was used, revoked or has expired (`not_found`)", body = crate::http::schemas::ErrorBody),
         (status = 409, description = "Already a member (`conflict`)", body = crate::http::schemas::ErrorBody),
+        (status = 413, description = "Body over 64 KB (`payload_too_large`)", body = crate::http::schemas::ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json (`unsupported_media_type`)", body = crate::http::schemas::ErrorBody),
     ),
     security(())
 )]

@@ -342,7 +342,10 @@ async fn audit_failures(
         (status = 400, description = "Malformed body (`invalid_request`)", body = crate::http::schemas::ErrorBody),
         (status = 401, description = "Wrong email or password (`unauthorized`)", body = crate::http::schemas::ErrorBody),
         (status = 403, description = "From another origin (`csrf_rejected`)", body = crate::http::schemas::ErrorBody),
+        (status = 413, description = "Body over 64 KB (`payload_too_large`)", body = crate::http::schemas::ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json (`unsupported_media_type`)", body = crate::http::schemas::ErrorBody),
         (status = 429, description = "Too many failed sign-ins for the account or the address (`sign_in_rate_limited`)", body = crate::http::schemas::ErrorBody),
+        (status = 503, description = "The sign-in limits cannot be checked (Redis) or the session stored (`unavailable`): sign-in fails closed", body = crate::http::schemas::ErrorBody),
     ),
     security(())
 )]
@@ -536,7 +539,7 @@ async fn list_sessions(
     path = "/v1/sessions/{session_id}",
     tag = "accounts",
     params(("session_id" = Uuid, Path)),
-    responses((status = 204, description = "Ended"), (status = 401, description = "Not signed in (`unauthorized`)", body = crate::http::schemas::ErrorBody), (status = 404, description = "No such session of yours (`not_found`)", body = crate::http::schemas::ErrorBody)),
+    responses((status = 204, description = "Ended"), (status = 401, description = "Not signed in (`unauthorized`)", body = crate::http::schemas::ErrorBody), (status = 403, description = "From another origin without the CSRF token (`csrf_rejected`)", body = crate::http::schemas::ErrorBody), (status = 404, description = "No such session of yours (`not_found`)", body = crate::http::schemas::ErrorBody)),
     security(("session" = []))
 )]
 async fn revoke_session(

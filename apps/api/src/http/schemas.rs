@@ -262,6 +262,16 @@ error_set!(
     (500, "A genuine fault (`internal_error`)"),
 );
 
+error_set!(
+    /// Errors of management listings with a `cursor`.
+    ListErrors:
+    (400, "A `cursor` this API did not return (`invalid_request`, `details.field`)"),
+    (401, "Missing or invalid credentials: admin token, management token or session (`unauthorized`)"),
+    (403, "The caller may see the organization but its role or token scope falls short (`forbidden`); a cookie-authenticated change from another origin without the CSRF token (`csrf_rejected`)"),
+    (404, "No such organization, project or key, or one in an organization the caller has no part in; a malformed id too (`not_found`)"),
+    (500, "A genuine fault (`internal_error`)"),
+);
+
 /// `publishable` (browsers) or `secret` (servers).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

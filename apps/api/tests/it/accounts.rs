@@ -413,6 +413,59 @@ async fn failed_sign_ins_are_limited_per_account_and_audited_once() {
 }
 
 #[tokio::test]
+async fn failed_sign_ins_are_limited_per_address_across_accounts() {
+    let mut settings = settings();
+    settings.accounts.sign_in_failures_per_address = 2;
+    settings.trusted_proxy_hops = 1;
+    let server = TestServer::with_settings(settings).await;
+    let organization = server.create_organization().await;
+    let address = email("victim");
+    server
+        .join(organization["id"].as_str().unwrap(), &address, "viewer")
+        .await;
+    // An address of this test's own (behind one trusted proxy), so no other test shares it.
+    let client_ip = format!("10.{}.{}.{}", rand_octet(), rand_octet(), rand_octet());
+    let attempt = |who: String, password: &'static str| {
+        let server = &server;
+        let client_ip = client_ip.clone();
+        async move {
+            server
+                .request(Method::POST, "/v1/sessions")
+                .header("x-forwarded-for", client_ip)
+                .json(&json!({ "email": who, "password": password }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..2 {
+        let response = attempt(email("guess"), "not the password at all").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Other accounts, even the right password, from that address: refused.
+    let response = attempt(address.clone(), PASSWORD).await;
+    expect_error(
+        response,
+        StatusCode::TOO_MANY_REQUESTS,
+        "sign_in_rate_limited",
+    )
+    .await;
+    // From another address the account signs in.
+    let response = server
+        .request(Method::POST, "/v1/sessions")
+        .header("x-forwarded-for", "192.0.2.77")
+        .json(&json!({ "email": address, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    expect_json(response, StatusCode::CREATED).await;
+}
+
+fn rand_octet() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
+}
+
+#[tokio::test]
 async fn signing_in_gives_a_new_session_id_with_safe_cookie_flags() {
     let server = TestServer::start().await;
     let organization = server.create_organization().await;
@@ -441,16 +494,35 @@ async fn signing_in_gives_a_new_session_id_with_safe_cookie_flags() {
     // A plain-http deployment (this test server's public URL) does not mark it Secure.
     assert!(!lower.contains("secure"), "{header}");
     // The session id is not stored: only its hash.
+    use sha2::Digest;
     let value = cookie.split_once('=').unwrap().1.to_owned();
     let db = crate::harness::connect().await;
-    let found: Option<(i64,)> = gamify_db::sea_orm::sqlx::query_as(
-        "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'sessions'",
-    )
-    .fetch_optional(db.shared().get_postgres_connection_pool())
-    .await
-    .unwrap();
-    assert!(found.is_some());
-    assert!(!value.is_empty());
+    let txn = db
+        .accounts(&gamify_db::AccountScope::user(
+            person.user_id.parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    use gamify_db::sea_orm::ConnectionTrait;
+    let rows = txn
+        .query_all(gamify_db::sea_orm::Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "SELECT id_hash, data::text AS data FROM sessions WHERE user_id = $1",
+            [person.user_id.parse::<uuid::Uuid>().unwrap().into()],
+        ))
+        .await
+        .unwrap();
+    let hashes: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| r.try_get("", "id_hash").unwrap())
+        .collect();
+    assert!(hashes.contains(&sha2::Sha256::digest(value.as_bytes()).to_vec()));
+    for row in &rows {
+        let data: String = row.try_get("", "data").unwrap();
+        assert!(!data.contains(&value));
+        let hash: Vec<u8> = row.try_get("", "id_hash").unwrap();
+        assert_ne!(hash, value.as_bytes());
+    }
 }
 
 #[tokio::test]

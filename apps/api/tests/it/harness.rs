@@ -69,6 +69,8 @@ pub fn settings() -> Settings {
                 iterations: 1,
                 concurrency: 4,
             },
+            // Every test signs in from 127.0.0.1: one test's failures must not refuse another's.
+            sign_in_failures_per_address: 1_000_000,
             ..Default::default()
         },
         // Tests share 127.0.0.1 and present invalid keys on purpose.
