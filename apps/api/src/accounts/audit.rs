@@ -137,8 +137,7 @@ pub async fn record_as(
             entry.ip.map(|ip| ip.to_string()).into(),
         ],
     ))
-    .await
-    .map_err(gamify_db::Error::from)?;
+    .await?;
     Ok(())
 }
 
@@ -240,9 +239,8 @@ async fn list_audit_log(
                 (PAGE_SIZE as i64 + 1).into(),
             ],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
         let get = |column: &str| row.try_get::<Option<String>>("", column);
@@ -263,8 +261,7 @@ async fn list_audit_log(
                 details: row.try_get("", "details")?,
                 ip: get("ip")?,
             })
-        })()
-        .map_err(gamify_db::Error::from)?;
+        })()?;
         data.push(entry);
     }
     let next_cursor = if data.len() > PAGE_SIZE as usize {

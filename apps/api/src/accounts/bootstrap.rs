@@ -33,12 +33,9 @@ pub async fn invite(
     role: Role,
 ) -> Result<Bootstrapped> {
     let email = sessions::normalize_email("--email", email)?;
-    let txn = db.shared().begin().await.map_err(gamify_db::Error::from)?;
+    let txn = db.shared().begin().await?;
     let existing = match organization.parse::<Uuid>() {
-        Ok(id) => organizations::Entity::find_by_id(id)
-            .one(&txn)
-            .await
-            .map_err(gamify_db::Error::from)?,
+        Ok(id) => organizations::Entity::find_by_id(id).one(&txn).await?,
         Err(_) => None,
     };
     let (organization_id, organization_created) = match existing {
@@ -56,8 +53,7 @@ pub async fn invite(
                 updated_at: Set(now),
             }
             .insert(&txn)
-            .await
-            .map_err(gamify_db::Error::from)?;
+            .await?;
             (created.id, true)
         }
     };
@@ -76,7 +72,7 @@ pub async fn invite(
         },
     )
     .await?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     Ok(Bootstrapped {
         organization_id,
         organization_created,

@@ -220,17 +220,14 @@ async fn authenticate_token(state: &AppState, token: &str) -> Result<Actor> {
              SELECT id, organization_id, prefix, scopes FROM token",
             [hash.to_vec().into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     let row = row.ok_or(Error::Unauthorized)?;
-    let scopes: Vec<String> = row.try_get("", "scopes").map_err(gamify_db::Error::from)?;
+    let scopes: Vec<String> = row.try_get("", "scopes")?;
     Ok(Actor::Token {
-        id: row.try_get("", "id").map_err(gamify_db::Error::from)?,
-        organization_id: row
-            .try_get("", "organization_id")
-            .map_err(gamify_db::Error::from)?,
-        prefix: row.try_get("", "prefix").map_err(gamify_db::Error::from)?,
+        id: row.try_get("", "id")?,
+        organization_id: row.try_get("", "organization_id")?,
+        prefix: row.try_get("", "prefix")?,
         scopes: scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
     })
 }
@@ -326,8 +323,7 @@ async fn organization_exists(state: &AppState, organization_id: Uuid) -> Result<
     use gamify_db::{entities::organizations, sea_orm::EntityTrait};
     organizations::Entity::find_by_id(organization_id)
         .one(state.db().shared())
-        .await
-        .map_err(gamify_db::Error::from)?
+        .await?
         .map(|_| ())
         .ok_or_else(|| Error::not_found("organization"))
 }
@@ -345,12 +341,11 @@ pub async fn membership(
             "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2",
             [organization_id.into(), user_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     Ok(match row {
         Some(row) => {
-            let role: String = row.try_get("", "role").map_err(gamify_db::Error::from)?;
+            let role: String = row.try_get("", "role")?;
             Role::parse(&role)
         }
         None => None,

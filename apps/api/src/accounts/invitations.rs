@@ -124,7 +124,7 @@ pub async fn insert_invitation(
         ],
     ))
     .await
-    .map_err(gamify_db::Error::from)?;
+    ?;
     let mut url = settings.public_url.clone();
     url.set_path("/console/invitations/accept");
     url.set_query(Some(&format!("token={token}")));
@@ -160,12 +160,7 @@ async fn create_invitation(
         .authorize(&state, organization_id, permission_to_grant(body.role))
         .await?;
     let email = normalize_email("email", &body.email)?;
-    let txn = state
-        .db()
-        .shared()
-        .begin()
-        .await
-        .map_err(gamify_db::Error::from)?;
+    let txn = state.db().shared().begin().await?;
     let invited_by = caller.user().map(|user| user.id);
     let created = insert_invitation(
         &state.accounts().settings,
@@ -184,7 +179,7 @@ async fn create_invitation(
             .details(serde_json::json!({ "email": created.email, "role": created.role })),
     )
     .await?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -217,9 +212,8 @@ async fn list_invitations(
                AND expires_at > now() ORDER BY created_at LIMIT 1000",
             [organization_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {
@@ -232,8 +226,7 @@ async fn list_invitations(
                 expires_at: row.try_get("", "expires_at")?,
             })
         })
-        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()
-        .map_err(gamify_db::Error::from)?;
+        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()?;
     Ok(axum::Json(InvitationList { data }))
 }
 
@@ -265,8 +258,7 @@ async fn revoke_invitation(
              WHERE id = $1 AND organization_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
             [invitation_id.into(), organization_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?
+        .await?
         .rows_affected();
     if revoked == 0 {
         return Err(Error::not_found("invitation"));
@@ -277,7 +269,7 @@ async fn revoke_invitation(
         audit::Entry::new(&caller, "invitation.revoked", "invitation").target(invitation_id),
     )
     .await?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -335,21 +327,12 @@ async fn accept_invitation(
                AND expires_at > now() FOR UPDATE",
             [hash.to_vec().into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?
+        .await?
         .ok_or_else(|| Error::not_found("invitation"))?;
-    let invitation_id: Uuid = invitation
-        .try_get("", "id")
-        .map_err(gamify_db::Error::from)?;
-    let organization_id: Uuid = invitation
-        .try_get("", "organization_id")
-        .map_err(gamify_db::Error::from)?;
-    let email: String = invitation
-        .try_get("", "email")
-        .map_err(gamify_db::Error::from)?;
-    let role: String = invitation
-        .try_get("", "role")
-        .map_err(gamify_db::Error::from)?;
+    let invitation_id: Uuid = invitation.try_get("", "id")?;
+    let organization_id: Uuid = invitation.try_get("", "organization_id")?;
+    let email: String = invitation.try_get("", "email")?;
+    let role: String = invitation.try_get("", "role")?;
     let role = Role::parse(&role).unwrap_or(Role::Viewer);
 
     AccountScope {
@@ -366,13 +349,10 @@ async fn accept_invitation(
             "SELECT id, password_hash FROM users WHERE email = $1",
             [email.clone().into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
+        .await?;
     let user_id = match existing {
         Some(row) => {
-            let stored: String = row
-                .try_get("", "password_hash")
-                .map_err(gamify_db::Error::from)?;
+            let stored: String = row.try_get("", "password_hash")?;
             if !state
                 .accounts()
                 .passwords
@@ -381,7 +361,7 @@ async fn accept_invitation(
             {
                 return Err(Error::Unauthorized);
             }
-            row.try_get("", "id").map_err(gamify_db::Error::from)?
+            row.try_get("", "id")?
         }
         None => {
             validate_new_password("password", &body.password)?;
@@ -405,8 +385,7 @@ async fn accept_invitation(
                     password_hash.into(),
                 ],
             ))
-            .await
-            .map_err(gamify_db::Error::from)?;
+            .await?;
             user_id
         }
     };
@@ -417,8 +396,7 @@ async fn accept_invitation(
              ON CONFLICT DO NOTHING",
             [organization_id.into(), user_id.into(), role.as_str().into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?
+        .await?
         .rows_affected();
     if joined == 0 {
         return Err(Error::Conflict(
@@ -430,8 +408,7 @@ async fn accept_invitation(
         "UPDATE invitations SET accepted_at = now() WHERE id = $1",
         [invitation_id.into()],
     ))
-    .await
-    .map_err(gamify_db::Error::from)?;
+    .await?;
     let joined_as = SessionUser {
         id: user_id,
         email: email.clone(),
@@ -450,7 +427,7 @@ async fn accept_invitation(
         },
     )
     .await?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     let csrf = start_session(&session, joined_as).await?;
     tracing::info!(user_id = %user_id, organization_id = %organization_id, "invitation accepted");
     Ok((

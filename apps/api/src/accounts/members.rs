@@ -75,9 +75,8 @@ async fn list_members(
              ORDER BY m.created_at, u.id LIMIT 10000",
             [organization_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {
@@ -90,8 +89,7 @@ async fn list_members(
                 joined_at: row.try_get("", "created_at")?,
             })
         })
-        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()
-        .map_err(gamify_db::Error::from)?;
+        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()?;
     Ok(axum::Json(MemberList { data }))
 }
 
@@ -109,13 +107,12 @@ async fn lock_member(
                AND (role = 'owner' OR user_id = $2) ORDER BY user_id FOR UPDATE",
             [organization_id.into(), user_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
+        .await?;
     let mut owners = 0;
     let mut role = None;
     for row in &rows {
-        let member: Uuid = row.try_get("", "user_id").map_err(gamify_db::Error::from)?;
-        let text: String = row.try_get("", "role").map_err(gamify_db::Error::from)?;
+        let member: Uuid = row.try_get("", "user_id")?;
+        let text: String = row.try_get("", "role")?;
         let parsed = Role::parse(&text).unwrap_or(Role::Viewer);
         if parsed == Role::Owner {
             owners += 1;
@@ -176,7 +173,7 @@ async fn change_role(
             ],
         ))
         .await
-        .map_err(gamify_db::Error::from)?
+        ?
         .ok_or_else(|| Error::not_found("member"))?;
     if current != body.role {
         audit::record(
@@ -189,15 +186,13 @@ async fn change_role(
         .await?;
     }
     let member = MemberOut {
-        user_id: row.try_get("", "id").map_err(gamify_db::Error::from)?,
-        email: row.try_get("", "email").map_err(gamify_db::Error::from)?,
-        name: row.try_get("", "name").map_err(gamify_db::Error::from)?,
+        user_id: row.try_get("", "id")?,
+        email: row.try_get("", "email")?,
+        name: row.try_get("", "name")?,
         role: body.role,
-        joined_at: row
-            .try_get("", "created_at")
-            .map_err(gamify_db::Error::from)?,
+        joined_at: row.try_get("", "created_at")?,
     };
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     Ok(axum::Json(member))
 }
 
@@ -240,8 +235,7 @@ async fn remove_member(
         "DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2",
         [organization_id.into(), user_id.into()],
     ))
-    .await
-    .map_err(gamify_db::Error::from)?;
+    .await?;
     audit::record(
         &txn,
         organization_id,
@@ -250,7 +244,7 @@ async fn remove_member(
             .details(serde_json::json!({ "role": current })),
     )
     .await?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

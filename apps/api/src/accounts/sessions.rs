@@ -168,8 +168,7 @@ pub async fn current(
             "SELECT id, email, name FROM users WHERE id = $1",
             [user_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?
+        .await?
         .ok_or(Error::Unauthorized)?;
     let rows = txn
         .query_all(Statement::from_sql_and_values(
@@ -179,8 +178,8 @@ pub async fn current(
             [user_id.into()],
         ))
         .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        ?;
+    txn.commit().await?;
     let organizations = rows
         .iter()
         .map(|row| {
@@ -191,13 +190,12 @@ pub async fn current(
                 role: Role::parse(&role).unwrap_or(Role::Viewer),
             })
         })
-        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()
-        .map_err(gamify_db::Error::from)?;
+        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()?;
     Ok(CurrentSession {
         user: UserOut {
-            id: user.try_get("", "id").map_err(gamify_db::Error::from)?,
-            email: user.try_get("", "email").map_err(gamify_db::Error::from)?,
-            name: user.try_get("", "name").map_err(gamify_db::Error::from)?,
+            id: user.try_get("", "id")?,
+            email: user.try_get("", "email")?,
+            name: user.try_get("", "name")?,
         },
         organizations,
         csrf_token,
@@ -304,12 +302,9 @@ async fn audit_failures(
             "SELECT organization_id FROM memberships WHERE user_id = $1",
             [user_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
+        .await?;
     for row in organizations {
-        let organization_id: Uuid = row
-            .try_get("", "organization_id")
-            .map_err(gamify_db::Error::from)?;
+        let organization_id: Uuid = row.try_get("", "organization_id")?;
         let entry = audit::Entry {
             action: "sign_in.failures_exceeded",
             target_type: "user",
@@ -326,7 +321,7 @@ async fn audit_failures(
         )
         .await?;
     }
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -382,19 +377,12 @@ async fn sign_in(
             "SELECT id, password_hash FROM users WHERE email = $1",
             [email.clone().into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     let (user_id, stored) = match row {
         Some(row) => (
-            Some(
-                row.try_get::<Uuid>("", "id")
-                    .map_err(gamify_db::Error::from)?,
-            ),
-            Some(
-                row.try_get::<String>("", "password_hash")
-                    .map_err(gamify_db::Error::from)?,
-            ),
+            Some(row.try_get::<Uuid>("", "id")?),
+            Some(row.try_get::<String>("", "password_hash")?),
         ),
         None => (None, None),
     };
@@ -482,9 +470,8 @@ async fn sign_out_everywhere(
         "DELETE FROM sessions WHERE user_id = $1",
         [user.id.into()],
     ))
-    .await
-    .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    .await?;
+    txn.commit().await?;
     session.flush().await.map_err(session_unavailable)?;
     tracing::info!(user_id = %user.id, "signed out everywhere");
     Ok(StatusCode::NO_CONTENT)
@@ -513,9 +500,8 @@ async fn list_sessions(
              WHERE user_id = $1 AND expires_at > now() ORDER BY last_seen_at DESC LIMIT 100",
             [user.id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {
@@ -528,8 +514,7 @@ async fn list_sessions(
                 current: current.as_deref() == Some(hash.as_slice()),
             })
         })
-        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()
-        .map_err(gamify_db::Error::from)?;
+        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()?;
     Ok(axum::Json(SessionList { data }))
 }
 
@@ -555,10 +540,9 @@ async fn revoke_session(
             "DELETE FROM sessions WHERE id = $1 AND user_id = $2",
             [session_id.into(), user.id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?
+        .await?
         .rows_affected();
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     if deleted == 0 {
         return Err(Error::not_found("session"));
     }

@@ -141,7 +141,7 @@ async fn create_token(
         ],
     ))
     .await
-    .map_err(gamify_db::Error::from)?;
+    ?;
     audit::record(
         &txn,
         organization_id,
@@ -150,7 +150,7 @@ async fn create_token(
             .details(serde_json::json!({ "prefix": prefix, "scopes": scopes, "name": body.name })),
     )
     .await?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     tracing::info!(organization_id = %organization_id, token_id = %id, prefix = %prefix, "management token created");
     Ok((
         StatusCode::CREATED,
@@ -193,9 +193,8 @@ async fn list_tokens(
              FROM org_tokens WHERE organization_id = $1 ORDER BY created_at, id LIMIT 10000",
             [organization_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+        .await?;
+    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {
@@ -211,8 +210,7 @@ async fn list_tokens(
                 revoked_at: row.try_get("", "revoked_at")?,
             })
         })
-        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()
-        .map_err(gamify_db::Error::from)?;
+        .collect::<Result<Vec<_>, gamify_db::sea_orm::DbErr>>()?;
     Ok(axum::Json(TokenList { data }))
 }
 
@@ -244,10 +242,9 @@ async fn revoke_token(
              WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL RETURNING prefix",
             [token_id.into(), organization_id.into()],
         ))
-        .await
-        .map_err(gamify_db::Error::from)?
+        .await?
         .ok_or_else(|| Error::not_found("token"))?;
-    let prefix: String = row.try_get("", "prefix").map_err(gamify_db::Error::from)?;
+    let prefix: String = row.try_get("", "prefix")?;
     audit::record(
         &txn,
         organization_id,
@@ -256,7 +253,7 @@ async fn revoke_token(
             .details(serde_json::json!({ "prefix": prefix })),
     )
     .await?;
-    txn.commit().await.map_err(gamify_db::Error::from)?;
+    txn.commit().await?;
     tracing::info!(organization_id = %organization_id, token_id = %token_id, "management token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
