@@ -22,7 +22,7 @@ use crate::{
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
-const STATUSES: &[&str] = &["pending", "processed", "failed"];
+pub(super) const STATUSES: &[&str] = &["pending", "processed", "failed"];
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
@@ -60,29 +60,29 @@ pub enum EventStatus {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct EventSource {
-    key_id: Uuid,
+pub(super) struct EventSource {
+    pub(super) key_id: Uuid,
     #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
-    key_type: String,
+    pub(super) key_type: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventOut {
-    id: Uuid,
-    message_id: String,
-    event: String,
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
+    pub(super) id: Uuid,
+    pub(super) message_id: String,
+    pub(super) event: String,
+    pub(super) user_id: Option<String>,
+    pub(super) anonymous_id: Option<String>,
     #[schema(value_type = Object)]
-    properties: Value,
+    pub(super) properties: Value,
     #[schema(value_type = EventStatus)]
-    status: String,
-    error_details: Option<String>,
-    source: EventSource,
-    occurred_at: DateTime<Utc>,
-    received_at: DateTime<Utc>,
-    processed_at: Option<DateTime<Utc>>,
+    pub(super) status: String,
+    pub(super) error_details: Option<String>,
+    pub(super) source: EventSource,
+    pub(super) occurred_at: DateTime<Utc>,
+    pub(super) received_at: DateTime<Utc>,
+    pub(super) processed_at: Option<DateTime<Utc>>,
 }
 
 /// A page of events, newest first by `occurredAt`.
@@ -93,6 +93,14 @@ pub struct EventPage {
     /// Pass back as `cursor` for the next page; `null` on the last.
     next_cursor: Option<String>,
 }
+
+/// The columns [`event_from_row`] reads, from the project's events (`$1`: the project).
+pub(super) const EVENTS_OF_PROJECT: &str =
+    "SELECT e.id, e.message_id, e.event_type, u.external_id, e.anonymous_id, e.payload,
+            e.status, e.error_details, e.key_id, e.key_type, e.occurred_at, e.received_at,
+            e.processed_at
+     FROM events e LEFT JOIN end_users u ON u.id = e.user_id
+     WHERE e.project_id = $1";
 
 /// Position after which the next page starts: the last item's (occurredAt, id).
 struct Cursor {
@@ -118,7 +126,7 @@ impl Cursor {
     }
 }
 
-fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::sea_orm::DbErr> {
+pub(super) fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::sea_orm::DbErr> {
     Ok(EventOut {
         id: row.try_get("", "id")?,
         message_id: row.try_get("", "message_id")?,
@@ -200,13 +208,7 @@ async fn list_events(
 
     // The project filter repeats what row-level security enforces, so the planner uses the
     // (project_id, occurred_at, id) index.
-    let mut sql = String::from(
-        "SELECT e.id, e.message_id, e.event_type, u.external_id, e.anonymous_id, e.payload,
-                e.status, e.error_details, e.key_id, e.key_type, e.occurred_at, e.received_at,
-                e.processed_at
-         FROM events e LEFT JOIN end_users u ON u.id = e.user_id
-         WHERE e.project_id = $1",
-    );
+    let mut sql = String::from(EVENTS_OF_PROJECT);
     let mut values: Vec<DbValue> = vec![key.project_id.into()];
     let mut bind = |clause: &str, value: DbValue, sql: &mut String| {
         values.push(value);

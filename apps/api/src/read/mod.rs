@@ -1,4 +1,5 @@
-//! The tenant read API: a project's events and end users, with a secret key.
+//! The tenant read API: a project's events (listed, or exported as CSV or NDJSON) and end users,
+//! with a secret key.
 
 use std::sync::Arc;
 
@@ -13,11 +14,13 @@ use crate::{
 };
 
 mod events;
+mod export;
 mod users;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(events::router())
+        .merge(export::router())
         .merge(users::router())
 }
 

@@ -312,3 +312,132 @@ async fn users_are_read_with_their_activity() {
     )
     .await;
 }
+
+/// `count` events straight into the project, one statement: every third a `purchase` of user
+/// `buyer`, the rest `page_view`s without a user; one per second from `start`.
+async fn bulk_events(seed: &Seed<'_>, count: i32, start: DateTime<Utc>) {
+    let buyer = seed.user("buyer", json!({})).await;
+    let txn = seed.server.db.tenant(seed.project).await.unwrap();
+    txn.execute(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "INSERT INTO events (id, project_id, message_id, event_type, user_id, anonymous_id, payload,
+                             key_id, key_type, status, occurred_at, received_at, processed_at)
+         SELECT gen_random_uuid(), $1, 'm' || n,
+                CASE WHEN n % 3 = 0 THEN 'purchase' ELSE 'page_view' END,
+                CASE WHEN n % 3 = 0 THEN $2::uuid END,
+                CASE WHEN n % 3 = 0 THEN NULL ELSE 'anon-' || n END,
+                jsonb_build_object('n', n, 'note', 'a, \"quoted\"\nline'),
+                $3, 'secret', 'processed', $4::timestamptz + n * interval '1 second', now(), now()
+         FROM generate_series(1, $5) AS n",
+        [
+            seed.project.into(),
+            buyer.into(),
+            seed.key_id.into(),
+            start.into(),
+            count.into(),
+        ],
+    ))
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_export_streams_every_matching_event_once_oldest_first() {
+    let server = TestServer::start().await;
+    let (seed, pk, sk) = seeded(&server).await;
+    let start = Utc::now() - Duration::days(1);
+    // More than two of the export's chunks (1000 events each).
+    bulk_events(&seed, 2345, start).await;
+
+    let response = get(&server, &sk, "/v1/events/export").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let body = response.text().await.unwrap();
+    let events: Vec<Value> = body
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2345);
+    let ns: Vec<i64> = events
+        .iter()
+        .map(|e| e["properties"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ns,
+        (1..=2345).collect::<Vec<_>>(),
+        "every event once, oldest first"
+    );
+    assert_eq!(events[2]["userId"], "buyer");
+    assert_eq!(events[0]["source"]["keyType"], "secret");
+
+    // The listing's filters, with from/to.
+    let from = (start + Duration::seconds(1001)).to_rfc3339();
+    let to = (start + Duration::seconds(2001)).to_rfc3339();
+    let response = server
+        .request(Method::GET, "/v1/events/export")
+        .bearer_auth(&sk)
+        .query(&[
+            ("format", "csv"),
+            ("event", "purchase"),
+            ("from", from.as_str()),
+            ("to", to.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("events.csv")
+    );
+    let csv = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(&reader.headers().unwrap()[2], "event");
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    // n in [1001, 2000] with n % 3 == 0.
+    let expected: Vec<i64> = (1001..=2000).filter(|n| n % 3 == 0).collect();
+    assert_eq!(rows.len(), expected.len());
+    for (row, n) in rows.iter().zip(expected) {
+        assert_eq!(&row[2], "purchase");
+        assert_eq!(&row[3], "buyer");
+        let properties: Value = serde_json::from_str(&row[12]).unwrap();
+        assert_eq!(properties["n"], n);
+        assert_eq!(properties["note"], "a, \"quoted\"\nline");
+    }
+
+    // Nothing matches: NDJSON is empty, CSV is its header.
+    let response = get(&server, &sk, "/v1/events/export?format=csv&event=nothing").await;
+    assert_eq!(response.text().await.unwrap().lines().count(), 1);
+    let response = get(&server, &sk, "/v1/events/export?event=nothing").await;
+    assert_eq!(response.text().await.unwrap(), "");
+
+    // Bad input, and a publishable key.
+    let response = get(&server, &sk, "/v1/events/export?format=xml").await;
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let response = get(&server, &sk, "/v1/events/export?from=yesterday").await;
+    expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let response = get(&server, &pk, "/v1/events/export").await;
+    expect_error(response, StatusCode::FORBIDDEN, "secret_key_required").await;
+}
+
+#[tokio::test]
+async fn an_export_never_shows_another_projects_events() {
+    let server = TestServer::start().await;
+    let (seed_a, _, sk_a) = seeded(&server).await;
+    let (seed_b, _, _) = seeded(&server).await;
+    bulk_events(&seed_a, 5, Utc::now() - Duration::hours(1)).await;
+    bulk_events(&seed_b, 7, Utc::now() - Duration::hours(1)).await;
+    let body = get(&server, &sk_a, "/v1/events/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body.lines().count(), 5);
+}
