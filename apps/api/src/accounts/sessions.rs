@@ -252,20 +252,26 @@ impl<'a> SignInLimits<'a> {
     /// Counts a failure; returns the account's count.
     async fn fail(&self) -> Result<u32> {
         let window = self.state.accounts().settings.sign_in_window.as_secs();
+        // SET … NX EX starts the window with the first failure; INCR keeps its expiry. (EXPIRE's
+        // NX needs Redis 7; this works on any Redis since 2.6.12.)
         let mut pipe = redis::pipe();
-        pipe.incr(&self.account, 1u32)
-            .cmd("EXPIRE")
+        pipe.cmd("SET")
             .arg(&self.account)
+            .arg(0)
+            .arg("EX")
             .arg(window)
             .arg("NX")
-            .ignore();
+            .ignore()
+            .incr(&self.account, 1u32);
         if let Some(address) = &self.address {
-            pipe.incr(address, 1u32)
-                .ignore()
-                .cmd("EXPIRE")
+            pipe.cmd("SET")
                 .arg(address)
+                .arg(0)
+                .arg("EX")
                 .arg(window)
                 .arg("NX")
+                .ignore()
+                .incr(address, 1u32)
                 .ignore();
         }
         let (count,): (u32,) = self

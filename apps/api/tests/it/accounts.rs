@@ -379,6 +379,29 @@ async fn failed_sign_ins_are_limited_per_account_and_audited_once() {
         let response = server.sign_in(&address, "not the password at all").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
+    // The count lives for the window (15 minutes) from the first failure, not for ever.
+    use sha2::Digest;
+    let redis = redis::Client::open(
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+    )
+    .unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let counter = format!(
+        "gamify:sign_in:account:{}",
+        hex::encode(sha2::Sha256::digest(address.as_bytes()))
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&counter)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!((1..=900).contains(&ttl), "ttl {ttl}");
+    let count: u32 = redis::cmd("GET")
+        .arg(&counter)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
     // Now even the right password is refused until the window passes.
     let response = server.sign_in(&address, PASSWORD).await;
     assert!(response.headers().get("retry-after").is_some());
