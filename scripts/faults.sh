@@ -66,6 +66,14 @@ DOCS="$ROOT/docs/RELIABILITY.md"
 command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
 command -v python3 >/dev/null || die "python3 is missing"
 command -v psql >/dev/null || die "psql is missing (apt-get install postgresql-client)"
+# The HyperLogLog extension of the analytics rollups, for these server binaries' version.
+PG_MAJOR=$("$PG_BIN/postgres" --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')
+if [ ! -f "/usr/share/postgresql/$PG_MAJOR/extension/hll.control" ]; then
+  echo "installing postgresql-$PG_MAJOR-hll from Debian's packages" >&2
+  SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$PG_MAJOR-hll" >/dev/null
+fi
 for f in $FAULTS; do
   case " $ALL_FAULTS " in *" $f "*) ;; *) die "unknown fault $f (known: $ALL_FAULTS)" ;; esac
   [ "$(printf '%s\n' $FAULTS | grep -cx -- "$f")" = 1 ] || die "fault $f is named twice (one stack directory each)"
@@ -170,6 +178,8 @@ stack_up() {
   PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres)
   "${PSQL[@]}" -d postgres -c "CREATE ROLE gamify_owner LOGIN CREATEROLE PASSWORD 'gamify_owner'" \
     -c "CREATE DATABASE gamify OWNER gamify_owner"
+  # The analytics rollups' HyperLogLog type (not a trusted extension: the superuser creates it).
+  "${PSQL[@]}" -d gamify -c "CREATE EXTENSION hll"
   export DATABASE_OWNER_URL="postgres://gamify_owner:gamify_owner@127.0.0.1:$PG_PORT/gamify"
   export DATABASE_URL="postgres://gamify_app:gamify_app@127.0.0.1:$PG_PORT/gamify"
 

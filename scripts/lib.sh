@@ -58,6 +58,17 @@ ensure_postgres() {
   wait_for 30 "PostgreSQL on $PG_HOST:$PG_PORT" pg_isready -h "$PG_HOST" -p "$PG_PORT" -q
 }
 
+# The HyperLogLog type the analytics rollups count distinct users with: Debian's postgresql-N-hll
+# for the running server's major version. It is not a trusted extension, so the superuser creates
+# it in each database (create_database); the migrations only check it is there.
+ensure_hll() {
+  local major
+  major=$(psql_admin -tAc "SHOW server_version_num" | cut -c1-2)
+  if [ ! -f "/usr/share/postgresql/$major/extension/hll.control" ]; then
+    apt_install "postgresql-$major-hll"
+  fi
+}
+
 ensure_redis() {
   local url=${REDIS_URL:-redis://127.0.0.1:6379}
   if redis-cli -u "$url" ping 2>/dev/null | grep -q PONG; then return; fi
@@ -87,6 +98,8 @@ SQL
     log "creating database $name"
     psql_admin -c "CREATE DATABASE $name OWNER $OWNER_ROLE"
   fi
+  ensure_hll
+  psql_admin -d "$name" -c "CREATE EXTENSION IF NOT EXISTS hll"
   export DATABASE_OWNER_URL="postgres://$OWNER_ROLE:$OWNER_PASSWORD@$PG_HOST:$PG_PORT/$name"
   export DATABASE_URL="postgres://$APP_ROLE:$APP_PASSWORD@$PG_HOST:$PG_PORT/$name"
 }

@@ -19,6 +19,7 @@ mod m20261124_000009_events_without_row_foreign_keys;
 mod m20261204_000010_versioned_trusted_events;
 mod m20261204_000011_gamification_engine;
 mod m20261205_000012_accounts_and_audit;
+mod m20261205_000013_event_rollups;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_versioned_trusted_events::migration()),
             Box::new(m20261204_000011_gamification_engine::migration()),
             Box::new(m20261205_000012_accounts_and_audit::migration()),
+            Box::new(m20261205_000013_event_rollups::migration()),
         ]
     }
 }
@@ -101,6 +103,8 @@ const APPLICATION_TABLES: &[&str] = &[
     "invitations",
     "sessions",
     "org_tokens",
+    "event_rollups",
+    "user_first_seen",
 ];
 
 /// Tables the application role may only read and append to.

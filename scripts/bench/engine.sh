@@ -6,6 +6,8 @@
 #   scripts/bench/engine.sh                 # ~10 minutes
 #   ENGINE_BENCH_EVENTS=50000 scripts/bench/engine.sh
 #   ENGINE_BENCH_ONLY=drain scripts/bench/engine.sh   # part 1 only
+#   ENGINE_BENCH_ONLY=rollups scripts/bench/engine.sh # the worker's drain with and without the
+#                                                     # analytics rollups (issue 22)
 #
 # 1. Drain: a backlog produced through the batch endpoint is drained by gamify-worker (baseline),
 #    then by gamify-engine (its own group, 10 rules per project) from the same topic; for 1 and for
@@ -175,6 +177,31 @@ drain() {
   awk -v a="$t_first" -v b="$t_end" -v c=$((c1 - c0)) -v p=$((p1 - p0)) -v hz="$CLK_TCK" \
     'BEGIN {printf "%.2f %.2f %.2f", b - a, c / hz, p / hz}'
 }
+
+# ENGINE_BENCH_ONLY=rollups (issue 22): the storage worker's drain with the analytics rollups
+# against the same drain without them (WORKER_SKIP_ROLLUPS=1, the baseline), each from empty tables.
+if [ "${ENGINE_BENCH_ONLY:-}" = rollups ]; then
+  reset_store() { psql_bench -c "TRUNCATE events, event_message_ids, end_users, event_rollups, user_first_seen" >/dev/null; }
+  : >"$OUT/rollups.rows"
+  for scenario in "1 $TOPIC_1 $((requests * 100))" "$PROJECTS $TOPIC_N $((per_project * PROJECTS * 100))"; do
+    read -r n topic expected <<<"$scenario"
+    log "draining $expected events of $n project(s): gamify-worker without rollups, then with them"
+    reset_store
+    export WORKER_SKIP_ROLLUPS=1
+    read -r b bc bp <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
+    unset WORKER_SKIP_ROLLUPS
+    reset_store
+    read -r r rc rp <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
+    rolled=$(psql_bench -tAc "SELECT sum(events) FROM event_rollups")
+    awk -v n="$n" -v x="$expected" -v b="$b" -v r="$r" -v bc="$bc" -v bp="$bp" -v rc="$rc" -v rp="$rp" -v rolled="$rolled" 'BEGIN {
+      printf "| %s | %d | %.1f s | %.0f | %.1f s + %.1f s | %.1f s | %.0f | %.1f s + %.1f s | %d | **%.2f×** |\n",
+        n, x, b, x / b, bc, bp, r, x / r, rc, rp, rolled, (x / r) / (x / b) }' >>"$OUT/rollups.rows"
+  done
+  echo "| projects | events | drain without rollups | events/s | CPU: worker + Postgres | drain with rollups | events/s | CPU: worker + Postgres | events in the rollups | with ÷ without |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  cat "$OUT/rollups.rows"
+  exit 0
+fi
 
 : >"$OUT/drain.rows"
 for scenario in "1 $TOPIC_1 $((requests * 100))" "$PROJECTS $TOPIC_N $((per_project * PROJECTS * 100))"; do

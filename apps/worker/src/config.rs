@@ -36,6 +36,10 @@ pub struct Config {
     pub kafka_producer_properties: Vec<(String, String)>,
     /// Longest one attempt at persisting a batch may take before it is abandoned and retried.
     pub batch_timeout: Duration,
+    /// Keep the analytics rollups (hourly counts and distinct-user sketches) in the transaction
+    /// that stores the events; off (`WORKER_SKIP_ROLLUPS=1`) where analytics are served from
+    /// elsewhere, and for the benchmark's baseline.
+    pub analytics_rollups: bool,
     /// After a stop is asked for, how long the batch in flight may take before it is abandoned
     /// uncommitted (it is redelivered): shorter than the orchestrator's grace period.
     pub shutdown_timeout: Duration,
@@ -127,6 +131,7 @@ impl Config {
             kafka_consumer_properties: config::kafka_properties("KAFKA_CONSUMER_PROPERTIES")?,
             kafka_producer_properties: config::kafka_properties("KAFKA_PRODUCER_PROPERTIES")?,
             batch_timeout: Duration::from_millis(batch_timeout_ms),
+            analytics_rollups: !config::flag("WORKER_SKIP_ROLLUPS")?,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             stall_timeout: Duration::from_millis(stall_ms),
             statement_timeout: Duration::from_millis(statement_ms),

@@ -35,7 +35,12 @@ pub struct Worker {
 
 impl Worker {
     pub async fn start(config: Config) -> Result<Self> {
-        Self::start_with(config, Arc::new(stage::Store)).await
+        let rollups = if config.analytics_rollups {
+            persist::Rollups::Kept
+        } else {
+            persist::Rollups::Skipped
+        };
+        Self::start_with(config, Arc::new(stage::Store { rollups })).await
     }
 
     /// A consumer loop that hands checked events to `stage` (the gamification engine's).

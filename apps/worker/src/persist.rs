@@ -115,6 +115,23 @@ fn db_err(err: sqlx::Error) -> DbErr {
 /// events. Each statement binds whole columns as typed arrays (`UNNEST`), so a batch of any size
 /// is a fixed number of round trips and nothing is serialised to JSON text but the payloads.
 pub async fn persist_project(db: &Db, project_id: Uuid, items: &[&Item]) -> Result<Outcome, DbErr> {
+    persist_events(db, project_id, items, Rollups::Kept).await
+}
+
+/// Whether the analytics rollups are kept with the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollups {
+    Kept,
+    Skipped,
+}
+
+/// [`persist_project`], with or without the analytics rollups.
+pub async fn persist_events(
+    db: &Db,
+    project_id: Uuid,
+    items: &[&Item],
+    rollups: Rollups,
+) -> Result<Outcome, DbErr> {
     let mut outcome = Outcome::default();
     // Postgres handles in-statement duplicates too, but deciding here keeps "first one wins"
     // explicit and the counts exact.
@@ -169,6 +186,9 @@ pub async fn persist_project(db: &Db, project_id: Uuid, items: &[&Item]) -> Resu
 
     let user_ids = resolve_users(&mut txn, project_id, &fresh).await?;
     insert_events(&mut txn, project_id, &fresh, &user_ids).await?;
+    if rollups == Rollups::Kept {
+        insert_rollups(&mut txn, project_id, &fresh).await?;
+    }
     txn.commit().await.map_err(db_err)?;
 
     for item in &fresh {
@@ -367,5 +387,79 @@ async fn insert_events(
     .execute(&mut **txn)
     .await
     .map_err(db_err)?;
+    Ok(())
+}
+
+/// Who the distinct-user counts count: the user id, else the anonymous id.
+fn who(envelope: &Envelope) -> Option<String> {
+    match (&envelope.user_id, &envelope.anonymous_id) {
+        (Some(user_id), _) => Some(format!("u:{user_id}")),
+        (None, Some(anonymous_id)) => Some(format!("a:{anonymous_id}")),
+        (None, None) => None,
+    }
+}
+
+/// Counts the stored track events into the hourly rollups, in the transaction that stored them:
+/// a redelivery that the dedup refused was never in `fresh`, so it is never counted twice. Each
+/// (event, UTC hour) of the chunk is one upsert, in sorted order, on this backend's shard of the
+/// hour (so concurrent chunks of one project do not wait on one row); the users are hashed into
+/// the hour's HyperLogLog sketch. Users seen for the first time get their `user_first_seen` row
+/// (`DO NOTHING`: an existing row is neither rewritten nor locked).
+async fn insert_rollups(txn: &mut Txn, project_id: Uuid, fresh: &[&Item]) -> Result<(), DbErr> {
+    let mut occurred = Vec::with_capacity(fresh.len());
+    let mut event_types = Vec::with_capacity(fresh.len());
+    let mut users: Vec<Option<String>> = Vec::with_capacity(fresh.len());
+    let mut first_seen: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for item in fresh {
+        let envelope = &item.envelope;
+        if item.status != Status::Processed || envelope.kind != Kind::Track {
+            continue;
+        }
+        let who = who(envelope);
+        if let Some(who) = &who {
+            let at = first_seen
+                .entry(who.clone())
+                .or_insert(envelope.occurred_at);
+            *at = (*at).min(envelope.occurred_at);
+        }
+        occurred.push(envelope.occurred_at);
+        event_types.push(envelope.event.as_str());
+        users.push(who);
+    }
+    if occurred.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO event_rollups AS r (project_id, event_type, hour, shard, events, users)
+         SELECT $1, e.event_type, date_trunc('hour', e.occurred_at, 'UTC'),
+                (pg_backend_pid() % 16)::smallint, count(*),
+                coalesce(hll_add_agg(hll_hash_text(e.who)), hll_empty())
+         FROM UNNEST($2::timestamptz[], $3::text[], $4::text[]) AS e(occurred_at, event_type, who)
+         GROUP BY 2, 3 ORDER BY 2, 3
+         ON CONFLICT (project_id, event_type, hour, shard) DO UPDATE
+         SET events = r.events + excluded.events, users = hll_union(r.users, excluded.users)",
+    )
+    .bind(project_id)
+    .bind(occurred)
+    .bind(event_types)
+    .bind(users)
+    .execute(&mut **txn)
+    .await
+    .map_err(db_err)?;
+    if !first_seen.is_empty() {
+        let (who, at): (Vec<String>, Vec<chrono::DateTime<chrono::Utc>>) =
+            first_seen.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO user_first_seen (project_id, who, first_seen_at)
+             SELECT $1, f.who, f.at FROM UNNEST($2::text[], $3::timestamptz[]) AS f(who, at)
+             ON CONFLICT (project_id, who) DO NOTHING",
+        )
+        .bind(project_id)
+        .bind(who)
+        .bind(at)
+        .execute(&mut **txn)
+        .await
+        .map_err(db_err)?;
+    }
     Ok(())
 }

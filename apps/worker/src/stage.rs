@@ -34,8 +34,11 @@ pub trait Stage: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Outcome, DbErr>>;
 }
 
-/// The storage worker's stage: each event stored once per messageId and key class.
-pub struct Store;
+/// The storage worker's stage: each event stored once per messageId and key class, with the
+/// analytics rollups unless `rollups` is off.
+pub struct Store {
+    pub rollups: persist::Rollups,
+}
 
 impl Stage for Store {
     fn name(&self) -> &'static str {
@@ -56,6 +59,6 @@ impl Stage for Store {
         project_id: Uuid,
         items: &'a [&'a Item],
     ) -> BoxFuture<'a, Result<Outcome, DbErr>> {
-        Box::pin(persist::persist_project(db, project_id, items))
+        Box::pin(persist::persist_events(db, project_id, items, self.rollups))
     }
 }

@@ -65,6 +65,7 @@ fn consumer_config(topic: &str, group: &str) -> gamify_worker::Config {
         kafka_consumer_properties: Vec::new(),
         kafka_producer_properties: Vec::new(),
         batch_timeout: Duration::from_secs(30),
+        analytics_rollups: true,
         shutdown_timeout: Duration::from_secs(10),
         stall_timeout: Duration::from_secs(60),
         statement_timeout: Duration::from_secs(30),

@@ -213,6 +213,7 @@ pub(crate) mod tests {
             kafka_consumer_properties: owned(consumer),
             kafka_producer_properties: owned(producer),
             batch_timeout: Duration::from_secs(60),
+            analytics_rollups: true,
             shutdown_timeout: Duration::from_secs(20),
             stall_timeout: Duration::from_secs(120),
             statement_timeout: Duration::from_secs(30),

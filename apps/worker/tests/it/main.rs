@@ -10,6 +10,7 @@ mod group;
 mod harness;
 mod outage;
 mod process;
+mod rollups;
 mod stalls;
 mod storable;
 mod store;

@@ -145,6 +145,19 @@ async fn postgres_outage_loses_nothing() {
         .await
         .unwrap();
     admin.close().await.unwrap();
+    // The analytics rollups' HyperLogLog type: not a trusted extension, so the superuser creates
+    // it, as scripts/lib.sh does for every database.
+    let superuser = Database::connect(format!(
+        "postgres://postgres@127.0.0.1:{}/gamify",
+        cluster.port
+    ))
+    .await
+    .unwrap();
+    superuser
+        .execute_unprepared("CREATE EXTENSION hll")
+        .await
+        .unwrap();
+    superuser.close().await.unwrap();
     gamify_migrations::migrate(
         &cluster.url("gamify_owner"),
         &gamify_migrations::ApplicationRole {

@@ -144,6 +144,10 @@ async fn engine_rows(db: &gamify_db::Db, tenant: &Tenant) {
          VALUES ($1, 1, 'weekly', now(), 'u1', 10, now())",
         "INSERT INTO leaderboard_score_counts (project_id, generation, board, period_start, score, users)
          VALUES ($1, 1, 'weekly', now(), 10, 1)",
+        // The worker's analytics rollups (migration 13), also without a row foreign key.
+        "INSERT INTO event_rollups (project_id, event_type, hour, shard, events, users)
+         VALUES ($1, 'click', date_trunc('hour', now()), 0, 1, hll_empty())",
+        "INSERT INTO user_first_seen (project_id, who, first_seen_at) VALUES ($1, 'u:u1', now())",
     ] {
         txn.execute(Statement::from_sql_and_values(
             txn.get_database_backend(),
@@ -166,6 +170,8 @@ async fn engine_counts(db: &gamify_db::Db, project: Uuid) -> Vec<i64> {
         "points_ledger",
         "leaderboard_scores",
         "leaderboard_score_counts",
+        "event_rollups",
+        "user_first_seen",
     ] {
         let row = txn
             .query_one(Statement::from_string(
@@ -187,7 +193,7 @@ async fn deleting_a_project_deletes_its_engine_rows_only() {
     let (gone, kept) = two_tenants(&db).await;
     engine_rows(&db, &gone).await;
     engine_rows(&db, &kept).await;
-    assert_eq!(engine_counts(&db, gone.project).await, vec![1; 6]);
+    assert_eq!(engine_counts(&db, gone.project).await, vec![1; 8]);
 
     owner
         .shared()
@@ -199,6 +205,6 @@ async fn deleting_a_project_deletes_its_engine_rows_only() {
         .await
         .unwrap();
 
-    assert_eq!(engine_counts(&db, gone.project).await, vec![0; 6]);
-    assert_eq!(engine_counts(&db, kept.project).await, vec![1; 6]);
+    assert_eq!(engine_counts(&db, gone.project).await, vec![0; 8]);
+    assert_eq!(engine_counts(&db, kept.project).await, vec![1; 8]);
 }

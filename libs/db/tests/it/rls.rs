@@ -449,6 +449,8 @@ const ENGINE_TENANT_TABLES: &[&str] = &[
     "webhook_endpoints",
     "webhook_deliveries",
     "webhook_attempts",
+    "event_rollups",
+    "user_first_seen",
 ];
 
 #[tokio::test]
