@@ -4,6 +4,7 @@
 //! path, `manage` the management API, `read` the tenant reads; `state` the components they use.
 
 pub mod accounts;
+mod analytics;
 pub mod clock;
 pub mod config;
 mod gamification;
@@ -54,12 +55,13 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     (api.merge(management), operational_routes())
 }
 
-/// The management routes (accounts, organizations, projects, keys, rules, webhooks: what a
-/// console session may call) and the rest of the API.
+/// The management routes (accounts, organizations, projects, keys, rules, webhooks, analytics:
+/// what a console session may call) and the rest of the API.
 fn api_routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let management = OpenApiRouter::new()
         .merge(accounts::router())
-        .merge(manage::router());
+        .merge(manage::router())
+        .merge(analytics::router());
     let api = OpenApiRouter::new()
         .merge(ingest::router())
         .merge(read::router())

@@ -52,6 +52,7 @@ pub const ORG_TOKEN: &str = "orgToken";
         (name = "management", description = "Organizations, projects and keys: with a session, a management token or the operator's admin token"),
         (name = "accounts", description = "Sessions, invitations, members, management tokens and the audit log"),
         (name = "gamification", description = "Rules, progress, outcomes, leaderboards and points"),
+        (name = "analytics", description = "Trends from the hourly rollups: a secret key, or a session or management token with the project's id"),
     ),
     components(schemas(ErrorBody, ErrorObject, ErrorCode))
 )]

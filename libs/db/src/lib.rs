@@ -101,6 +101,26 @@ impl Db {
         Ok(TenantTransaction { txn, project_id })
     }
 
+    /// Runs one read in `project_id`'s tenant scope (its own transaction) and returns the rows.
+    pub async fn tenant_rows(
+        &self,
+        project_id: Uuid,
+        sql: String,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<Vec<sea_orm::QueryResult>> {
+        let txn = self.tenant(project_id).await?;
+        let rows = txn
+            .txn
+            .query_all(Statement::from_sql_and_values(
+                txn.txn.get_database_backend(),
+                sql,
+                values,
+            ))
+            .await?;
+        txn.commit().await?;
+        Ok(rows)
+    }
+
     /// The same tenant scope as [`Db::tenant`], on a plain sqlx transaction: bulk writes bind
     /// whole columns as typed arrays in Postgres's binary format, with NULL elements, which
     /// sea-orm's values cannot carry.

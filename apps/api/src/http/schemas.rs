@@ -272,6 +272,18 @@ error_set!(
     (500, "A genuine fault (`internal_error`)"),
 );
 
+error_set!(
+    /// Errors of the analytics queries.
+    AnalyticsErrors:
+    (400, "An invalid or missing parameter (`details.field` names it): an unknown interval or measure, a range over the interval's cap, a time zone with offsets that are not whole hours, `projectId` missing with a session or token"),
+    (401, "No valid secret key, session, management token or admin token (`unauthorized`, `invalid_api_key`)"),
+    (403, "A publishable key (`secret_key_required`), a role or token scope without `read` (`forbidden`), a key's origin not allowed (`origin_not_allowed`)"),
+    (404, "The `projectId` names no project the caller can see (`not_found`)"),
+    (429, "`client_rate_limited` or `key_rate_limited`; `Retry-After` says when to retry"),
+    (500, "A genuine fault (`internal_error`)"),
+    (503, "The key could not be verified, or Postgres did not answer in time (`unavailable`)"),
+);
+
 /// `publishable` (browsers) or `secret` (servers).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

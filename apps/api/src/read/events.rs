@@ -4,7 +4,7 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use gamify_common::ingest::{FieldError, parse_time};
-use gamify_db::sea_orm::{ConnectionTrait, QueryResult, Statement, Value as DbValue};
+use gamify_db::sea_orm::{QueryResult, Value as DbValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -242,15 +242,7 @@ async fn list_events(
         limit + 1
     ));
 
-    let txn = state.db().tenant(key.project_id).await?;
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            sql,
-            values,
-        ))
-        .await?;
-    txn.commit().await?;
+    let rows = state.db().tenant_rows(key.project_id, sql, values).await?;
     let mut data = rows
         .iter()
         .map(event_from_row)

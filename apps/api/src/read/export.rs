@@ -12,10 +12,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use gamify_common::ingest::{FieldError, parse_time};
-use gamify_db::{
-    Db,
-    sea_orm::{ConnectionTrait, Statement, Value as DbValue},
-};
+use gamify_db::{Db, sea_orm::Value as DbValue};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -131,15 +128,7 @@ impl Filter {
             bind(", ?)", id.into(), &mut sql);
         }
         sql.push_str(&format!(" ORDER BY e.occurred_at, e.id LIMIT {CHUNK}"));
-        let txn = db.tenant(self.project_id).await?;
-        let rows = txn
-            .query_all(Statement::from_sql_and_values(
-                txn.get_database_backend(),
-                sql,
-                values,
-            ))
-            .await?;
-        txn.commit().await?;
+        let rows = db.tenant_rows(self.project_id, sql, values).await?;
         Ok(rows
             .iter()
             .map(event_from_row)

@@ -1200,7 +1200,8 @@ fn rule_of(operation: &Value, path: &str) -> Option<Rule> {
         token_scope: None,
         scoped: path.contains("{organization_id}")
             || path.contains("{project_id}")
-            || path == "/v1/projects",
+            || path == "/v1/projects"
+            || takes_project_param(operation),
     };
     let mut any = false;
     for requirement in operation["security"].as_array()? {
@@ -1220,6 +1221,15 @@ fn rule_of(operation: &Value, path: &str) -> Option<Rule> {
         }
     }
     any.then_some(rule)
+}
+
+/// Routes that name their project in `?projectId=` (analytics, for management credentials).
+fn takes_project_param(operation: &Value) -> bool {
+    operation["parameters"].as_array().is_some_and(|params| {
+        params
+            .iter()
+            .any(|p| p["name"] == "projectId" && p["in"] == "query")
+    })
 }
 
 fn rank(role: &str) -> u8 {
@@ -1485,6 +1495,11 @@ async fn every_management_route_answers_each_kind_of_caller_as_its_rule_says() {
                 !has_body || body.is_some(),
                 "{method} {path}: add a body to the authorization matrix (body_for)"
             );
+            let concrete = if takes_project_param(operation) {
+                format!("{concrete}?projectId={project_id}")
+            } else {
+                concrete
+            };
             for who in EVERYONE {
                 let http_method: Method = method.to_uppercase().parse().unwrap();
                 let request = server.request(http_method.clone(), &concrete);
