@@ -105,18 +105,24 @@ impl Db {
     pub async fn tenant_rows(
         &self,
         project_id: Uuid,
-        sql: String,
+        sql: impl Into<String>,
         values: Vec<sea_orm::Value>,
     ) -> Result<Vec<sea_orm::QueryResult>> {
         let txn = self.tenant(project_id).await?;
-        let rows = txn
-            .txn
-            .query_all(Statement::from_sql_and_values(
-                txn.txn.get_database_backend(),
-                sql,
-                values,
-            ))
-            .await?;
+        let rows = read(&txn.txn, sql.into(), values).await?;
+        txn.commit().await?;
+        Ok(rows)
+    }
+
+    /// Runs one read in an accounts `scope` (its own transaction) and returns the rows.
+    pub async fn accounts_rows(
+        &self,
+        scope: &AccountScope,
+        sql: impl Into<String>,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<Vec<sea_orm::QueryResult>> {
+        let txn = self.accounts(scope).await?;
+        let rows = read(&txn, sql.into(), values).await?;
         txn.commit().await?;
         Ok(rows)
     }
@@ -205,6 +211,20 @@ impl Db {
         self.conn.close().await?;
         Ok(())
     }
+}
+
+async fn read(
+    txn: &DatabaseTransaction,
+    sql: String,
+    values: Vec<sea_orm::Value>,
+) -> Result<Vec<sea_orm::QueryResult>> {
+    Ok(txn
+        .query_all(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            sql,
+            values,
+        ))
+        .await?)
 }
 
 /// What an accounts transaction ([`Db::accounts`]) may see: each field set widens it by the rows

@@ -219,14 +219,11 @@ async fn list_audit_log(
         .filter(|cursor| !cursor.is_empty())
         .map(parse_cursor)
         .transpose()?;
-    let txn = state
-        .db()
-        .accounts(&AccountScope::organization(organization_id))
-        .await?;
     let (at, id) = after.unzip();
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            txn.get_database_backend(),
+    let rows = state
+        .db()
+        .accounts_rows(
+            &AccountScope::organization(organization_id),
             "SELECT id, at, actor_type, actor_id, actor_label, action, target_type, target_id, \
                     details, host(ip) AS ip \
              FROM audit_log WHERE organization_id = $1 \
@@ -237,10 +234,10 @@ async fn list_audit_log(
                 at.into(),
                 id.into(),
                 (PAGE_SIZE as i64 + 1).into(),
-            ],
-        ))
+            ]
+            .into(),
+        )
         .await?;
-    txn.commit().await?;
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
         let get = |column: &str| row.try_get::<Option<String>>("", column);

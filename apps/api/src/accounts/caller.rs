@@ -334,16 +334,15 @@ pub async fn membership(
     organization_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<Role>> {
-    let txn = state.db().accounts(&AccountScope::user(user_id)).await?;
-    let row = txn
-        .query_one(Statement::from_sql_and_values(
-            txn.get_database_backend(),
+    let rows = state
+        .db()
+        .accounts_rows(
+            &AccountScope::user(user_id),
             "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2",
-            [organization_id.into(), user_id.into()],
-        ))
+            vec![organization_id.into(), user_id.into()],
+        )
         .await?;
-    txn.commit().await?;
-    Ok(match row {
+    Ok(match rows.first() {
         Some(row) => {
             let role: String = row.try_get("", "role")?;
             Role::parse(&role)

@@ -200,20 +200,16 @@ async fn list_invitations(
     caller
         .authorize(&state, organization_id, Permission::MembersWrite)
         .await?;
-    let txn = state
+    let rows = state
         .db()
-        .accounts(&AccountScope::organization(organization_id))
-        .await?;
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            txn.get_database_backend(),
+        .accounts_rows(
+            &AccountScope::organization(organization_id),
             "SELECT id, email, role, created_at, expires_at FROM invitations \
              WHERE organization_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL \
                AND expires_at > now() ORDER BY created_at LIMIT 1000",
-            [organization_id.into()],
-        ))
+            [organization_id.into()].into(),
+        )
         .await?;
-    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {

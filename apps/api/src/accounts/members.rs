@@ -63,20 +63,16 @@ async fn list_members(
     caller
         .authorize(&state, organization_id, Permission::Read)
         .await?;
-    let txn = state
+    let rows = state
         .db()
-        .accounts(&AccountScope::organization(organization_id))
-        .await?;
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            txn.get_database_backend(),
+        .accounts_rows(
+            &AccountScope::organization(organization_id),
             "SELECT u.id, u.email, u.name, m.role, m.created_at FROM memberships m \
              JOIN users u ON u.id = m.user_id WHERE m.organization_id = $1 \
              ORDER BY m.created_at, u.id LIMIT 10000",
-            [organization_id.into()],
-        ))
+            [organization_id.into()].into(),
+        )
         .await?;
-    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {

@@ -370,22 +370,18 @@ async fn sign_in(
     }
     let limits = SignInLimits::new(&state, &email, ip);
     limits.check().await?;
-    let txn = state
+    let rows = state
         .db()
-        .accounts(&AccountScope {
-            sign_in_email: Some(email.clone()),
-            ..AccountScope::default()
-        })
-        .await?;
-    let row = txn
-        .query_one(Statement::from_sql_and_values(
-            txn.get_database_backend(),
+        .accounts_rows(
+            &AccountScope {
+                sign_in_email: Some(email.clone()),
+                ..AccountScope::default()
+            },
             "SELECT id, password_hash FROM users WHERE email = $1",
-            [email.clone().into()],
-        ))
+            vec![email.clone().into()],
+        )
         .await?;
-    txn.commit().await?;
-    let (user_id, stored) = match row {
+    let (user_id, stored) = match rows.first() {
         Some(row) => (
             Some(row.try_get::<Uuid>("", "id")?),
             Some(row.try_get::<String>("", "password_hash")?),
@@ -498,16 +494,15 @@ async fn list_sessions(
 ) -> Result<axum::Json<SessionList>> {
     let user = signed_in(&caller)?;
     let current = session.id().map(|id| session_hash(&id).to_vec());
-    let txn = state.db().accounts(&AccountScope::user(user.id)).await?;
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            txn.get_database_backend(),
+    let rows = state
+        .db()
+        .accounts_rows(
+            &AccountScope::user(user.id),
             "SELECT id, id_hash, created_at, last_seen_at, expires_at FROM sessions \
              WHERE user_id = $1 AND expires_at > now() ORDER BY last_seen_at DESC LIMIT 100",
-            [user.id.into()],
-        ))
+            [user.id.into()].into(),
+        )
         .await?;
-    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {

@@ -182,19 +182,15 @@ async fn list_tokens(
     caller
         .authorize(&state, organization_id, Permission::Read)
         .await?;
-    let txn = state
+    let rows = state
         .db()
-        .accounts(&AccountScope::organization(organization_id))
-        .await?;
-    let rows = txn
-        .query_all(Statement::from_sql_and_values(
-            txn.get_database_backend(),
+        .accounts_rows(
+            &AccountScope::organization(organization_id),
             "SELECT id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at \
              FROM org_tokens WHERE organization_id = $1 ORDER BY created_at, id LIMIT 10000",
-            [organization_id.into()],
-        ))
+            [organization_id.into()].into(),
+        )
         .await?;
-    txn.commit().await?;
     let data = rows
         .iter()
         .map(|row| {
