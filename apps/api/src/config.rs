@@ -152,6 +152,9 @@ pub struct HttpLimits {
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub invalid_keys: Quota,
+    /// The longest one analytics query may run before it is cancelled and the request answered
+    /// 422 `query_too_expensive` (`ANALYTICS_QUERY_TIMEOUT_MS`; below the request timeout).
+    pub analytics_query_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -165,6 +168,7 @@ impl Default for HttpLimits {
                 per_second: 5,
                 burst: 20,
             },
+            analytics_query_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -328,7 +332,15 @@ fn http_limits(produce_timeout_ms: u64) -> Result<HttpLimits, ConfigError> {
             "must be longer than PRODUCE_TIMEOUT_MS, or acknowledged requests would time out",
         ));
     }
+    let analytics_ms: u64 = config::parsed_in("ANALYTICS_QUERY_TIMEOUT_MS", 10_000, 10..=600_000)?;
+    if analytics_ms >= request_ms {
+        return Err(ConfigError::invalid(
+            "ANALYTICS_QUERY_TIMEOUT_MS",
+            "must be shorter than HTTP_REQUEST_TIMEOUT_MS, or a slow query would end in a request timeout instead of its own answer",
+        ));
+    }
     Ok(HttpLimits {
+        analytics_query_timeout: Duration::from_millis(analytics_ms),
         header_timeout: Duration::from_millis(config::parsed_in(
             "HTTP_HEADER_TIMEOUT_MS",
             10_000,

@@ -55,13 +55,14 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     (api.merge(management), operational_routes())
 }
 
-/// The management routes (accounts, organizations, projects, keys, rules, webhooks, analytics:
-/// what a console session may call) and the rest of the API.
+/// The management routes (accounts, organizations, projects, keys, rules, webhooks, analytics,
+/// the export: what a console session may call) and the rest of the API.
 fn api_routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let management = OpenApiRouter::new()
         .merge(accounts::router())
         .merge(manage::router())
-        .merge(analytics::router());
+        .merge(analytics::router())
+        .merge(read::export_router());
     let api = OpenApiRouter::new()
         .merge(ingest::router())
         .merge(read::router())

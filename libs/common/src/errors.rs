@@ -26,13 +26,14 @@ pub enum ErrorCode {
     ProjectRateLimited,
     InvalidKeyRateLimited,
     SignInRateLimited,
+    QueryTooExpensive,
     RequestTimeout,
     InternalError,
     Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidApiKey,
@@ -51,6 +52,7 @@ impl ErrorCode {
         ErrorCode::ProjectRateLimited,
         ErrorCode::InvalidKeyRateLimited,
         ErrorCode::SignInRateLimited,
+        ErrorCode::QueryTooExpensive,
         ErrorCode::RequestTimeout,
         ErrorCode::InternalError,
         ErrorCode::Unavailable,
@@ -77,6 +79,7 @@ impl ErrorCode {
             ErrorCode::ProjectRateLimited => "project_rate_limited",
             ErrorCode::InvalidKeyRateLimited => "invalid_key_rate_limited",
             ErrorCode::SignInRateLimited => "sign_in_rate_limited",
+            ErrorCode::QueryTooExpensive => "query_too_expensive",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::InternalError => "internal_error",
             ErrorCode::Unavailable => "unavailable",
@@ -99,6 +102,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::QueryTooExpensive => 422,
             ErrorCode::ClientRateLimited
             | ErrorCode::KeyRateLimited
             | ErrorCode::ProjectRateLimited

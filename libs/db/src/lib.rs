@@ -26,6 +26,11 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether Postgres cancelled the statement for running past its `statement_timeout`.
+pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.code().as_deref() == Some("57014"))
+}
+
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
     pub max_connections: u32,
@@ -125,6 +130,27 @@ impl Db {
         let rows = read(&txn, sql.into(), values).await?;
         txn.commit().await?;
         Ok(rows)
+    }
+
+    /// A read-only tenant transaction on sqlx whose statements Postgres cancels after
+    /// `statement_timeout` (SQLSTATE 57014, see [`is_statement_timeout`]) instead of the pool's
+    /// longer default: analytics queries scan as much as their filters select, and a request
+    /// must be refused rather than left to hang.
+    pub async fn tenant_bounded(
+        &self,
+        project_id: Uuid,
+        statement_timeout: Duration,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut txn = self.conn.get_postgres_connection_pool().begin().await?;
+        sqlx::query(
+            "SELECT set_config('app.project_id', $1, true), set_config('statement_timeout', $2, true), \
+             set_config('transaction_read_only', 'on', true)",
+        )
+        .bind(project_id.to_string())
+        .bind(format!("{}ms", statement_timeout.as_millis().max(1)))
+        .execute(&mut *txn)
+        .await?;
+        Ok(txn)
     }
 
     /// The same tenant scope as [`Db::tenant`], on a plain sqlx transaction: bulk writes bind

@@ -1,22 +1,27 @@
 //! `GET /v1/analytics/trends`: events or distinct users per hour, day, week or month, in a time
-//! zone, from the worker's hourly rollups: a query sums counts and unions HyperLogLog sketches of
-//! whole hours, whatever the number of events, instead of scanning them.
+//! zone. Without a breakdown, in a zone whose offsets are whole hours, the answer comes from the
+//! worker's hourly rollups: a query sums counts and unions HyperLogLog sketches of whole hours,
+//! whatever the number of events, instead of scanning them. A breakdown by a property, or a zone
+//! with half-hour offsets, needs what the rollups do not keep, and is counted from the raw events
+//! under the analytics statement timeout (422 `query_too_expensive` beyond it).
 
 use std::collections::HashMap;
 
 use axum::extract::State;
-use chrono::{
-    DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc,
-};
+use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use gamify_common::ingest::{FieldError, parse_time};
-use gamify_db::sea_orm::Value as DbValue;
+use gamify_db::sea_orm::sqlx;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    analytics::reader::ProjectReader,
+    analytics::{
+        bounded::{self, COUNTED, WHO},
+        buckets::{Interval, hour_floor, instant, next, parse_enum, truncate},
+        reader::ProjectReader,
+    },
     http::{
         error::{Error, Result},
         extract::Query,
@@ -26,40 +31,11 @@ use crate::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Interval {
-    Hour,
-    Day,
-    Week,
-    Month,
-}
-
-impl Interval {
-    /// The most buckets one request may ask for, and the range a request without `from` covers.
-    fn limits(self) -> (u32, Duration) {
-        match self {
-            Interval::Hour => (24 * 31, Duration::hours(48)),
-            Interval::Day => (366, Duration::days(30)),
-            Interval::Week => (105, Duration::weeks(12)),
-            Interval::Month => (60, Duration::days(365)),
-        }
-    }
-
-    fn as_sql(self) -> &'static str {
-        match self {
-            Interval::Hour => "hour",
-            Interval::Day => "day",
-            Interval::Week => "week",
-            Interval::Month => "month",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
 pub enum Measure {
     /// Events.
     Count,
-    /// Distinct users (the `userId`, else the `anonymousId`), estimated within about 1–2 %.
+    /// Distinct users (the `userId`, else the `anonymousId`): estimated within about 1–2 % from
+    /// the rollups, exact when counted from the raw events.
     Users,
 }
 
@@ -79,92 +55,85 @@ pub struct TrendQuery {
     /// End, exclusive (RFC 3339), rounded down to the hour; default: now.
     #[param(format = DateTime)]
     to: Option<String>,
-    /// IANA time zone the buckets are cut in (default `UTC`); its offsets must be whole hours.
+    /// IANA time zone the buckets are cut in (default `UTC`). Zones with offsets that are not
+    /// whole hours (Asia/Kolkata) are counted from the raw events.
     timezone: Option<String>,
     /// `count` (the default) or `users`.
     #[param(value_type = Option<Measure>)]
     measure: Option<String>,
+    /// A property of the events (a top-level key of `properties`) to split each bucket by: one
+    /// series per value, the 25 values with the largest totals, `null` for events without it.
+    /// Counted from the raw events.
+    breakdown: Option<String>,
     /// The project, with a session or a management token (a secret key names its own).
     #[param(value_type = Option<uuid::Uuid>)]
     #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
     project_id: Option<String>,
 }
 
+/// Values of a breakdown kept in an answer: the ones with the largest totals.
+const BREAKDOWN_VALUES: usize = 25;
+const MAX_PROPERTY_CHARS: usize = 200;
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Bucket {
     /// The bucket's start, RFC 3339 with the zone's offset at that instant.
     start: String,
     value: u64,
+    /// With a breakdown: the property's value this series counts (as text; `null` for events
+    /// without the property). Absent without a breakdown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable)]
+    breakdown: Option<Option<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct BreakdownTotal {
+    #[schema(nullable)]
+    value: Option<String>,
+    /// The series' value over the whole range.
+    total: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Trend {
     interval: Interval,
     measure: Measure,
     timezone: String,
+    /// The value over the whole range: every event, or every distinct user (not the sum of the
+    /// buckets' users: one user active on two days is one).
+    total: u64,
+    /// `rollups` or `events`: what the answer was counted from.
+    source: &'static str,
+    /// With a breakdown: the property, and the values kept, largest total first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown_values: Option<Vec<BreakdownTotal>>,
     data: Vec<Bucket>,
 }
 
-fn parse_enum<T: for<'de> Deserialize<'de>>(
-    field: &str,
-    raw: Option<&str>,
-    default: T,
-    allowed: &str,
-    errors: &mut Vec<FieldError>,
-) -> T {
-    match raw {
-        None => default,
-        Some(raw) => serde_json::from_value(serde_json::Value::from(raw)).unwrap_or_else(|_| {
-            errors.push(FieldError::new(field, format!("must be one of {allowed}")));
-            default
-        }),
-    }
+/// Counted values: per (bucket start, breakdown value), and per breakdown value over the range.
+#[derive(Default)]
+struct Counts {
+    buckets: HashMap<(NaiveDateTime, Option<String>), u64>,
+    totals: HashMap<Option<String>, u64>,
 }
 
-fn hour_floor(at: DateTime<Utc>) -> DateTime<Utc> {
-    let seconds = at.timestamp();
-    DateTime::from_timestamp(seconds - seconds.rem_euclid(3600), 0).unwrap_or(at)
-}
-
-/// The start of the bucket holding local time `local`, as Postgres's `date_trunc` cuts it.
-fn truncate(interval: Interval, local: NaiveDateTime) -> NaiveDateTime {
-    let date = local.date();
-    let midnight = |date: NaiveDate| date.and_hms_opt(0, 0, 0).unwrap_or(local);
-    match interval {
-        Interval::Hour => local
-            .date()
-            .and_hms_opt(local.hour(), 0, 0)
-            .unwrap_or(local),
-        Interval::Day => midnight(date),
-        Interval::Week => {
-            midnight(date - Duration::days(i64::from(date.weekday().num_days_from_monday())))
+impl Counts {
+    fn read(rows: Vec<(Option<NaiveDateTime>, Option<String>, Option<i64>)>) -> Self {
+        let mut counts = Counts::default();
+        for (bucket, breakdown, value) in rows {
+            let value = value.unwrap_or(0).max(0) as u64;
+            match bucket {
+                Some(bucket) => *counts.buckets.entry((bucket, breakdown)).or_default() += value,
+                // The grouping set without a bucket: the whole range.
+                None => *counts.totals.entry(breakdown).or_default() += value,
+            }
         }
-        Interval::Month => midnight(date.with_day(1).unwrap_or(date)),
+        counts
     }
-}
-
-fn next(interval: Interval, start: NaiveDateTime) -> NaiveDateTime {
-    match interval {
-        Interval::Hour => start + Duration::hours(1),
-        Interval::Day => start + Duration::days(1),
-        Interval::Week => start + Duration::weeks(1),
-        Interval::Month => start
-            .checked_add_months(chrono::Months::new(1))
-            .unwrap_or(start + Duration::days(31)),
-    }
-}
-
-/// The instant local time `local` names in `tz`: the earlier of two in a fold, the first instant
-/// after a gap.
-fn instant(tz: Tz, local: NaiveDateTime) -> DateTime<Tz> {
-    let mut probe = local;
-    for _ in 0..4 {
-        if let Some(at) = tz.from_local_datetime(&probe).earliest() {
-            return at;
-        }
-        probe += Duration::minutes(30);
-    }
-    tz.from_utc_datetime(&local)
 }
 
 /// Whether every offset `tz` uses in [from, to) is a whole number of hours, so that each of the
@@ -236,6 +205,18 @@ async fn trends(
             "must not contain the NUL character (\\u0000)",
         ));
     }
+    let breakdown = query.breakdown.clone();
+    if let Some(property) = &breakdown {
+        if property.is_empty()
+            || property.chars().count() > MAX_PROPERTY_CHARS
+            || property.contains('\0')
+        {
+            errors.push(FieldError::new(
+                "breakdown",
+                "must be a property name of 1 to 200 characters without NUL",
+            ));
+        }
+    }
     if let Some(error) = errors.into_iter().next() {
         return Err(Error::invalid_field(&error.field, error.message));
     }
@@ -261,14 +242,7 @@ async fn trends(
             ),
         ));
     }
-    if !whole_hours(tz, from, to) {
-        return Err(Error::invalid_field(
-            "timezone",
-            format_args!(
-                "{tz} uses offsets that are not whole hours in this range; trends are cut from hourly rollups, so use a zone with whole-hour offsets"
-            ),
-        ));
-    }
+    let from_rollups = breakdown.is_none() && whole_hours(tz, from, to);
     // The local buckets covering [from, to).
     let mut starts = Vec::new();
     let mut local = truncate(interval, from.with_timezone(&tz).naive_local());
@@ -287,73 +261,132 @@ async fn trends(
         local = next(interval, local);
     }
 
-    let value_sql = match measure {
-        Measure::Count => "sum(events)::bigint",
-        Measure::Users => "round(hll_cardinality(hll_union_agg(users)))::bigint",
-    };
-    // `hour` buckets are UTC hours (a local hour that repeats in autumn is two of them); the others
-    // are cut in local time, as `starts` above is.
-    let mut values: Vec<DbValue> = vec![reader.project_id.into(), from.into(), to.into()];
-    let bucket_sql = match interval {
-        Interval::Hour => "(hour AT TIME ZONE 'UTC')".to_owned(),
-        other => {
-            values.push(tz.name().to_owned().into());
-            format!(
-                "date_trunc('{}', hour AT TIME ZONE ${})",
-                other.as_sql(),
-                values.len()
-            )
-        }
-    };
-    let event_filter = match query.event {
-        Some(event) => {
-            values.push(event.into());
-            format!(" AND event_type = ${}", values.len())
-        }
-        None => String::new(),
-    };
-    let sql = format!(
-        "SELECT {bucket_sql} AS bucket, {value_sql} AS value FROM event_rollups
-         WHERE project_id = $1 AND hour >= $2 AND hour < $3{event_filter}
-         GROUP BY 1 ORDER BY 1"
-    );
-    let rows = state
-        .db()
-        .tenant_rows(reader.project_id, sql, values)
-        .await?;
-    let mut by_bucket: HashMap<NaiveDateTime, u64> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let bucket: NaiveDateTime = row.try_get("", "bucket")?;
-        let value: Option<i64> = row.try_get("", "value")?;
-        *by_bucket.entry(bucket).or_default() += value.unwrap_or(0).max(0) as u64;
+    let mut txn = bounded::begin(&state, reader.project_id).await?;
+    let rows = if from_rollups {
+        let value_sql = match measure {
+            Measure::Count => "sum(events)::bigint",
+            Measure::Users => "round(hll_cardinality(hll_union_agg(users)))::bigint",
+        };
+        // `hour` buckets are UTC hours (a local hour that repeats in autumn is two of them); the
+        // others are cut in local time, as `starts` above is.
+        let bucket_sql = match interval {
+            // (Truncating a UTC hour to the hour in a whole-hour zone changes nothing.)
+            Interval::Hour => "(date_trunc('hour', hour, $4) AT TIME ZONE 'UTC')".to_owned(),
+            other => format!("date_trunc('{}', hour AT TIME ZONE $4)", other.as_sql()),
+        };
+        let sql = format!(
+            "SELECT {bucket_sql} AS bucket, NULL::text AS breakdown, {value_sql} AS value
+             FROM event_rollups
+             WHERE project_id = $1 AND hour >= $2 AND hour < $3 AND ($5::text IS NULL OR event_type = $5)
+             GROUP BY GROUPING SETS ((1), ())"
+        );
+        sqlx::query_as(&sql)
+            .bind(reader.project_id)
+            .bind(from)
+            .bind(to)
+            .bind(tz.name())
+            .bind(query.event.as_deref())
+            .fetch_all(&mut *txn)
+            .await
+    } else {
+        let value_sql = match measure {
+            Measure::Count => "count(*)".to_owned(),
+            Measure::Users => format!("count(DISTINCT {WHO})"),
+        };
+        let breakdown_sql = if breakdown.is_some() {
+            "payload ->> $6"
+        } else {
+            "NULL::text"
+        };
+        let sql = format!(
+            "SELECT date_trunc('{}', occurred_at AT TIME ZONE $4) AS bucket,
+                    {breakdown_sql} AS breakdown, {value_sql} AS value
+             FROM events
+             WHERE {COUNTED} AND occurred_at >= $2 AND occurred_at < $3
+               AND ($5::text IS NULL OR event_type = $5)
+             GROUP BY GROUPING SETS ((1, 2), (2))",
+            interval.as_sql()
+        );
+        sqlx::query_as(&sql)
+            .bind(reader.project_id)
+            .bind(from)
+            .bind(to)
+            .bind(tz.name())
+            .bind(query.event.as_deref())
+            .bind(breakdown.as_deref())
+            .fetch_all(&mut *txn)
+            .await
     }
-    let data = if interval == Interval::Hour {
-        // Hourly buckets are UTC hours shown in local time.
-        let mut data = Vec::new();
+    .map_err(|err| bounded::query_error(&state, err))?;
+    txn.commit()
+        .await
+        .map_err(|err| bounded::query_error(&state, err))?;
+    let counts = Counts::read(rows);
+
+    // The series: one without a breakdown, else the values with the largest totals.
+    let mut series: Vec<(Option<String>, u64)> = counts
+        .totals
+        .iter()
+        .map(|(value, total)| (value.clone(), *total))
+        .collect();
+    series.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    series.truncate(BREAKDOWN_VALUES);
+    let total = match breakdown {
+        None => series.first().map_or(0, |(_, total)| *total),
+        // Users of two values may be the same people: only the events add up.
+        Some(_) if measure == Measure::Count => counts.totals.values().sum(),
+        Some(_) => 0,
+    };
+    if breakdown.is_none() {
+        series = vec![(None, total)];
+    }
+    let format = |at: DateTime<Tz>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let bucket_starts: Vec<(NaiveDateTime, String)> = if interval == Interval::Hour && from_rollups
+    {
+        // Hourly buckets from the rollups are UTC hours, shown in local time.
+        let mut hours = Vec::new();
         let mut at = from;
         while at < to {
-            data.push(Bucket {
-                start: at
-                    .with_timezone(&tz)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                value: by_bucket.get(&at.naive_utc()).copied().unwrap_or(0),
-            });
+            hours.push((at.naive_utc(), format(at.with_timezone(&tz))));
             at += Duration::hours(1);
         }
-        data
+        hours
     } else {
         starts
             .into_iter()
-            .map(|local| Bucket {
-                start: instant(tz, local).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                value: by_bucket.get(&local).copied().unwrap_or(0),
-            })
+            .map(|local| (local, format(instant(tz, local))))
             .collect()
     };
+    let mut data = Vec::with_capacity(bucket_starts.len() * series.len());
+    for (key, start) in bucket_starts {
+        for (value, _) in &series {
+            data.push(Bucket {
+                start: start.clone(),
+                value: counts
+                    .buckets
+                    .get(&(key, value.clone()))
+                    .copied()
+                    .unwrap_or(0),
+                breakdown: breakdown.as_ref().map(|_| value.clone()),
+            });
+        }
+    }
     Ok(axum::Json(Trend {
         interval,
         measure,
         timezone: tz.name().to_owned(),
+        total,
+        source: if from_rollups { "rollups" } else { "events" },
+        breakdown_values: breakdown.as_ref().map(|_| {
+            series
+                .iter()
+                .map(|(value, total)| BreakdownTotal {
+                    value: value.clone(),
+                    total: *total,
+                })
+                .collect()
+        }),
+        breakdown,
         data,
     }))
 }
@@ -364,38 +397,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-
-    #[test]
-    fn buckets_start_where_postgres_cuts_them() {
-        let at = NaiveDate::from_ymd_opt(2026, 3, 29)
-            .unwrap()
-            .and_hms_opt(13, 45, 10)
-            .unwrap();
-        assert_eq!(
-            truncate(Interval::Hour, at).to_string(),
-            "2026-03-29 13:00:00"
-        );
-        assert_eq!(
-            truncate(Interval::Day, at).to_string(),
-            "2026-03-29 00:00:00"
-        );
-        // 2026-03-29 is a Sunday: its week began on Monday the 23rd.
-        assert_eq!(
-            truncate(Interval::Week, at).to_string(),
-            "2026-03-23 00:00:00"
-        );
-        assert_eq!(
-            truncate(Interval::Month, at).to_string(),
-            "2026-03-01 00:00:00"
-        );
-        assert_eq!(
-            next(Interval::Month, truncate(Interval::Month, at)).to_string(),
-            "2026-04-01 00:00:00"
-        );
-    }
 
     #[test]
     fn only_whole_hour_zones_are_re_bucketed() {
@@ -407,29 +409,5 @@ mod tests {
         assert!(whole_hours(Tz::America__New_York, from, to));
         assert!(!whole_hours(Tz::Asia__Kolkata, from, to));
         assert!(!whole_hours(Tz::Australia__Adelaide, from, to));
-    }
-
-    #[test]
-    fn a_local_midnight_in_a_gap_is_its_first_instant() {
-        // Santiago skips 00:00–01:00 when summer time starts.
-        let local = NaiveDate::from_ymd_opt(2026, 9, 6)
-            .unwrap()
-            .and_hms_opt(0, 0, 0)
-            .unwrap();
-        let at = instant(Tz::America__Santiago, local);
-        assert_eq!(at.naive_local().to_string(), "2026-09-06 01:00:00");
-    }
-
-    proptest! {
-        /// Truncating is idempotent, never moves time forward, and the next bucket starts after it.
-        #[test]
-        fn truncation_is_a_floor(secs in 0i64..4_000_000_000, which in 0usize..4) {
-            let interval = [Interval::Hour, Interval::Day, Interval::Week, Interval::Month][which];
-            let local = DateTime::from_timestamp(secs, 0).unwrap().naive_utc();
-            let start = truncate(interval, local);
-            prop_assert!(start <= local);
-            prop_assert_eq!(truncate(interval, start), start);
-            prop_assert!(next(interval, start) > local);
-        }
     }
 }

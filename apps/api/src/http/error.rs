@@ -54,6 +54,10 @@ pub enum Error {
         message: String,
         retry_after_seconds: Option<u64>,
     },
+    /// An analytics query that would take longer than the deployment allows (its statement timeout):
+    /// a narrower range or fewer steps answers.
+    #[error("{0}")]
+    QueryTooExpensive(String),
     /// The client did not send its request (body included) within the request timeout.
     #[error("the request was not received in time")]
     RequestTimeout,
@@ -141,6 +145,7 @@ impl Error {
             Error::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Error::Unavailable { .. } => ErrorCode::Unavailable,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
+            Error::QueryTooExpensive(_) => ErrorCode::QueryTooExpensive,
             Error::Database(_)
             | Error::Redis(_)
             | Error::RedisUnreachable

@@ -275,10 +275,26 @@ error_set!(
 error_set!(
     /// Errors of the analytics queries.
     AnalyticsErrors:
-    (400, "An invalid or missing parameter (`details.field` names it): an unknown interval or measure, a range over the interval's cap, a time zone with offsets that are not whole hours, `projectId` missing with a session or token"),
+    (400, "An invalid or missing parameter (`details.field` names it): an unknown interval or measure, a range over the cap, an invalid event name, step list or window, `projectId` missing with a session or token"),
     (401, "No valid secret key, session, management token or admin token (`unauthorized`, `invalid_api_key`)"),
     (403, "A publishable key (`secret_key_required`), a role or token scope without `read` (`forbidden`), a key's origin not allowed (`origin_not_allowed`)"),
     (404, "The `projectId` names no project the caller can see (`not_found`)"),
+    (422, "The query needed longer than the deployment's `ANALYTICS_QUERY_TIMEOUT_MS` (`query_too_expensive`): narrow the range or the events"),
+    (429, "`client_rate_limited` or `key_rate_limited`; `Retry-After` says when to retry"),
+    (500, "A genuine fault (`internal_error`)"),
+    (503, "The key could not be verified, or Postgres did not answer in time (`unavailable`)"),
+);
+
+error_set!(
+    /// Errors of the analytics queries that take a JSON body (funnels).
+    AnalyticsBodyErrors:
+    (400, "An invalid or missing parameter (`details.field` names it): an unknown interval or measure, a range over the cap, an invalid event name, step list or window, `projectId` missing with a session or token"),
+    (401, "No valid secret key, session, management token or admin token (`unauthorized`, `invalid_api_key`)"),
+    (403, "A publishable key (`secret_key_required`), a role or token scope without `read` (`forbidden`), a key's origin not allowed (`origin_not_allowed`)"),
+    (404, "The `projectId` names no project the caller can see (`not_found`)"),
+    (413, "A body over 64 KB (`payload_too_large`)"),
+    (415, "A body that is not `application/json` (`unsupported_media_type`)"),
+    (422, "The query needed longer than the deployment's `ANALYTICS_QUERY_TIMEOUT_MS` (`query_too_expensive`): narrow the range or the events"),
     (429, "`client_rate_limited` or `key_rate_limited`; `Retry-After` says when to retry"),
     (500, "A genuine fault (`internal_error`)"),
     (503, "The key could not be verified, or Postgres did not answer in time (`unavailable`)"),

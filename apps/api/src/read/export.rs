@@ -19,14 +19,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    analytics::ProjectReader,
     http::{
         error::{Error, Result},
         extract::Query,
     },
-    read::{
-        SecretKey,
-        events::{EVENTS_OF_PROJECT, EventOut, STATUSES, event_from_row},
-    },
+    read::events::{EVENTS_OF_PROJECT, EventOut, STATUSES, event_from_row},
     state::AppState,
 };
 
@@ -69,6 +67,10 @@ pub struct ExportEvents {
     /// `pending`, `processed` or `failed`.
     #[param(value_type = Option<super::events::EventStatus>)]
     status: Option<String>,
+    /// The project, with a session or a management token (a secret key names its own).
+    #[param(value_type = Option<uuid::Uuid>)]
+    #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
+    project_id: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -208,13 +210,13 @@ fn encode(format: Format, events: &[EventOut], header: bool) -> Result<Bytes> {
             (String = "application/x-ndjson"),
             (String = "text/csv"),
         )),
-        crate::http::schemas::ListEventsErrors
+        crate::http::schemas::AnalyticsErrors
     ),
-    security(("apiKey" = []), ("apiKeyBearer" = []))
+    security(("apiKey" = []), ("apiKeyBearer" = []), ("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
 async fn export_events(
     State(state): State<AppState>,
-    SecretKey(key): SecretKey,
+    reader: ProjectReader,
     Query(query): Query<ExportEvents>,
 ) -> Result<Response> {
     let mut errors = Vec::new();
@@ -248,7 +250,7 @@ async fn export_events(
         return Err(Error::invalid_field(&error.field, error.message));
     }
     let filter = Filter {
-        project_id: key.project_id,
+        project_id: reader.project_id,
         from,
         to,
         event: query.event,

@@ -20,8 +20,13 @@ mod users;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(events::router())
-        .merge(export::router())
         .merge(users::router())
+}
+
+/// The export, which a console session may call too (it sits with the management routes, behind
+/// the session layer).
+pub fn export_router() -> OpenApiRouter<AppState> {
+    export::router()
 }
 
 /// A request authenticated with a secret key; a publishable key gets 403.

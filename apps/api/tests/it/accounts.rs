@@ -1311,6 +1311,7 @@ fn body_for(method: &str, path: &str, org_id: &str) -> Option<Value> {
             json!({ "rules": rules, "apply": "from_now" })
         }
         ("post", "/v1/projects/{project_id}/rules/preview") => json!({ "rules": rules }),
+        ("post", "/v1/analytics/funnels") => json!({ "steps": ["signup", "purchase"] }),
         ("post", "/v1/projects/{project_id}/webhooks") => {
             json!({ "url": "https://example.com/hook", "events": ["points.changed"] })
         }

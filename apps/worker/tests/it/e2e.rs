@@ -28,10 +28,15 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(topic: &str) -> Self {
+        Self::start_with(topic, |_| {}).await
+    }
+
+    /// A gateway whose settings `adjust` changes first (a shorter analytics timeout, say).
+    pub async fn start_with(topic: &str, adjust: impl FnOnce(&mut Settings)) -> Self {
         // One metrics recorder per process: the worker's, so that the tests reading a worker's
         // /metrics find its gauges whichever test starts first (the gateway's metrics go there too).
         gamify_worker::metrics::install().unwrap();
-        let settings = Settings {
+        let mut settings = Settings {
             admin_token: AdminToken {
                 value: format!("adm_e2e_{}", Uuid::new_v4().simple()),
                 generated: false,
@@ -81,6 +86,7 @@ impl Gateway {
                 ..Default::default()
             },
         };
+        adjust(&mut settings);
         let db = connect(&database_url()).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());

@@ -2,6 +2,7 @@
 //! consumer group and tenant rows, so the tests run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod analytics;
 mod consistency;
 mod dead_letters;
 mod e2e;

@@ -1,0 +1,257 @@
+//! `GET /v1/analytics/retention`: of the users who first did `start_event` in a day or week of the
+//! range (their cohort), how many did `return_event` in each day or week after it. Computed from
+//! the raw events (a user's own first occurrence and returns are not in any hourly rollup), in
+//! one grouped query under the analytics statement timeout.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use chrono::{Duration, NaiveDateTime};
+use chrono_tz::Tz;
+use gamify_common::{
+    events::validate_event_name,
+    ingest::{FieldError, parse_time},
+};
+use gamify_db::sea_orm::sqlx;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    analytics::{
+        bounded::{self, COUNTED, WHO},
+        buckets::{Interval, instant, next, parse_enum, truncate},
+        reader::ProjectReader,
+    },
+    http::{
+        error::{Error, Result},
+        extract::Query,
+    },
+    state::AppState,
+};
+
+/// The most cohorts (days or weeks) one request may cover.
+const MAX_DAYS: usize = 92;
+const MAX_WEEKS: usize = 53;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetentionQuery {
+    /// The event that puts a user in a cohort: the day or week of their first one in the range
+    /// (`startEvent` is accepted too).
+    #[serde(alias = "startEvent")]
+    start_event: Option<String>,
+    /// The event that counts as coming back (`returnEvent` is accepted too); may be the same.
+    #[serde(alias = "returnEvent")]
+    return_event: Option<String>,
+    /// `day` (the default) or `week` (from Monday).
+    #[param(value_type = Option<RetentionInterval>)]
+    interval: Option<String>,
+    /// Start of the first cohort (RFC 3339, cut down to its day or week); default: 30 days or
+    /// 12 weeks before `to`.
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// End, exclusive (RFC 3339); default: now. Returns are counted up to it.
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// IANA time zone days and weeks are cut in (default `UTC`).
+    timezone: Option<String>,
+    /// The project, with a session or a management token (a secret key names its own).
+    #[serde(rename = "projectId")]
+    #[param(value_type = Option<uuid::Uuid>)]
+    #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
+    project_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionInterval {
+    Day,
+    Week,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cohort {
+    /// The cohort's day or week, RFC 3339 with the zone's offset.
+    start: String,
+    /// Users whose first `start_event` in the range fell in it.
+    users: u64,
+    /// `values[k]`: the cohort's users who did `return_event` in the k-th day or week after it
+    /// (`values[0]` = `users`), up to the end of the range.
+    values: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    interval: RetentionInterval,
+    timezone: String,
+    start_event: String,
+    return_event: String,
+    cohorts: Vec<Cohort>,
+}
+
+fn required_event(field: &str, raw: Option<String>, errors: &mut Vec<FieldError>) -> String {
+    match raw {
+        None => {
+            errors.push(FieldError::new(field, "is required"));
+            String::new()
+        }
+        Some(name) => {
+            if let Err(problem) = validate_event_name(&name) {
+                errors.push(FieldError::new(field, problem));
+            }
+            name
+        }
+    }
+}
+
+/// Cohorts of users by their first `start_event`, and how many came back in each later interval.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/retention",
+    tag = "analytics",
+    params(RetentionQuery),
+    responses(
+        (status = 200, description = "One cohort per day or week of the range, empty ones included", body = Retention),
+        crate::http::schemas::AnalyticsErrors
+    ),
+    security(("apiKey" = []), ("apiKeyBearer" = []), ("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
+)]
+async fn retention(
+    State(state): State<AppState>,
+    reader: ProjectReader,
+    Query(query): Query<RetentionQuery>,
+) -> Result<axum::Json<Retention>> {
+    let mut errors = Vec::new();
+    let start_event = required_event("start_event", query.start_event, &mut errors);
+    let return_event = required_event("return_event", query.return_event, &mut errors);
+    let interval = parse_enum(
+        "interval",
+        query.interval.as_deref(),
+        RetentionInterval::Day,
+        "day, week",
+        &mut errors,
+    );
+    let to = parse_time("to", query.to.as_deref(), &mut errors);
+    let from = parse_time("from", query.from.as_deref(), &mut errors);
+    let tz: Tz = match query.timezone.as_deref() {
+        None => Tz::UTC,
+        Some(name) => name.parse().unwrap_or_else(|_| {
+            errors.push(FieldError::new(
+                "timezone",
+                "must be an IANA time zone such as Europe/Berlin",
+            ));
+            Tz::UTC
+        }),
+    };
+    if let Some(error) = errors.into_iter().next() {
+        return Err(Error::invalid_field(&error.field, error.message));
+    }
+    let (buckets, max, default_range) = match interval {
+        RetentionInterval::Day => (Interval::Day, MAX_DAYS, Duration::days(30)),
+        RetentionInterval::Week => (Interval::Week, MAX_WEEKS, Duration::weeks(12)),
+    };
+    let to = to.unwrap_or_else(|| state.now());
+    let from = from.unwrap_or(to - default_range);
+    if from >= to {
+        return Err(Error::invalid_field("from", "must be before to"));
+    }
+    let too_long = || {
+        Error::invalid_field(
+            "from",
+            format_args!(
+                "the range holds more than {max} {}s; narrow it",
+                buckets.as_sql()
+            ),
+        )
+    };
+    if to - from > Duration::days(7 * max as i64 + 7) {
+        return Err(too_long());
+    }
+    let mut starts: Vec<NaiveDateTime> = Vec::new();
+    let mut local = truncate(buckets, from.with_timezone(&tz).naive_local());
+    let end_local = to.with_timezone(&tz).naive_local();
+    while local < end_local {
+        if starts.len() >= max {
+            return Err(too_long());
+        }
+        starts.push(local);
+        local = next(buckets, local);
+    }
+    let index: HashMap<NaiveDateTime, usize> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| (*start, i))
+        .collect();
+
+    let unit = buckets.as_sql();
+    // Per cohort, its size (returned IS NULL) and per later interval the users who came back.
+    let sql = format!(
+        "WITH cohort AS (
+            SELECT {WHO} AS who, date_trunc('{unit}', min(occurred_at) AT TIME ZONE $4) AS period
+            FROM events
+            WHERE {COUNTED} AND event_type = $5 AND occurred_at >= $2 AND occurred_at < $3
+              AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)
+            GROUP BY 1
+         ), returned AS (
+            SELECT DISTINCT {WHO} AS who, date_trunc('{unit}', occurred_at AT TIME ZONE $4) AS period
+            FROM events
+            WHERE {COUNTED} AND event_type = $6 AND occurred_at >= $2 AND occurred_at < $3
+              AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)
+         )
+         SELECT c.period AS cohort, r.period AS returned, count(*) AS users
+         FROM cohort c JOIN returned r ON r.who = c.who AND r.period > c.period
+         GROUP BY 1, 2
+         UNION ALL
+         SELECT period, NULL, count(*) FROM cohort GROUP BY 1"
+    );
+    let mut txn = bounded::begin(&state, reader.project_id).await?;
+    let rows: Vec<(NaiveDateTime, Option<NaiveDateTime>, i64)> = sqlx::query_as(&sql)
+        .bind(reader.project_id)
+        .bind(from)
+        .bind(to)
+        .bind(tz.name())
+        .bind(&start_event)
+        .bind(&return_event)
+        .fetch_all(&mut *txn)
+        .await
+        .map_err(|err| bounded::query_error(&state, err))?;
+    txn.commit()
+        .await
+        .map_err(|err| bounded::query_error(&state, err))?;
+
+    let mut cohorts: Vec<Cohort> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| Cohort {
+            start: instant(tz, *start).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            users: 0,
+            values: vec![0; starts.len() - i],
+        })
+        .collect();
+    for (cohort, returned, users) in rows {
+        let (Some(&c), users) = (index.get(&cohort), users.max(0) as u64) else {
+            continue;
+        };
+        match returned.and_then(|at| index.get(&at)) {
+            None if returned.is_none() => {
+                cohorts[c].users = users;
+                cohorts[c].values[0] = users;
+            }
+            Some(&r) if r > c => cohorts[c].values[r - c] = users,
+            _ => {}
+        }
+    }
+    Ok(axum::Json(Retention {
+        interval,
+        timezone: tz.name().to_owned(),
+        start_event,
+        return_event,
+        cohorts,
+    }))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(retention))
+}
