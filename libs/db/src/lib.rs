@@ -132,10 +132,13 @@ impl Db {
         Ok(rows)
     }
 
-    /// A read-only tenant transaction on sqlx whose statements Postgres cancels after
-    /// `statement_timeout` (SQLSTATE 57014, see [`is_statement_timeout`]) instead of the pool's
-    /// longer default: analytics queries scan as much as their filters select, and a request
-    /// must be refused rather than left to hang.
+    /// A read-only tenant transaction on sqlx for analytics, whose statements Postgres cancels
+    /// after `statement_timeout` (SQLSTATE 57014, see [`is_statement_timeout`]) instead of the
+    /// pool's longer default: analytics queries scan as much as their filters select, and a
+    /// request must be refused rather than left to hang. Two settings for scans of millions of
+    /// rows, measured on the 20-million-event benchmark (docs/BENCHMARKS.md): no JIT (compiling
+    /// a funnel's plan took 0.9 s of its 1.9 s, and a query runs once), and sorts and hashes of up
+    /// to 64 MB in memory instead of spilling to disk at the default 4 MB.
     pub async fn tenant_bounded(
         &self,
         project_id: Uuid,
@@ -144,7 +147,8 @@ impl Db {
         let mut txn = self.conn.get_postgres_connection_pool().begin().await?;
         sqlx::query(
             "SELECT set_config('app.project_id', $1, true), set_config('statement_timeout', $2, true), \
-             set_config('transaction_read_only', 'on', true)",
+             set_config('transaction_read_only', 'on', true), set_config('jit', 'off', true), \
+             set_config('work_mem', '64MB', true)",
         )
         .bind(project_id.to_string())
         .bind(format!("{}ms", statement_timeout.as_millis().max(1)))

@@ -35,9 +35,10 @@ pub fn query_error(state: &AppState, err: sqlx::Error) -> Error {
     ))
 }
 
-/// Who an event counts for, as the worker's rollups count them: its user, else its anonymous id.
-/// Events with neither count as events but for no one.
-pub const WHO: &str = "coalesce('u:' || user_id::text, 'a:' || anonymous_id)";
+/// Who an event counts for, as the worker's rollups count them: its user, else its anonymous id
+/// (events with neither count as events but for no one). As a uuid: the user's row id, or a hash
+/// of the anonymous id, so that grouping and joining millions of rows compares 16 bytes, not text.
+pub const WHO: &str = "coalesce(user_id, md5('a:' || anonymous_id)::uuid)";
 
 /// The events analytics counts, as the rollups do: stored and processed, of the one project.
 pub const COUNTED: &str = "project_id = $1 AND status = 'processed' AND event_type <> '$identify'";

@@ -211,40 +211,50 @@ async fn funnel(
 
     let mut txn = bounded::begin(&state, reader.project_id).await?;
     // Sorted by who (the user, else the anonymous id: as the rollups count people), then time:
-    // each person's events arrive together and in order.
+    // each person's events arrive together and in order. Each row carries its event's position
+    // in `distinct` rather than its name.
     let sql = format!(
-        "SELECT user_id, anonymous, event_type, occurred_at FROM (
+        "SELECT user_id, anonymous, name, occurred_at FROM (
            SELECT user_id, CASE WHEN user_id IS NULL THEN anonymous_id END AS anonymous,
-                  event_type, occurred_at, id
+                  array_position($4, event_type)::int4 AS name, occurred_at, id
            FROM events
            WHERE {COUNTED} AND occurred_at >= $2 AND occurred_at < $3 AND event_type = ANY($4)
              AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)) AS e
          ORDER BY user_id, anonymous COLLATE \"C\", occurred_at, id"
     );
     {
-        type Row = (Option<Uuid>, Option<String>, String, DateTime<Utc>);
+        type Row = (Option<Uuid>, Option<String>, i32, DateTime<Utc>);
         let mut rows = sqlx::query_as::<_, Row>(&sql)
             .bind(reader.project_id)
             .bind(request.from)
             .bind(request.to + window)
             .bind(&distinct)
             .fetch(&mut *txn);
+        let name = |position: i32| {
+            usize::try_from(position - 1)
+                .ok()
+                .and_then(|i| distinct.get(i))
+                .copied()
+                .unwrap_or_default()
+        };
         let mut current: Option<(Option<Uuid>, Option<String>)> = None;
-        let mut events: Vec<(i64, String)> = Vec::new();
-        while let Some((user, anonymous, event, at)) = rows
+        let mut events: Vec<(i64, i32)> = Vec::new();
+        while let Some((user, anonymous, position, at)) = rows
             .try_next()
             .await
             .map_err(|err| bounded::query_error(&state, err))?
         {
-            let who = (user, anonymous);
-            if current.as_ref() != Some(&who) {
-                counter.add_user(events.iter().map(|(at, name)| (*at, name.as_str())));
+            if current
+                .as_ref()
+                .is_none_or(|(u, a)| *u != user || *a != anonymous)
+            {
+                counter.add_user(events.iter().map(|(at, position)| (*at, name(*position))));
                 events.clear();
-                current = Some(who);
+                current = Some((user, anonymous));
             }
-            events.push((micros(at), event));
+            events.push((micros(at), position));
         }
-        counter.add_user(events.iter().map(|(at, name)| (*at, name.as_str())));
+        counter.add_user(events.iter().map(|(at, position)| (*at, name(*position))));
     }
     txn.commit()
         .await

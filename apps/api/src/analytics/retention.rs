@@ -1,13 +1,12 @@
 //! `GET /v1/analytics/retention`: of the users who first did `start_event` in a day or week of the
 //! range (their cohort), how many did `return_event` in each day or week after it. Computed from
 //! the raw events (a user's own first occurrence and returns are not in any hourly rollup), in
-//! one grouped query under the analytics statement timeout.
-
-use std::collections::HashMap;
+//! one pass grouped by person, under the analytics statement timeout.
 
 use axum::extract::State;
 use chrono::{Duration, NaiveDateTime};
 use chrono_tz::Tz;
+use futures::TryStreamExt;
 use gamify_common::{
     events::validate_event_name,
     ingest::{FieldError, parse_time},
@@ -32,6 +31,10 @@ use crate::{
 
 /// The most cohorts (days or weeks) one request may cover.
 const MAX_DAYS: usize = 92;
+const _: () = assert!(
+    MAX_DAYS <= 128 && MAX_WEEKS <= 128,
+    "the return bitmap holds 128 intervals"
+);
 const MAX_WEEKS: usize = 53;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -179,48 +182,28 @@ async fn retention(
         starts.push(local);
         local = next(buckets, local);
     }
-    let index: HashMap<NaiveDateTime, usize> = starts
-        .iter()
-        .enumerate()
-        .map(|(i, start)| (*start, i))
-        .collect();
-
+    // One pass over both events, grouped by person: the index of their first start's interval
+    // (counted from the first of the range), and a bitmap of the intervals they came back in
+    // (two 64-bit words hold the at most 92 days or 53 weeks). The cohorts are added up here.
     let unit = buckets.as_sql();
-    // Per cohort, its size (returned IS NULL) and per later interval the users who came back.
+    let days_per_interval = match interval {
+        RetentionInterval::Day => 1,
+        RetentionInterval::Week => 7,
+    };
     let sql = format!(
-        "WITH cohort AS (
-            SELECT {WHO} AS who, date_trunc('{unit}', min(occurred_at) AT TIME ZONE $4) AS period
-            FROM events
-            WHERE {COUNTED} AND event_type = $5 AND occurred_at >= $2 AND occurred_at < $3
-              AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)
-            GROUP BY 1
-         ), returned AS (
-            SELECT DISTINCT {WHO} AS who, date_trunc('{unit}', occurred_at AT TIME ZONE $4) AS period
-            FROM events
-            WHERE {COUNTED} AND event_type = $6 AND occurred_at >= $2 AND occurred_at < $3
-              AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)
-         )
-         SELECT c.period AS cohort, r.period AS returned, count(*) AS users
-         FROM cohort c JOIN returned r ON r.who = c.who AND r.period > c.period
-         GROUP BY 1, 2
-         UNION ALL
-         SELECT period, NULL, count(*) FROM cohort GROUP BY 1"
+        "SELECT min(idx) FILTER (WHERE event_type = $5) AS cohort,
+                bit_or(1::int8 << (idx % 64)) FILTER (WHERE event_type = $6 AND idx < 64) AS low,
+                bit_or(1::int8 << (idx % 64)) FILTER (WHERE event_type = $6 AND idx >= 64) AS high
+         FROM (SELECT {WHO} AS who, event_type,
+                      (date_trunc('{unit}', occurred_at AT TIME ZONE $4)::date - $7::date)::int4
+                        / {days_per_interval} AS idx
+               FROM events
+               WHERE {COUNTED} AND event_type IN ($5, $6) AND occurred_at >= $2 AND occurred_at < $3
+                 AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)) AS e
+         GROUP BY who
+         HAVING min(idx) FILTER (WHERE event_type = $5) IS NOT NULL"
     );
-    let mut txn = bounded::begin(&state, reader.project_id).await?;
-    let rows: Vec<(NaiveDateTime, Option<NaiveDateTime>, i64)> = sqlx::query_as(&sql)
-        .bind(reader.project_id)
-        .bind(from)
-        .bind(to)
-        .bind(tz.name())
-        .bind(&start_event)
-        .bind(&return_event)
-        .fetch_all(&mut *txn)
-        .await
-        .map_err(|err| bounded::query_error(&state, err))?;
-    txn.commit()
-        .await
-        .map_err(|err| bounded::query_error(&state, err))?;
-
+    let first = starts.first().map(|start| start.date()).unwrap_or_default();
     let mut cohorts: Vec<Cohort> = starts
         .iter()
         .enumerate()
@@ -230,19 +213,43 @@ async fn retention(
             values: vec![0; starts.len() - i],
         })
         .collect();
-    for (cohort, returned, users) in rows {
-        let (Some(&c), users) = (index.get(&cohort), users.max(0) as u64) else {
-            continue;
-        };
-        match returned.and_then(|at| index.get(&at)) {
-            None if returned.is_none() => {
-                cohorts[c].users = users;
-                cohorts[c].values[0] = users;
+    let mut txn = bounded::begin(&state, reader.project_id).await?;
+    {
+        let mut rows = sqlx::query_as::<_, (i32, Option<i64>, Option<i64>)>(&sql)
+            .bind(reader.project_id)
+            .bind(from)
+            .bind(to)
+            .bind(tz.name())
+            .bind(&start_event)
+            .bind(&return_event)
+            .bind(first)
+            .fetch(&mut *txn);
+        while let Some((cohort, low, high)) = rows
+            .try_next()
+            .await
+            .map_err(|err| bounded::query_error(&state, err))?
+        {
+            let Some(entry) = usize::try_from(cohort)
+                .ok()
+                .and_then(|c| cohorts.get_mut(c))
+            else {
+                continue;
+            };
+            entry.users += 1;
+            entry.values[0] += 1;
+            let returned =
+                (u128::from(high.unwrap_or(0) as u64) << 64) | u128::from(low.unwrap_or(0) as u64);
+            let later = returned.checked_shr(cohort as u32 + 1).unwrap_or(0);
+            for k in 1..entry.values.len() {
+                if later >> (k - 1) & 1 == 1 {
+                    entry.values[k] += 1;
+                }
             }
-            Some(&r) if r > c => cohorts[c].values[r - c] = users,
-            _ => {}
         }
     }
+    txn.commit()
+        .await
+        .map_err(|err| bounded::query_error(&state, err))?;
     Ok(axum::Json(Retention {
         interval,
         timezone: tz.name().to_owned(),
