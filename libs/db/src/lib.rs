@@ -137,8 +137,10 @@ impl Db {
     /// pool's longer default: analytics queries scan as much as their filters select, and a
     /// request must be refused rather than left to hang. Two settings for scans of millions of
     /// rows, measured on the 20-million-event benchmark (docs/BENCHMARKS.md): no JIT (compiling
-    /// a funnel's plan took 0.9 s of its 1.9 s, and a query runs once), and sorts and hashes of up
-    /// to 64 MB in memory instead of spilling to disk at the default 4 MB.
+    /// a funnel's plan took 0.9 s of its 1.9 s, and a query runs once); sorts and hashes of up
+    /// to 64 MB in memory instead of spilling to disk at the default 4 MB; and a plan for each
+    /// execution's own range: after five runs of a prepared statement Postgres may switch to a
+    /// generic plan, which for a funnel was a serial index scan of 14 days, 5–7 s instead of 2.
     pub async fn tenant_bounded(
         &self,
         project_id: Uuid,
@@ -148,7 +150,7 @@ impl Db {
         sqlx::query(
             "SELECT set_config('app.project_id', $1, true), set_config('statement_timeout', $2, true), \
              set_config('transaction_read_only', 'on', true), set_config('jit', 'off', true), \
-             set_config('work_mem', '64MB', true)",
+             set_config('work_mem', '64MB', true), set_config('plan_cache_mode', 'force_custom_plan', true)",
         )
         .bind(project_id.to_string())
         .bind(format!("{}ms", statement_timeout.as_millis().max(1)))

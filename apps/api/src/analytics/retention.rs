@@ -185,6 +185,9 @@ async fn retention(
     // One pass over both events, grouped by person: the index of their first start's interval
     // (counted from the first of the range), and a bitmap of the intervals they came back in
     // (two 64-bit words hold the at most 92 days or 53 weeks). The cohorts are added up here.
+    // Only people with a start are grouped (a hash semi-join first): on the benchmark's 30 days
+    // of page views, three in four people who came back never started, and grouping them cost
+    // 2 of 7 seconds.
     let unit = buckets.as_sql();
     let days_per_interval = match interval {
         RetentionInterval::Day => 1,
@@ -200,6 +203,9 @@ async fn retention(
                FROM events
                WHERE {COUNTED} AND event_type IN ($5, $6) AND occurred_at >= $2 AND occurred_at < $3
                  AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL)) AS e
+         WHERE who IN (SELECT {WHO} FROM events
+                       WHERE {COUNTED} AND event_type = $5 AND occurred_at >= $2 AND occurred_at < $3
+                         AND (user_id IS NOT NULL OR anonymous_id IS NOT NULL))
          GROUP BY who
          HAVING min(idx) FILTER (WHERE event_type = $5) IS NOT NULL"
     );
