@@ -114,22 +114,32 @@ pub struct Trend {
     data: Vec<Bucket>,
 }
 
-/// Counted values: per (bucket start, breakdown value), and per breakdown value over the range.
+/// Counted values: per (bucket start, breakdown value), per breakdown value over the range, and
+/// over the range as a whole (distinct people of the range are not a sum of anything).
 #[derive(Default)]
 struct Counts {
     buckets: HashMap<(NaiveDateTime, Option<String>), u64>,
     totals: HashMap<Option<String>, u64>,
+    whole: u64,
 }
 
+/// A row of a grouped trend query: its bucket and breakdown value, the value, and which grouping
+/// set it belongs to (Postgres's `GROUPING(bucket, breakdown)`: 0 a bucket of a value, 2 a value
+/// over the range, 3 the whole range).
+type TrendRow = (Option<NaiveDateTime>, Option<String>, Option<i64>, i32);
+
 impl Counts {
-    fn read(rows: Vec<(Option<NaiveDateTime>, Option<String>, Option<i64>)>) -> Self {
+    fn read(rows: Vec<TrendRow>) -> Self {
         let mut counts = Counts::default();
-        for (bucket, breakdown, value) in rows {
+        for (bucket, breakdown, value, level) in rows {
             let value = value.unwrap_or(0).max(0) as u64;
-            match bucket {
-                Some(bucket) => *counts.buckets.entry((bucket, breakdown)).or_default() += value,
-                // The grouping set without a bucket: the whole range.
-                None => *counts.totals.entry(breakdown).or_default() += value,
+            match (level, bucket) {
+                (0, Some(bucket)) => {
+                    *counts.buckets.entry((bucket, breakdown)).or_default() += value
+                }
+                (2, _) => *counts.totals.entry(breakdown).or_default() += value,
+                (3, _) => counts.whole += value,
+                _ => {}
             }
         }
         counts
@@ -275,12 +285,14 @@ async fn trends(
             other => format!("date_trunc('{}', hour AT TIME ZONE $4)", other.as_sql()),
         };
         let sql = format!(
-            "SELECT {bucket_sql} AS bucket, NULL::text AS breakdown, {value_sql} AS value
-             FROM event_rollups
-             WHERE project_id = $1 AND hour >= $2 AND hour < $3 AND ($5::text IS NULL OR event_type = $5)
-             GROUP BY GROUPING SETS ((1), ())"
+            "SELECT bucket, NULL::text AS breakdown, {value_sql} AS value,
+                    (GROUPING(bucket) * 3)::int4 AS level
+             FROM (SELECT {bucket_sql} AS bucket, events, users FROM event_rollups
+                   WHERE project_id = $1 AND hour >= $2 AND hour < $3
+                     AND ($5::text IS NULL OR event_type = $5)) AS r
+             GROUP BY GROUPING SETS ((bucket), ())"
         );
-        sqlx::query_as(&sql)
+        sqlx::query_as::<_, TrendRow>(&sql)
             .bind(reader.project_id)
             .bind(from)
             .bind(to)
@@ -290,8 +302,8 @@ async fn trends(
             .await
     } else {
         let value_sql = match measure {
-            Measure::Count => "count(*)".to_owned(),
-            Measure::Users => format!("count(DISTINCT {WHO})"),
+            Measure::Count => "count(*)",
+            Measure::Users => "count(DISTINCT who)",
         };
         let breakdown_sql = if breakdown.is_some() {
             "payload ->> $6"
@@ -299,15 +311,17 @@ async fn trends(
             "NULL::text"
         };
         let sql = format!(
-            "SELECT date_trunc('{}', occurred_at AT TIME ZONE $4) AS bucket,
-                    {breakdown_sql} AS breakdown, {value_sql} AS value
-             FROM events
-             WHERE {COUNTED} AND occurred_at >= $2 AND occurred_at < $3
-               AND ($5::text IS NULL OR event_type = $5)
-             GROUP BY GROUPING SETS ((1, 2), (2))",
+            "SELECT bucket, breakdown, {value_sql} AS value,
+                    GROUPING(bucket, breakdown)::int4 AS level
+             FROM (SELECT date_trunc('{}', occurred_at AT TIME ZONE $4) AS bucket,
+                          {breakdown_sql} AS breakdown, {WHO} AS who
+                   FROM events
+                   WHERE {COUNTED} AND occurred_at >= $2 AND occurred_at < $3
+                     AND ($5::text IS NULL OR event_type = $5)) AS e
+             GROUP BY GROUPING SETS ((bucket, breakdown), (breakdown), ())",
             interval.as_sql()
         );
-        sqlx::query_as(&sql)
+        sqlx::query_as::<_, TrendRow>(&sql)
             .bind(reader.project_id)
             .bind(from)
             .bind(to)
@@ -331,12 +345,7 @@ async fn trends(
         .collect();
     series.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     series.truncate(BREAKDOWN_VALUES);
-    let total = match breakdown {
-        None => series.first().map_or(0, |(_, total)| *total),
-        // Users of two values may be the same people: only the events add up.
-        Some(_) if measure == Measure::Count => counts.totals.values().sum(),
-        Some(_) => 0,
-    };
+    let total = counts.whole;
     if breakdown.is_none() {
         series = vec![(None, total)];
     }

@@ -287,6 +287,13 @@ async fn funnels_retention_and_breakdowns_equal_a_brute_force_count() {
                 "{measure} {bucket}"
             );
         }
+        // The whole range: every page view, or every person who viewed (once, whatever plans).
+        let whole: BTreeSet<Counted> = counted.values().flatten().copied().collect();
+        assert_eq!(
+            trend["total"].as_u64().unwrap(),
+            whole.len() as u64,
+            "{measure} {trend}"
+        );
     }
 
     // A zone with a half-hour offset is counted from the raw events, by its own days.
