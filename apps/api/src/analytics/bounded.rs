@@ -30,9 +30,7 @@ pub fn query_error(state: &AppState, err: sqlx::Error) -> Error {
             limit.as_millis()
         ));
     }
-    Error::from(gamify_db::sea_orm::DbErr::Exec(
-        gamify_db::sea_orm::RuntimeErr::SqlxError(err),
-    ))
+    Error::from(err)
 }
 
 /// Who an event counts for, as the worker's rollups count them: its user, else its anonymous id

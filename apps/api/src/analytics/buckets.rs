@@ -37,6 +37,20 @@ impl Interval {
     }
 }
 
+/// The `timezone` parameter: an IANA name, UTC when absent.
+pub(super) fn parse_timezone(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Tz {
+    match raw {
+        None => Tz::UTC,
+        Some(name) => name.parse().unwrap_or_else(|_| {
+            errors.push(FieldError::new(
+                "timezone",
+                "must be an IANA time zone such as Europe/Berlin",
+            ));
+            Tz::UTC
+        }),
+    }
+}
+
 pub(super) fn parse_enum<T: for<'de> Deserialize<'de>>(
     field: &str,
     raw: Option<&str>,

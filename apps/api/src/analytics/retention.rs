@@ -5,7 +5,6 @@
 
 use axum::extract::State;
 use chrono::{Duration, NaiveDateTime};
-use chrono_tz::Tz;
 use futures::TryStreamExt;
 use gamify_common::{
     events::validate_event_name,
@@ -19,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     analytics::{
         bounded::{self, COUNTED, WHO},
-        buckets::{Interval, instant, next, parse_enum, truncate},
+        buckets::{Interval, instant, next, parse_enum, parse_timezone, truncate},
         reader::ProjectReader,
     },
     http::{
@@ -138,16 +137,7 @@ async fn retention(
     );
     let to = parse_time("to", query.to.as_deref(), &mut errors);
     let from = parse_time("from", query.from.as_deref(), &mut errors);
-    let tz: Tz = match query.timezone.as_deref() {
-        None => Tz::UTC,
-        Some(name) => name.parse().unwrap_or_else(|_| {
-            errors.push(FieldError::new(
-                "timezone",
-                "must be an IANA time zone such as Europe/Berlin",
-            ));
-            Tz::UTC
-        }),
-    };
+    let tz = parse_timezone(query.timezone.as_deref(), &mut errors);
     if let Some(error) = errors.into_iter().next() {
         return Err(Error::invalid_field(&error.field, error.message));
     }

@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     analytics::{
         bounded::{self, COUNTED, WHO},
-        buckets::{Interval, hour_floor, instant, next, parse_enum, truncate},
+        buckets::{Interval, hour_floor, instant, next, parse_enum, parse_timezone, truncate},
         reader::ProjectReader,
     },
     http::{
@@ -199,16 +199,7 @@ async fn trends(
     );
     let to = parse_time("to", query.to.as_deref(), &mut errors).map(hour_floor);
     let from = parse_time("from", query.from.as_deref(), &mut errors).map(hour_floor);
-    let tz: Tz = match query.timezone.as_deref() {
-        None => Tz::UTC,
-        Some(name) => name.parse().unwrap_or_else(|_| {
-            errors.push(FieldError::new(
-                "timezone",
-                "must be an IANA time zone such as Europe/Berlin",
-            ));
-            Tz::UTC
-        }),
-    };
+    let tz = parse_timezone(query.timezone.as_deref(), &mut errors);
     if query.event.as_deref().is_some_and(|e| e.contains('\0')) {
         errors.push(FieldError::new(
             "event",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Reader, progress::PeriodOut, progress::db};
+use super::{Reader, progress::PeriodOut};
 use crate::{
     http::{
         error::{Error, Result},
@@ -109,7 +109,11 @@ async fn get_leaderboard(
             })?),
             None => None,
         };
-    let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
+    let mut txn = state
+        .db()
+        .tenant_bulk(project_id)
+        .await
+        .map_err(Error::from)?;
     let active = state.rule_sets().active(&mut txn, project_id).await?;
     let Some((active, board)) = active.and_then(|active| {
         let board = active
@@ -165,9 +169,9 @@ async fn get_leaderboard(
         .bind(take + 1)
         .fetch_all(&mut *txn)
         .await
-        .map_err(db)?
+        .map_err(Error::from)?
     };
-    txn.commit().await.map_err(db)?;
+    txn.commit().await.map_err(Error::from)?;
     let more = rows.len() as i64 > take;
     let entries: Vec<(Entry, DateTime<Utc>)> = rows
         .into_iter()

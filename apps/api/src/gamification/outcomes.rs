@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{Reader, progress::db};
+use super::Reader;
 use crate::{
     http::{
         error::{Error, Result},
@@ -85,7 +85,11 @@ async fn get_outcomes(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let project_id = reader.project_id();
     loop {
-        let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
+        let mut txn = state
+            .db()
+            .tenant_bulk(project_id)
+            .await
+            .map_err(Error::from)?;
         let row: Option<(String, Option<String>, Value, Option<String>)> = sqlx::query_as(
             "SELECT status, user_id, awards, reason FROM engine_outcomes WHERE project_id = $1 AND event_id = $2",
         )
@@ -93,8 +97,8 @@ async fn get_outcomes(
         .bind(event_id)
         .fetch_optional(&mut *txn)
         .await
-        .map_err(db)?;
-        txn.commit().await.map_err(db)?;
+        .map_err(Error::from)?;
+        txn.commit().await.map_err(Error::from)?;
         if let Some((status, user_id, awards, reason)) = row {
             if let Reader::User { user_id: own, .. } = &reader {
                 if user_id.as_deref() != Some(own.as_str()) {

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{Reader, progress::db, user_tokens};
+use super::{Reader, user_tokens};
 use crate::{
     http::{
         error::{Error, Result},
@@ -94,7 +94,11 @@ async fn get_ledger(
         ),
         None => None,
     };
-    let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
+    let mut txn = state
+        .db()
+        .tenant_bulk(project_id)
+        .await
+        .map_err(Error::from)?;
     let version = state
         .rule_sets()
         .active(&mut txn, project_id)
@@ -115,8 +119,8 @@ async fn get_ledger(
     .bind(PAGE + 1)
     .fetch_all(&mut *txn)
     .await
-    .map_err(db)?;
-    txn.commit().await.map_err(db)?;
+    .map_err(Error::from)?;
+    txn.commit().await.map_err(Error::from)?;
     // One event's entries share its sequence number: a page never ends inside them.
     let mut data: Vec<(i64, LedgerEntryOut)> = rows
         .into_iter()
@@ -221,7 +225,7 @@ async fn post_adjustment(
         .db()
         .tenant_bulk_sharing(project_id, project_lock(project_id))
         .await
-        .map_err(db)?;
+        .map_err(Error::from)?;
     if let Some(found) = previous(
         &mut txn,
         project_id,
@@ -231,7 +235,7 @@ async fn post_adjustment(
     )
     .await?
     {
-        txn.commit().await.map_err(db)?;
+        txn.commit().await.map_err(Error::from)?;
         return Ok((StatusCode::CREATED, axum::Json(found)));
     }
     let start = state.rule_sets().start(&mut txn, project_id, 1).await?;
@@ -302,11 +306,15 @@ async fn post_adjustment(
     .bind(now)
     .execute(&mut *txn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     if inserted.rows_affected() == 0 {
         // A concurrent request with the same key won: answer with its result.
         drop(txn);
-        let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
+        let mut txn = state
+            .db()
+            .tenant_bulk(project_id)
+            .await
+            .map_err(Error::from)?;
         let found = previous(
             &mut txn,
             project_id,
@@ -316,13 +324,13 @@ async fn post_adjustment(
         )
         .await?
         .ok_or_else(|| Error::Conflict("the adjustment is being made; retry".into()))?;
-        txn.commit().await.map_err(db)?;
+        txn.commit().await.map_err(Error::from)?;
         return Ok((StatusCode::CREATED, axum::Json(found)));
     }
     changes
         .write(&mut txn, project_id, &start.endpoints)
         .await?;
-    txn.commit().await.map_err(db)?;
+    txn.commit().await.map_err(Error::from)?;
     tracing::info!(%project_id, points_key = %points_key, amount = body.amount, "points adjusted");
     Ok((
         StatusCode::CREATED,
@@ -356,7 +364,7 @@ async fn previous(
     .bind(idempotency_key)
     .fetch_optional(&mut **txn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     Ok(
         row.map(|(id, amount, reason, balance, created_at)| AdjustmentOut {
             id,

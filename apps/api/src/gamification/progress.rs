@@ -7,7 +7,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use gamify_db::{
     gamification::rule_sets::Active,
-    sea_orm::{DbErr, RuntimeErr, sqlx},
+    sea_orm::{DbErr, sqlx},
 };
 use gamify_rules::{AchievementProgress, PointsProgress, StreakProgress, UserState};
 use serde::Serialize;
@@ -77,14 +77,18 @@ async fn get_progress(
     reader.may_read_user(&user_id)?;
     let project_id = reader.project_id();
     let now = state.now();
-    let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
+    let mut txn = state
+        .db()
+        .tenant_bulk(project_id)
+        .await
+        .map_err(Error::from)?;
     let Some(active) = state
         .rule_sets()
         .active(&mut txn, project_id)
         .await
         .map_err(Error::from)?
     else {
-        txn.commit().await.map_err(db)?;
+        txn.commit().await.map_err(Error::from)?;
         return Ok(axum::Json(ProgressOut {
             user_id,
             metrics: BTreeMap::new(),
@@ -102,7 +106,7 @@ async fn get_progress(
     .bind(&user_id)
     .fetch_optional(&mut *txn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     let user_state: UserState = match stored {
         Some(value) => serde_json::from_value(value).map_err(|err| {
             Error::from(DbErr::Custom(format!(
@@ -113,7 +117,7 @@ async fn get_progress(
     };
     let progress = gamify_rules::progress(&active.rules, &user_state, now);
     let leaderboards = standings(&mut txn, project_id, &active, &user_id, now).await?;
-    txn.commit().await.map_err(db)?;
+    txn.commit().await.map_err(Error::from)?;
     Ok(axum::Json(ProgressOut {
         user_id,
         metrics: progress.metrics,
@@ -160,7 +164,7 @@ async fn standings(
         .bind(user_id)
         .fetch_optional(&mut **txn)
         .await
-        .map_err(db)?;
+        .map_err(Error::from)?;
         let (score, rank) = row.map_or((0, None), |(score, rank)| (score, rank));
         out.insert(
             board.key.clone(),
@@ -172,10 +176,6 @@ async fn standings(
         );
     }
     Ok(out)
-}
-
-pub(super) fn db(err: sqlx::Error) -> Error {
-    Error::from(DbErr::Exec(RuntimeErr::SqlxError(err)))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

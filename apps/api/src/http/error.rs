@@ -168,6 +168,13 @@ impl From<DbErr> for Error {
     }
 }
 
+/// Queries run on sqlx directly (bulk writes, streamed reads) fail as sea-orm's do.
+impl From<gamify_db::sea_orm::sqlx::Error> for Error {
+    fn from(err: gamify_db::sea_orm::sqlx::Error) -> Self {
+        Error::from(DbErr::Exec(gamify_db::sea_orm::RuntimeErr::SqlxError(err)))
+    }
+}
+
 impl From<JsonRejection> for Error {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {

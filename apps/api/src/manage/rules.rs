@@ -13,7 +13,7 @@ use gamify_db::{
         project_lock,
         stored::{self, StoredEvent},
     },
-    sea_orm::{DbErr, RuntimeErr, sqlx},
+    sea_orm::{DbErr, sqlx},
 };
 use gamify_rules::{Award, Rules, UserState};
 use serde::{Deserialize, Serialize};
@@ -107,10 +107,6 @@ pub struct VersionList {
     data: Vec<VersionOut>,
 }
 
-fn db(err: sqlx::Error) -> Error {
-    Error::from(DbErr::Exec(RuntimeErr::SqlxError(err)))
-}
-
 /// 400 naming every problem of the document, each with its JSON path.
 fn parse(rules: &Value) -> Result<Rules> {
     Rules::parse(rules).map_err(|errors| Error::InvalidRequest {
@@ -148,13 +144,17 @@ async fn put_rules(
     let rules = parse(&body.rules)?;
     let document = serde_json::to_value(rules.document())
         .map_err(|err| Error::from(DbErr::Custom(format!("cannot store rules: {err}"))))?;
-    let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
+    let mut txn = state
+        .db()
+        .tenant_bulk(project_id)
+        .await
+        .map_err(Error::from)?;
     // Versions are numbered in order: one publication per project at a time.
     sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE")
         .bind(project_id)
         .execute(&mut *txn)
         .await
-        .map_err(db)?;
+        .map_err(Error::from)?;
     let (version, active_generation): (i32, Option<i32>) = sqlx::query_as(
         "SELECT COALESCE(max(version), 0) + 1,
                 (SELECT generation FROM rule_versions WHERE project_id = $1 AND state = 'active')
@@ -163,7 +163,7 @@ async fn put_rules(
     .bind(project_id)
     .fetch_one(&mut *txn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     // A newer publication supersedes a replay still running.
     sqlx::query(
         "UPDATE rule_versions SET state = 'failed', error = $2, lease_until = NULL
@@ -173,7 +173,7 @@ async fn put_rules(
     .bind(format!("superseded by version {version}"))
     .execute(&mut *txn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     let (state_name, generation) = match body.apply {
         Apply::FromNow => {
             // Held off every evaluation of the project for the moment of the switch.
@@ -181,7 +181,7 @@ async fn put_rules(
                 .bind(project_lock(project_id))
                 .execute(&mut *txn)
                 .await
-                .map_err(db)?;
+                .map_err(Error::from)?;
             stored::retire_active(&mut txn, project_id).await?;
             ("active", active_generation.unwrap_or(version))
         }
@@ -200,7 +200,7 @@ async fn put_rules(
     .bind(state_name)
     .fetch_one(&mut *txn)
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     audit::record_in(
         &mut txn,
         project.organization_id,
@@ -209,7 +209,7 @@ async fn put_rules(
             .details(json!({ "projectId": project_id, "version": version, "apply": body.apply.as_str() })),
     )
     .await?;
-    txn.commit().await.map_err(db)?;
+    txn.commit().await.map_err(Error::from)?;
     tracing::info!(%project_id, version, apply = body.apply.as_str(), "rules published");
     Ok((
         StatusCode::CREATED,
@@ -289,7 +289,7 @@ async fn get_rules(
     .bind(project_id)
     .fetch_optional(state.db().shared().get_postgres_connection_pool())
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     let (version, rules, apply, state_name, created_at, activated_at) =
         row.ok_or_else(|| Error::not_found("active rule version"))?;
     Ok(axum::Json(ActiveRulesOut {
@@ -329,7 +329,7 @@ async fn list_versions(
     .bind(project_id)
     .fetch_all(state.db().shared().get_postgres_connection_pool())
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     Ok(axum::Json(VersionList {
         data: rows.into_iter().map(version_out).collect(),
     }))
@@ -362,7 +362,7 @@ async fn get_version(
     .bind(version)
     .fetch_optional(state.db().shared().get_postgres_connection_pool())
     .await
-    .map_err(db)?;
+    .map_err(Error::from)?;
     row.map(version_out)
         .map(axum::Json)
         .ok_or_else(|| Error::not_found("rule version"))
@@ -424,7 +424,11 @@ async fn preview(
     if !(1..=MAX_PREVIEW_EVENTS).contains(&limit) {
         return Err(Error::invalid_field("limit", "must be between 1 and 10000"));
     }
-    let mut txn = state.db().tenant_bulk(project_id).await.map_err(db)?;
+    let mut txn = state
+        .db()
+        .tenant_bulk(project_id)
+        .await
+        .map_err(Error::from)?;
     type Row = (
         Uuid,
         String,
@@ -445,8 +449,8 @@ async fn preview(
     .bind(i64::from(limit))
     .fetch_all(&mut *txn)
     .await
-    .map_err(db)?;
-    txn.commit().await.map_err(db)?;
+    .map_err(Error::from)?;
+    txn.commit().await.map_err(Error::from)?;
     rows.reverse();
     let mut states: BTreeMap<String, UserState> = BTreeMap::new();
     let mut awards = Vec::new();

@@ -11,10 +11,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 use gamify_db::{
     gamification::outbox::EVENT_TYPES,
-    sea_orm::{
-        DbErr, RuntimeErr,
-        sqlx::{self, Row, postgres::PgRow},
-    },
+    sea_orm::sqlx::{self, Row, postgres::PgRow},
 };
 use rand::{RngCore, rngs::OsRng};
 use serde::{Deserialize, Serialize};
@@ -187,10 +184,6 @@ pub struct RetriedDeliveryOut {
     next_attempt_at: DateTime<Utc>,
 }
 
-fn db_err(err: sqlx::Error) -> Error {
-    Error::from(DbErr::Exec(RuntimeErr::SqlxError(err)))
-}
-
 type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The project's tenant transaction, once the caller is authorized for `permission` on it (404
@@ -205,7 +198,11 @@ async fn tenant(
     let (project, _) = caller
         .authorize_project(state, project_id, permission)
         .await?;
-    let txn = state.db().tenant_bulk(project_id).await.map_err(db_err)?;
+    let txn = state
+        .db()
+        .tenant_bulk(project_id)
+        .await
+        .map_err(Error::from)?;
     Ok((txn, project.organization_id))
 }
 
@@ -222,7 +219,7 @@ async fn find_endpoint(
     .bind(webhook_id)
     .fetch_optional(&mut **txn)
     .await
-    .map_err(db_err)?;
+    .map_err(Error::from)?;
     found
         .map(|(deleted_at,)| deleted_at)
         .ok_or_else(|| Error::not_found("webhook"))
@@ -318,14 +315,14 @@ async fn create_webhook(
         .bind(project_id)
         .execute(&mut *txn)
         .await
-        .map_err(db_err)?;
+        .map_err(Error::from)?;
     let (live,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM webhook_endpoints WHERE project_id = $1 AND deleted_at IS NULL",
     )
     .bind(project_id)
     .fetch_one(&mut *txn)
     .await
-    .map_err(db_err)?;
+    .map_err(Error::from)?;
     if live >= MAX_ENDPOINTS {
         return Err(Error::Conflict(format!(
             "a project has at most {MAX_ENDPOINTS} webhooks; delete one first"
@@ -344,7 +341,7 @@ async fn create_webhook(
     .bind(&secret)
     .fetch_one(&mut *txn)
     .await
-    .map_err(db_err)?;
+    .map_err(Error::from)?;
     audit::record_in(
         &mut txn,
         organization_id,
@@ -355,7 +352,7 @@ async fn create_webhook(
             ),
     )
     .await?;
-    txn.commit().await.map_err(db_err)?;
+    txn.commit().await.map_err(Error::from)?;
     tracing::info!(%project_id, webhook_id = %id, events = ?body.events, "webhook created");
     Ok((
         StatusCode::CREATED,
@@ -391,8 +388,8 @@ async fn list_webhooks(
     .bind(project_id)
     .fetch_all(&mut *txn)
     .await
-    .map_err(db_err)?;
-    txn.commit().await.map_err(db_err)?;
+    .map_err(Error::from)?;
+    txn.commit().await.map_err(Error::from)?;
     let data = rows
         .into_iter()
         .map(|(id, url, events, created_at)| WebhookOut {
@@ -434,7 +431,7 @@ async fn delete_webhook(
     .bind(webhook_id)
     .execute(&mut *txn)
     .await
-    .map_err(db_err)?
+    .map_err(Error::from)?
     .rows_affected();
     let (failed,): (i64,) = sqlx::query_as(
         "WITH failed AS (
@@ -450,7 +447,7 @@ async fn delete_webhook(
     .bind(webhook_id)
     .fetch_one(&mut *txn)
     .await
-    .map_err(db_err)?;
+    .map_err(Error::from)?;
     if deleted > 0 {
         audit::record_in(
             &mut txn,
@@ -461,7 +458,7 @@ async fn delete_webhook(
         )
         .await?;
     }
-    txn.commit().await.map_err(db_err)?;
+    txn.commit().await.map_err(Error::from)?;
     if deleted > 0 {
         tracing::info!(%project_id, %webhook_id, pending_failed = failed, "webhook deleted");
     }
@@ -579,13 +576,13 @@ async fn list_deliveries(
     .bind(i64::from(limit) + 1)
     .fetch_all(&mut *txn)
     .await
-    .map_err(db_err)?;
-    txn.commit().await.map_err(db_err)?;
+    .map_err(Error::from)?;
+    txn.commit().await.map_err(Error::from)?;
     let mut data = rows
         .iter()
         .map(delivery_from_row)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(db_err)?;
+        .map_err(Error::from)?;
     let next_cursor = if data.len() > limit as usize {
         data.truncate(limit as usize);
         data.last().map(|last| {
@@ -642,7 +639,7 @@ async fn retry_delivery(
     .bind(&delivery_id)
     .fetch_optional(&mut *txn)
     .await
-    .map_err(db_err)?;
+    .map_err(Error::from)?;
     let (id, next_attempt_at) = retried.ok_or_else(|| Error::not_found("delivery"))?;
     sqlx::query(
         "INSERT INTO webhook_queue (project_id, delivery_id, due_at) VALUES ($1, $2, $3)
@@ -653,8 +650,8 @@ async fn retry_delivery(
     .bind(next_attempt_at)
     .execute(&mut *txn)
     .await
-    .map_err(db_err)?;
-    txn.commit().await.map_err(db_err)?;
+    .map_err(Error::from)?;
+    txn.commit().await.map_err(Error::from)?;
     tracing::info!(%project_id, %webhook_id, delivery_id = %id, "webhook delivery retry scheduled");
     Ok((
         StatusCode::ACCEPTED,

@@ -380,6 +380,14 @@ async fn the_live_numbers_count_the_last_minutes() {
     assert_eq!(live["activeUsers"], 2, "{live}");
 }
 
+async fn funnel(gateway: &Gateway, project: uuid::Uuid) -> (StatusCode, Value) {
+    let path = format!("/v1/analytics/funnels?projectId={project}");
+    let body = json!({ "steps": ["step0", "step1", "step2"], "window": "P1D" });
+    gateway
+        .call(Method::POST, &path, &gateway.admin_token, Some(body))
+        .await
+}
+
 /// A query that needs longer than the deployment's analytics timeout is cancelled and refused
 /// with 422, not left to run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,26 +412,12 @@ async fn a_query_past_the_timeout_is_refused_with_422() {
         settings.http.analytics_query_timeout = std::time::Duration::from_millis(5);
     })
     .await;
-    let (status, body) = gateway
-        .call(
-            Method::POST,
-            &format!("/v1/analytics/funnels?projectId={}", tenant.project),
-            &gateway.admin_token,
-            Some(json!({ "steps": ["step0", "step1", "step2"], "window": "P1D" })),
-        )
-        .await;
+    let (status, body) = funnel(&gateway, tenant.project).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "query_too_expensive");
     // The same request with the default timeout answers.
     let gateway = Gateway::start(&topics.topic).await;
-    let (status, body) = gateway
-        .call(
-            Method::POST,
-            &format!("/v1/analytics/funnels?projectId={}", tenant.project),
-            &gateway.admin_token,
-            Some(json!({ "steps": ["step0", "step1", "step2"], "window": "P1D" })),
-        )
-        .await;
+    let (status, body) = funnel(&gateway, tenant.project).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["steps"][0]["users"], 5000, "{body}");
 }
