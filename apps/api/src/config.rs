@@ -55,6 +55,9 @@ pub struct AccountSettings {
     pub sign_in_failures_per_account: u32,
     pub sign_in_failures_per_address: u32,
     pub sign_in_window: Duration,
+    /// Whether this instance serves the management API and the console (`INGEST_ONLY=1` turns
+    /// both off, so an ingestion fleet serves ingestion, reads and health only).
+    pub management: bool,
 }
 
 impl Default for AccountSettings {
@@ -67,6 +70,7 @@ impl Default for AccountSettings {
             sign_in_failures_per_account: 10,
             sign_in_failures_per_address: 50,
             sign_in_window: Duration::from_secs(15 * 60),
+            management: true,
         }
     }
 }
@@ -140,6 +144,7 @@ fn account_settings(port: u16) -> Result<AccountSettings, ConfigError> {
             1..=100_000,
         )?,
         sign_in_window: defaults.sign_in_window,
+        management: !config::flag("INGEST_ONLY")?,
     })
 }
 

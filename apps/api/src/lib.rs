@@ -7,6 +7,7 @@ pub mod accounts;
 mod analytics;
 pub mod clock;
 pub mod config;
+mod console;
 mod gamification;
 pub mod http;
 pub mod ingest;
@@ -93,14 +94,30 @@ pub fn router(state: AppState) -> Router {
             i64::try_from(state.accounts().settings.session_idle_timeout.as_secs())
                 .unwrap_or(i64::MAX),
         )));
-    let api = api.merge(management.layer(sessions));
+    // An ingestion fleet (INGEST_ONLY=1) serves neither the management API nor the console.
+    let management_enabled = state.accounts().settings.management;
+    let api = if management_enabled {
+        api.merge(management.layer(sessions.clone()))
+    } else {
+        api
+    };
     let operations = operational_routes();
     let api = api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         layers::api_route,
     ));
     let operations = operations.route_layer(axum::middleware::from_fn(layers::operational_route));
-    let (routes, _) = api.merge(operations).split_for_parts();
+    let (mut routes, _) = api.merge(operations).split_for_parts();
+    if management_enabled {
+        routes = routes.merge(
+            console::router()
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    layers::api_route,
+                ))
+                .layer(sessions),
+        );
+    }
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -48,6 +48,8 @@ struct Inner {
     readiness_timeout: Duration,
     trusted_proxy_hops: usize,
     accounts: Accounts,
+    /// Cancelled when the server stops: long-lived responses (the console's live stream) end.
+    shutdown: CancellationToken,
 }
 
 /// What the accounts routes share: the settings and the password hasher.
@@ -134,6 +136,7 @@ impl AppState {
             metrics,
             readiness_timeout: Duration::from_secs(2),
             trusted_proxy_hops: settings.trusted_proxy_hops,
+            shutdown: shutdown.clone(),
             accounts: Accounts {
                 passwords: crate::accounts::Passwords::new(settings.accounts.password_hash)
                     .map_err(|error| {
@@ -221,6 +224,10 @@ impl AppState {
 
     pub(crate) fn redis(&self) -> &Redis {
         &self.0.redis
+    }
+
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
     }
 
     pub(crate) fn accounts(&self) -> &Accounts {

@@ -145,44 +145,44 @@ pub async fn record_as(
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// `nextCursor` of the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditActor {
     /// `user`, `token`, `operator` or `anonymous` (a failed sign-in).
     #[serde(rename = "type")]
-    actor_type: String,
-    id: Option<Uuid>,
+    pub(crate) actor_type: String,
+    pub(crate) id: Option<Uuid>,
     /// The user's email, the token's prefix, or `operator`.
-    label: String,
+    pub(crate) label: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditTarget {
     #[serde(rename = "type")]
-    target_type: String,
-    id: Option<String>,
+    pub(crate) target_type: String,
+    pub(crate) id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntryOut {
-    id: Uuid,
-    at: DateTime<Utc>,
-    actor: AuditActor,
+    pub(crate) id: Uuid,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) actor: AuditActor,
     /// e.g. `key.created`, `member.role_changed`, `rules.published`.
-    action: String,
-    target: AuditTarget,
+    pub(crate) action: String,
+    pub(crate) target: AuditTarget,
     #[schema(value_type = Object)]
-    details: Value,
-    ip: Option<String>,
+    pub(crate) details: Value,
+    pub(crate) ip: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPage {
-    data: Vec<AuditEntryOut>,
-    next_cursor: Option<String>,
+    pub(crate) data: Vec<AuditEntryOut>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid)> {
@@ -204,7 +204,7 @@ fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid)> {
     responses((status = 200, body = AuditPage), crate::http::schemas::ListErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["audit:read"]))
 )]
-async fn list_audit_log(
+pub(crate) async fn list_audit_log(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,

@@ -42,8 +42,8 @@ pub const INVITATION_PREFIX: &str = "ginv_";
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateInvitation {
     #[schema(max_length = 254)]
-    email: String,
-    role: Role,
+    pub(crate) email: String,
+    pub(crate) role: Role,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -60,28 +60,28 @@ pub struct CreatedInvitation {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InvitationOut {
-    id: Uuid,
-    email: String,
-    role: Role,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
+    pub(crate) id: Uuid,
+    pub(crate) email: String,
+    pub(crate) role: Role,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvitationList {
-    data: Vec<InvitationOut>,
+    pub(crate) data: Vec<InvitationOut>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AcceptInvitation {
     /// The `token` of the invitation's link.
     #[schema(max_length = 128)]
-    token: String,
+    pub(crate) token: String,
     /// A new password, or the existing account's password when the email already has one.
     #[schema(max_length = 256)]
-    password: String,
+    pub(crate) password: String,
     #[schema(max_length = 255)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// The permission inviting or granting `role` takes.
@@ -147,7 +147,7 @@ pub async fn insert_invitation(
     responses((status = 201, body = CreatedInvitation), crate::http::schemas::CreateErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["members:write"]))
 )]
-async fn create_invitation(
+pub(crate) async fn create_invitation(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,
@@ -192,7 +192,7 @@ async fn create_invitation(
     responses((status = 200, body = InvitationList), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["members:write"]))
 )]
-async fn list_invitations(
+pub(crate) async fn list_invitations(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,
@@ -235,7 +235,7 @@ async fn list_invitations(
     responses((status = 204, description = "Revoked"), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["members:write"]))
 )]
-async fn revoke_invitation(
+pub(crate) async fn revoke_invitation(
     caller: Caller,
     State(state): State<AppState>,
     Path((organization_id, invitation_id)): Path<(Uuid, Uuid)>,
@@ -288,7 +288,7 @@ async fn revoke_invitation(
     ),
     security(())
 )]
-async fn accept_invitation(
+pub(crate) async fn accept_invitation(
     State(state): State<AppState>,
     CurrentCookie(session): CurrentCookie,
     headers: HeaderMap,

@@ -29,21 +29,21 @@ use crate::{
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberOut {
-    user_id: Uuid,
-    email: String,
-    name: Option<String>,
-    role: Role,
-    joined_at: DateTime<Utc>,
+    pub(crate) user_id: Uuid,
+    pub(crate) email: String,
+    pub(crate) name: Option<String>,
+    pub(crate) role: Role,
+    pub(crate) joined_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MemberList {
-    data: Vec<MemberOut>,
+    pub(crate) data: Vec<MemberOut>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangeRole {
-    role: Role,
+    pub(crate) role: Role,
 }
 
 /// The organization's members.
@@ -55,7 +55,7 @@ pub struct ChangeRole {
     responses((status = 200, body = MemberList), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn list_members(
+pub(crate) async fn list_members(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,
@@ -91,7 +91,7 @@ async fn list_members(
 
 /// The member's role, with the organization's owner rows locked, so that two concurrent changes
 /// cannot both leave it without an owner. `None`: not a member.
-async fn lock_member(
+pub(crate) async fn lock_member(
     txn: &DatabaseTransaction,
     organization_id: Uuid,
     user_id: Uuid,
@@ -130,7 +130,7 @@ async fn lock_member(
     responses((status = 200, body = MemberOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["members:write"]))
 )]
-async fn change_role(
+pub(crate) async fn change_role(
     caller: Caller,
     State(state): State<AppState>,
     Path((organization_id, user_id)): Path<(Uuid, Uuid)>,
@@ -201,7 +201,7 @@ async fn change_role(
     responses((status = 204, description = "Removed"), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["members:write"]))
 )]
-async fn remove_member(
+pub(crate) async fn remove_member(
     caller: Caller,
     State(state): State<AppState>,
     Path((organization_id, user_id)): Path<(Uuid, Uuid)>,

@@ -6,12 +6,12 @@ pub mod audit;
 pub mod bootstrap;
 pub mod caller;
 pub mod invitations;
-mod members;
+pub(crate) mod members;
 pub mod passwords;
 pub mod roles;
 pub mod session_store;
 pub mod sessions;
-mod tokens;
+pub(crate) mod tokens;
 
 use utoipa_axum::router::OpenApiRouter;
 

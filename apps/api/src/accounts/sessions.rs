@@ -43,9 +43,9 @@ const MAX_EMAIL_BYTES: usize = 254;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SignIn {
     #[schema(max_length = 254)]
-    email: String,
+    pub(crate) email: String,
     #[schema(max_length = 256)]
-    password: String,
+    pub(crate) password: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,17 +75,17 @@ pub struct CurrentSession {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionOut {
-    id: Uuid,
-    created_at: DateTime<Utc>,
-    last_seen_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
+    pub(crate) id: Uuid,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) last_seen_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
     /// The session this request came with.
-    current: bool,
+    pub(crate) current: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionList {
-    data: Vec<SessionOut>,
+    pub(crate) data: Vec<SessionOut>,
 }
 
 /// The request's session, which the session layer of the management routes provides.
@@ -204,9 +204,9 @@ pub async fn current(
 
 /// Failed sign-ins counted in Redis per account and per address, shared by every gateway.
 struct SignInLimits<'a> {
-    state: &'a AppState,
-    account: String,
-    address: Option<String>,
+    pub(crate) state: &'a AppState,
+    pub(crate) account: String,
+    pub(crate) address: Option<String>,
 }
 
 impl<'a> SignInLimits<'a> {
@@ -294,7 +294,7 @@ impl<'a> SignInLimits<'a> {
 
 /// Records, once per window, that an account's failed sign-ins reached the threshold, in each
 /// organization it belongs to.
-async fn audit_failures(
+pub(crate) async fn audit_failures(
     state: &AppState,
     user_id: Uuid,
     email: &str,
@@ -350,7 +350,7 @@ async fn audit_failures(
     ),
     security(())
 )]
-async fn sign_in(
+pub(crate) async fn sign_in(
     State(state): State<AppState>,
     CurrentCookie(session): CurrentCookie,
     headers: axum::http::HeaderMap,
@@ -424,7 +424,7 @@ fn signed_in(caller: &Caller) -> Result<&SessionUser> {
     responses((status = 200, body = CurrentSession), (status = 401, description = "Not signed in (`unauthorized`)", body = crate::http::schemas::ErrorBody)),
     security(("session" = []))
 )]
-async fn get_current(
+pub(crate) async fn get_current(
     caller: Caller,
     State(state): State<AppState>,
     CurrentCookie(session): CurrentCookie,
@@ -446,7 +446,10 @@ async fn get_current(
     responses((status = 204, description = "Signed out"), (status = 401, description = "Not signed in (`unauthorized`)", body = crate::http::schemas::ErrorBody), (status = 403, description = "From another origin without the CSRF token (`csrf_rejected`)", body = crate::http::schemas::ErrorBody)),
     security(("session" = []))
 )]
-async fn sign_out(caller: Caller, CurrentCookie(session): CurrentCookie) -> Result<StatusCode> {
+pub(crate) async fn sign_out(
+    caller: Caller,
+    CurrentCookie(session): CurrentCookie,
+) -> Result<StatusCode> {
     signed_in(&caller)?;
     session.flush().await.map_err(session_unavailable)?;
     Ok(StatusCode::NO_CONTENT)
@@ -460,7 +463,7 @@ async fn sign_out(caller: Caller, CurrentCookie(session): CurrentCookie) -> Resu
     responses((status = 204, description = "Every session ended"), (status = 401, description = "Not signed in (`unauthorized`)", body = crate::http::schemas::ErrorBody), (status = 403, description = "From another origin without the CSRF token (`csrf_rejected`)", body = crate::http::schemas::ErrorBody)),
     security(("session" = []))
 )]
-async fn sign_out_everywhere(
+pub(crate) async fn sign_out_everywhere(
     caller: Caller,
     State(state): State<AppState>,
     CurrentCookie(session): CurrentCookie,
@@ -487,7 +490,7 @@ async fn sign_out_everywhere(
     responses((status = 200, body = SessionList), (status = 401, description = "Not signed in (`unauthorized`)", body = crate::http::schemas::ErrorBody)),
     security(("session" = []))
 )]
-async fn list_sessions(
+pub(crate) async fn list_sessions(
     caller: Caller,
     State(state): State<AppState>,
     CurrentCookie(session): CurrentCookie,
@@ -528,7 +531,7 @@ async fn list_sessions(
     responses((status = 204, description = "Ended"), (status = 401, description = "Not signed in (`unauthorized`)", body = crate::http::schemas::ErrorBody), (status = 403, description = "From another origin without the CSRF token (`csrf_rejected`)", body = crate::http::schemas::ErrorBody), (status = 404, description = "No such session of yours (`not_found`)", body = crate::http::schemas::ErrorBody)),
     security(("session" = []))
 )]
-async fn revoke_session(
+pub(crate) async fn revoke_session(
     caller: Caller,
     State(state): State<AppState>,
     Path(session_id): Path<Uuid>,

@@ -37,43 +37,43 @@ const DISPLAY_PREFIX_CHARS: usize = 12;
 #[serde(rename_all = "camelCase")]
 pub struct CreateToken {
     #[schema(min_length = 1, max_length = 255)]
-    name: String,
+    pub(crate) name: String,
     /// At least one.
     #[schema(min_items = 1)]
-    scopes: Vec<Scope>,
+    pub(crate) scopes: Vec<Scope>,
     /// Absent: the token does not expire. At most a year.
     #[schema(minimum = 1, maximum = 31_536_000)]
-    expires_in_seconds: Option<u64>,
+    pub(crate) expires_in_seconds: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedToken {
-    id: Uuid,
-    name: String,
-    prefix: String,
-    scopes: Vec<Scope>,
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) prefix: String,
+    pub(crate) scopes: Vec<Scope>,
     /// The token itself, in this response only.
-    token: String,
-    expires_at: Option<DateTime<Utc>>,
+    pub(crate) token: String,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenOut {
-    id: Uuid,
-    name: String,
-    prefix: String,
-    scopes: Vec<Scope>,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    expires_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) prefix: String,
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenList {
-    data: Vec<TokenOut>,
+    pub(crate) data: Vec<TokenOut>,
 }
 
 /// Creates a management token; the token is in this response only.
@@ -86,7 +86,7 @@ pub struct TokenList {
     responses((status = 201, body = CreatedToken), crate::http::schemas::CreateErrors),
     security(("adminToken" = []), ("session" = ["admin"]))
 )]
-async fn create_token(
+pub(crate) async fn create_token(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,
@@ -174,7 +174,7 @@ async fn create_token(
     responses((status = 200, body = TokenList), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn list_tokens(
+pub(crate) async fn list_tokens(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,
@@ -219,7 +219,7 @@ async fn list_tokens(
     responses((status = 204, description = "Revoked"), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["admin"]))
 )]
-async fn revoke_token(
+pub(crate) async fn revoke_token(
     caller: Caller,
     State(state): State<AppState>,
     Path((organization_id, token_id)): Path<(Uuid, Uuid)>,

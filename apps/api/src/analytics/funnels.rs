@@ -42,19 +42,19 @@ const MAX_WINDOW_DAYS: i64 = 90;
 pub struct FunnelRequest {
     /// 2 to 10 event names, in the order users must do them; a name may repeat.
     #[schema(min_items = 2, max_items = 10, example = json!(["signup", "lesson_started", "purchase"]))]
-    steps: Vec<String>,
+    pub(crate) steps: Vec<String>,
     /// How long after entering (the first step) a user has to finish, as an ISO 8601 duration in
     /// weeks, days, hours, minutes or seconds (`PT24H`, `P7D`, `P2W`); default `PT24H`, at most
     /// 90 days.
     #[schema(example = "PT24H")]
-    window: Option<String>,
+    pub(crate) window: Option<String>,
     /// Users enter at a first step on or after this instant (RFC 3339); default: 7 days before `to`.
     #[schema(format = DateTime)]
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// …and before this one (RFC 3339, exclusive; at most 92 days after `from`); default: now.
     /// Later steps may happen up to the window after it.
     #[schema(format = DateTime)]
-    to: Option<String>,
+    pub(crate) to: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -64,30 +64,30 @@ pub struct FunnelParams {
     /// The project, with a session or a management token (a secret key names its own).
     #[param(value_type = Option<uuid::Uuid>)]
     #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
-    project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FunnelStep {
-    event: String,
+    pub(crate) event: String,
     /// Users who reached this step (entered, for the first).
-    users: u64,
+    pub(crate) users: u64,
     /// `users` over the users who entered (1 for the first step, 0 when no one entered).
-    conversion: f64,
+    pub(crate) conversion: f64,
     /// The median seconds from the step before, over the users who reached this one; null for the
     /// first step and for steps no one reached.
-    median_seconds_from_previous: Option<f64>,
+    pub(crate) median_seconds_from_previous: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Funnel {
-    from: String,
-    to: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
     /// The window, in seconds.
-    window_seconds: i64,
-    steps: Vec<FunnelStep>,
+    pub(crate) window_seconds: i64,
+    pub(crate) steps: Vec<FunnelStep>,
 }
 
 /// The window in seconds, or why it is not one: calendar years and months have no fixed length.
@@ -130,10 +130,10 @@ fn parse_window(raw: &str) -> Result<i64, &'static str> {
 }
 
 struct Validated {
-    steps: Vec<String>,
-    window_seconds: i64,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    pub(crate) steps: Vec<String>,
+    pub(crate) window_seconds: i64,
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: DateTime<Utc>,
 }
 
 fn validate(request: FunnelRequest, now: DateTime<Utc>) -> Result<Validated> {
@@ -190,7 +190,7 @@ fn validate(request: FunnelRequest, now: DateTime<Utc>) -> Result<Validated> {
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []), ("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn funnel(
+pub(crate) async fn funnel(
     State(state): State<AppState>,
     reader: ProjectReader,
     Query(_): Query<FunnelParams>,

@@ -28,26 +28,26 @@ pub struct LiveQuery {
     /// The project, with a session or a management token (a secret key names its own).
     #[param(value_type = Option<uuid::Uuid>)]
     #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
-    project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Minute {
     /// The minute's start (RFC 3339, UTC).
-    start: String,
-    events: u64,
+    pub(crate) start: String,
+    pub(crate) events: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Live {
     /// When the numbers were read.
-    at: String,
+    pub(crate) at: String,
     /// Events that happened (`occurredAt`) in each of the last 30 minutes, oldest first; the last
     /// minute is still under way.
-    events_per_minute: Vec<Minute>,
+    pub(crate) events_per_minute: Vec<Minute>,
     /// Distinct users (or anonymous ids) with an event in the last 5 minutes.
-    active_users: u64,
+    pub(crate) active_users: u64,
 }
 
 /// Events per minute over the last 30 minutes and users active in the last 5.
@@ -62,7 +62,7 @@ pub struct Live {
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []), ("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn live(
+pub(crate) async fn live(
     State(state): State<AppState>,
     reader: ProjectReader,
     Query(_): Query<LiveQuery>,

@@ -4,13 +4,13 @@
 //! events, each query bounded by a statement timeout ([`bounded`]).
 
 mod bounded;
-mod buckets;
+pub(crate) mod buckets;
 mod funnel_matching;
-mod funnels;
-mod live;
+pub(crate) mod funnels;
+pub(crate) mod live;
 mod reader;
-mod retention;
-mod trends;
+pub(crate) mod retention;
+pub(crate) mod trends;
 
 pub use reader::ProjectReader;
 use utoipa_axum::router::OpenApiRouter;

@@ -42,27 +42,27 @@ pub struct RetentionQuery {
     /// The event that puts a user in a cohort: the day or week of their first one in the range
     /// (`startEvent` is accepted too).
     #[serde(alias = "startEvent")]
-    start_event: Option<String>,
+    pub(crate) start_event: Option<String>,
     /// The event that counts as coming back (`returnEvent` is accepted too); may be the same.
     #[serde(alias = "returnEvent")]
-    return_event: Option<String>,
+    pub(crate) return_event: Option<String>,
     /// `day` (the default) or `week` (from Monday).
     #[param(value_type = Option<RetentionInterval>)]
-    interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// Start of the first cohort (RFC 3339, cut down to its day or week); default: 30 days or
     /// 12 weeks before `to`.
     #[param(format = DateTime)]
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// End, exclusive (RFC 3339); default: now. Returns are counted up to it.
     #[param(format = DateTime)]
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     /// IANA time zone days and weeks are cut in (default `UTC`).
-    timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
     /// The project, with a session or a management token (a secret key names its own).
     #[serde(rename = "projectId")]
     #[param(value_type = Option<uuid::Uuid>)]
     #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
-    project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -75,22 +75,22 @@ pub enum RetentionInterval {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Cohort {
     /// The cohort's day or week, RFC 3339 with the zone's offset.
-    start: String,
+    pub(crate) start: String,
     /// Users whose first `start_event` in the range fell in it.
-    users: u64,
+    pub(crate) users: u64,
     /// `values[k]`: the cohort's users who did `return_event` in the k-th day or week after it
     /// (`values[0]` = `users`), up to the end of the range.
-    values: Vec<u64>,
+    pub(crate) values: Vec<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
-    interval: RetentionInterval,
-    timezone: String,
-    start_event: String,
-    return_event: String,
-    cohorts: Vec<Cohort>,
+    pub(crate) interval: RetentionInterval,
+    pub(crate) timezone: String,
+    pub(crate) start_event: String,
+    pub(crate) return_event: String,
+    pub(crate) cohorts: Vec<Cohort>,
 }
 
 fn required_event(field: &str, raw: Option<String>, errors: &mut Vec<FieldError>) -> String {
@@ -120,7 +120,7 @@ fn required_event(field: &str, raw: Option<String>, errors: &mut Vec<FieldError>
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []), ("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn retention(
+pub(crate) async fn retention(
     State(state): State<AppState>,
     reader: ProjectReader,
     Query(query): Query<RetentionQuery>,

@@ -44,31 +44,31 @@ pub enum Measure {
 #[into_params(parameter_in = Query)]
 pub struct TrendQuery {
     /// Only events of this name; absent: every event.
-    event: Option<String>,
+    pub(crate) event: Option<String>,
     /// `hour`, `day` (the default), `week` (from Monday) or `month`.
     #[param(value_type = Option<Interval>)]
-    interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// Start (RFC 3339), rounded down to the hour; default: 48 hours, 30 days, 12 weeks or 12
     /// months before `to`.
     #[param(format = DateTime)]
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// End, exclusive (RFC 3339), rounded down to the hour; default: now.
     #[param(format = DateTime)]
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     /// IANA time zone the buckets are cut in (default `UTC`). Zones with offsets that are not
     /// whole hours (Asia/Kolkata) are counted from the raw events.
-    timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
     /// `count` (the default) or `users`.
     #[param(value_type = Option<Measure>)]
-    measure: Option<String>,
+    pub(crate) measure: Option<String>,
     /// A property of the events (a top-level key of `properties`) to split each bucket by: one
     /// series per value, the 25 values with the largest totals, `null` for events without it.
     /// Counted from the raw events.
-    breakdown: Option<String>,
+    pub(crate) breakdown: Option<String>,
     /// The project, with a session or a management token (a secret key names its own).
     #[param(value_type = Option<uuid::Uuid>)]
     #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
-    project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
 }
 
 /// Values of a breakdown kept in an answer: the ones with the largest totals.
@@ -78,49 +78,49 @@ const MAX_PROPERTY_CHARS: usize = 200;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Bucket {
     /// The bucket's start, RFC 3339 with the zone's offset at that instant.
-    start: String,
-    value: u64,
+    pub(crate) start: String,
+    pub(crate) value: u64,
     /// With a breakdown: the property's value this series counts (as text; `null` for events
     /// without the property). Absent without a breakdown.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, nullable)]
-    breakdown: Option<Option<String>>,
+    pub(crate) breakdown: Option<Option<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BreakdownTotal {
     #[schema(nullable)]
-    value: Option<String>,
+    pub(crate) value: Option<String>,
     /// The series' value over the whole range.
-    total: u64,
+    pub(crate) total: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Trend {
-    interval: Interval,
-    measure: Measure,
-    timezone: String,
+    pub(crate) interval: Interval,
+    pub(crate) measure: Measure,
+    pub(crate) timezone: String,
     /// The value over the whole range: every event, or every distinct user (not the sum of the
     /// buckets' users: one user active on two days is one).
-    total: u64,
+    pub(crate) total: u64,
     /// `rollups` or `events`: what the answer was counted from.
-    source: &'static str,
+    pub(crate) source: &'static str,
     /// With a breakdown: the property, and the values kept, largest total first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    breakdown: Option<String>,
+    pub(crate) breakdown: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    breakdown_values: Option<Vec<BreakdownTotal>>,
-    data: Vec<Bucket>,
+    pub(crate) breakdown_values: Option<Vec<BreakdownTotal>>,
+    pub(crate) data: Vec<Bucket>,
 }
 
 /// Counted values: per (bucket start, breakdown value), per breakdown value over the range, and
 /// over the range as a whole (distinct people of the range are not a sum of anything).
 #[derive(Default)]
 struct Counts {
-    buckets: HashMap<(NaiveDateTime, Option<String>), u64>,
-    totals: HashMap<Option<String>, u64>,
-    whole: u64,
+    pub(crate) buckets: HashMap<(NaiveDateTime, Option<String>), u64>,
+    pub(crate) totals: HashMap<Option<String>, u64>,
+    pub(crate) whole: u64,
 }
 
 /// A row of a grouped trend query: its bucket and breakdown value, the value, and which grouping
@@ -177,7 +177,7 @@ fn whole_hours(tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []), ("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn trends(
+pub(crate) async fn trends(
     State(state): State<AppState>,
     reader: ProjectReader,
     Query(query): Query<TrendQuery>,

@@ -22,38 +22,38 @@ use crate::{
 #[into_params(parameter_in = Query)]
 pub struct LeaderboardQuery {
     /// `current` (default), `previous`, or an instant (RFC 3339) within the wanted period.
-    period: Option<String>,
+    pub(crate) period: Option<String>,
     /// Entries per page, 1 up to the board's size (default: its size).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// A `nextCursor` from the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaderboardOut {
-    key: String,
-    period: PeriodOut,
-    entries: Vec<Entry>,
+    pub(crate) key: String,
+    pub(crate) period: PeriodOut,
+    pub(crate) entries: Vec<Entry>,
     /// null on the last page (and at the board's size).
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
-    rank: i64,
-    user_id: String,
-    score: i64,
+    pub(crate) rank: i64,
+    pub(crate) user_id: String,
+    pub(crate) score: i64,
 }
 
 /// The position after which a page starts: the last entry's rank, score, time and userId.
 struct Cursor {
-    rank: i64,
-    score: i64,
-    reached_at: DateTime<Utc>,
-    user_id: String,
+    pub(crate) rank: i64,
+    pub(crate) score: i64,
+    pub(crate) reached_at: DateTime<Utc>,
+    pub(crate) user_id: String,
 }
 
 impl Cursor {
@@ -93,7 +93,7 @@ impl Cursor {
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn get_leaderboard(
+pub(crate) async fn get_leaderboard(
     State(state): State<AppState>,
     reader: Reader,
     Path(key): Path<String>,

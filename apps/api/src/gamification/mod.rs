@@ -23,10 +23,10 @@ use crate::{
     state::AppState,
 };
 
-mod leaderboards;
-mod outcomes;
-mod points;
-mod progress;
+pub(crate) mod leaderboards;
+pub(crate) mod outcomes;
+pub(crate) mod points;
+pub(crate) mod progress;
 pub mod user_tokens;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -92,7 +92,15 @@ fn cors() -> CorsLayer {
 /// Who reads: a key of a project, or a user token for one user of one project.
 pub enum Reader {
     Key(Arc<KeyRecord>),
-    User { project_id: Uuid, user_id: String },
+    User {
+        project_id: Uuid,
+        user_id: String,
+    },
+    /// A member of the project's organization, already authorized to read it (the console
+    /// builds this after `Caller::authorize_project`; no request yields it).
+    Member {
+        project_id: Uuid,
+    },
 }
 
 impl FromRequestParts<AppState> for Reader {
@@ -118,7 +126,7 @@ impl Reader {
     pub fn project_id(&self) -> Uuid {
         match self {
             Reader::Key(key) => key.project_id,
-            Reader::User { project_id, .. } => *project_id,
+            Reader::User { project_id, .. } | Reader::Member { project_id } => *project_id,
         }
     }
 
@@ -126,6 +134,7 @@ impl Reader {
     pub fn may_read_user(&self, user_id: &str) -> Result<()> {
         match self {
             Reader::Key(key) if key.key_type == KeyType::Secret => Ok(()),
+            Reader::Member { .. } => Ok(()),
             Reader::User { user_id: own, .. } if own == user_id => Ok(()),
             Reader::User { .. } => Err(Error::Forbidden {
                 code: ErrorCode::SecretKeyRequired,

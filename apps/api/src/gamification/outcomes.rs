@@ -32,26 +32,26 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct OutcomesQuery {
     /// Seconds to wait for the evaluation (0–10, default 0).
     #[param(minimum = 0, maximum = 10)]
-    wait: Option<u64>,
+    pub(crate) wait: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutcomesOut {
-    event_id: Uuid,
+    pub(crate) event_id: Uuid,
     /// `pending` (not evaluated yet), `evaluated`, or `not_counted` (refused by the checks, a
     /// duplicate messageId, or sent without a userId).
-    status: &'static str,
+    pub(crate) status: &'static str,
     /// `[{type: "achievement"|"points"|"level"|"streak", key, …}]`
     #[schema(value_type = Vec<Object>)]
-    awards: Value,
+    pub(crate) awards: Value,
     /// Why it was not counted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// For a duplicate messageId: the event id of the copy that counted, whose outcome tells
     /// what it earned (a retry whose first answer was lost finds it here).
     #[serde(skip_serializing_if = "Option::is_none")]
-    duplicate_of: Option<Uuid>,
+    pub(crate) duplicate_of: Option<Uuid>,
 }
 
 /// Recorded by gamify-engine as the reason of a duplicate, followed by the first copy's id.
@@ -69,7 +69,7 @@ const DUPLICATE_OF: &str = "duplicate messageId of ";
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn get_outcomes(
+pub(crate) async fn get_outcomes(
     State(state): State<AppState>,
     reader: Reader,
     Path(event_id): Path<Uuid>,

@@ -45,25 +45,25 @@ const MAX_AMOUNT: i64 = 1_000_000_000;
 #[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// A `nextCursor` from the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntryOut {
-    id: Uuid,
-    amount: i64,
-    reason: String,
+    pub(crate) id: Uuid,
+    pub(crate) amount: i64,
+    pub(crate) reason: String,
     /// The event that earned it; null for an adjustment.
-    event_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
+    pub(crate) event_id: Option<Uuid>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerPage {
-    data: Vec<LedgerEntryOut>,
-    next_cursor: Option<String>,
+    pub(crate) data: Vec<LedgerEntryOut>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// A user's points ledger in one points system, newest first.
@@ -79,7 +79,7 @@ pub struct LedgerPage {
     responses((status = 200, description = "One page of the ledger", body = LedgerPage), crate::http::schemas::GamificationReadErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn get_ledger(
+pub(crate) async fn get_ledger(
     State(state): State<AppState>,
     reader: Reader,
     Path((user_id, key)): Path<(String, String)>,
@@ -154,20 +154,20 @@ async fn get_ledger(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Adjustment {
     /// Non-zero, at most 1,000,000,000 either way.
-    amount: i64,
+    pub(crate) amount: i64,
     /// 1–200 characters.
-    reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdjustmentOut {
-    id: Uuid,
-    amount: i64,
-    reason: String,
+    pub(crate) id: Uuid,
+    pub(crate) amount: i64,
+    pub(crate) reason: String,
     /// The balance right after this adjustment.
-    balance: i64,
-    created_at: DateTime<Utc>,
+    pub(crate) balance: i64,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// Adds or removes points by hand. With an `Idempotency-Key` header, a repeat returns the first
@@ -185,7 +185,7 @@ pub struct AdjustmentOut {
     responses((status = 201, description = "The adjustment", body = AdjustmentOut), crate::http::schemas::GamificationWriteErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn post_adjustment(
+pub(crate) async fn post_adjustment(
     State(state): State<AppState>,
     SecretKey(key_record): SecretKey,
     Path((user_id, points_key)): Path<(String, String)>,
@@ -344,7 +344,7 @@ async fn post_adjustment(
     ))
 }
 
-async fn previous(
+pub(crate) async fn previous(
     txn: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     project_id: Uuid,
     user_id: &str,
@@ -380,15 +380,15 @@ async fn previous(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUserToken {
     /// 60–86400, default 3600.
-    ttl_seconds: Option<i64>,
+    pub(crate) ttl_seconds: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserTokenOut {
     /// `ut_…`: send as `Authorization: Bearer`.
-    token: String,
-    expires_at: DateTime<Utc>,
+    pub(crate) token: String,
+    pub(crate) expires_at: DateTime<Utc>,
 }
 
 /// A short-lived token that reads only this user's progress, ledger and outcomes, and the
@@ -402,7 +402,7 @@ pub struct UserTokenOut {
     responses((status = 201, description = "The token", body = UserTokenOut), crate::http::schemas::GamificationWriteErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn post_user_token(
+pub(crate) async fn post_user_token(
     State(state): State<AppState>,
     SecretKey(key_record): SecretKey,
     Path(user_id): Path<String>,

@@ -26,27 +26,27 @@ use crate::{
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressOut {
-    user_id: String,
+    pub(crate) user_id: String,
     /// Every metric of the active rules (0 when never fed).
     #[schema(value_type = Object)]
-    metrics: BTreeMap<String, serde_json::Number>,
+    pub(crate) metrics: BTreeMap<String, serde_json::Number>,
     #[schema(value_type = Vec<Object>)]
-    achievements: Vec<AchievementProgress>,
+    pub(crate) achievements: Vec<AchievementProgress>,
     #[schema(value_type = Object)]
-    streaks: BTreeMap<String, StreakProgress>,
+    pub(crate) streaks: BTreeMap<String, StreakProgress>,
     /// `{key: {balance, level}}`; `level` is the level's key, or null below every level.
     #[schema(value_type = Object)]
-    points: BTreeMap<String, PointsProgress>,
-    leaderboards: BTreeMap<String, Standing>,
+    pub(crate) points: BTreeMap<String, PointsProgress>,
+    pub(crate) leaderboards: BTreeMap<String, Standing>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Standing {
     /// 1-based; null when the user has no score in the current period.
-    rank: Option<i64>,
-    score: i64,
-    period: PeriodOut,
+    pub(crate) rank: Option<i64>,
+    pub(crate) score: i64,
+    pub(crate) period: PeriodOut,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -69,7 +69,7 @@ pub struct PeriodOut {
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn get_progress(
+pub(crate) async fn get_progress(
     State(state): State<AppState>,
     reader: Reader,
     Path(user_id): Path<String>,
@@ -130,7 +130,7 @@ async fn get_progress(
 
 /// The user's rank and score on every leaderboard in its current period. Ranks count who is
 /// ahead: a higher score, or the same score reached earlier (then a smaller userId).
-async fn standings(
+pub(crate) async fn standings(
     txn: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     project_id: uuid::Uuid,
     active: &Active,

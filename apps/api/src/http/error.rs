@@ -1,7 +1,7 @@
 //! The API's one error type and its JSON form `{"error":{"code","message"}}`.
 
 use axum::{
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -76,6 +76,9 @@ pub enum Error {
     ProduceTimeout,
     #[error("cannot serialize: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A console page's template failed to render.
+    #[error("cannot render the page: {0}")]
+    Render(#[from] askama::Error),
 }
 
 impl Error {
@@ -152,7 +155,8 @@ impl Error {
             | Error::Kafka(_)
             | Error::ProduceQueueFull
             | Error::ProduceTimeout
-            | Error::Serialize(_) => ErrorCode::InternalError,
+            | Error::Serialize(_)
+            | Error::Render(_) => ErrorCode::InternalError,
         }
     }
 }
@@ -188,6 +192,13 @@ impl From<JsonRejection> for Error {
             }
             other => Error::invalid(other.body_text()),
         }
+    }
+}
+
+impl From<FormRejection> for Error {
+    /// A console form that cannot be read (a field missing or of the wrong kind).
+    fn from(rejection: FormRejection) -> Self {
+        Error::invalid(rejection.body_text())
     }
 }
 

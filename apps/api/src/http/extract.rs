@@ -12,6 +12,11 @@ use crate::http::error::Error;
 #[from_request(via(axum::Json), rejection(Error))]
 pub struct Json<T>(pub T);
 
+/// `axum::Form` (the console's forms) with rejections as [`Error`] (400).
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Form), rejection(Error))]
+pub struct Form<T>(pub T);
+
 /// `axum::extract::Query` with rejections as [`Error`] (400 in the API's JSON form).
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(Error))]

@@ -37,14 +37,14 @@ const MAX_ALLOWED_ORIGINS: usize = 100;
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKey {
     #[schema(min_length = 1, max_length = 255)]
-    name: String,
+    pub(crate) name: String,
     #[serde(rename = "type")]
     #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
-    key_type: KeyType,
+    pub(crate) key_type: KeyType,
     /// Browser origins (`scheme://host[:port]`) a publishable key may be used from, at most 100;
     /// absent or empty: any.
     #[schema(max_items = 100)]
-    allowed_origins: Option<Vec<String>>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,7 +52,7 @@ pub struct CreateApiKey {
 pub struct UpdateApiKey {
     /// Publishable keys only, at most 100; empty: any origin.
     #[schema(max_items = 100)]
-    allowed_origins: Vec<String>,
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -61,37 +61,37 @@ pub struct RollApiKey {
     /// How long the old key keeps working, at most 30 days; 0 (the default) ends it now.
     #[serde(default)]
     #[schema(maximum = 2_592_000)]
-    expires_in_seconds: u64,
+    pub(crate) expires_in_seconds: u64,
 }
 
 /// The one response that carries the full key.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedApiKeyOut {
-    id: Uuid,
-    name: String,
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
     #[serde(rename = "type")]
     #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
-    key_type: String,
-    prefix: String,
-    key: String,
-    created_at: DateTime<Utc>,
+    pub(crate) key_type: String,
+    pub(crate) prefix: String,
+    pub(crate) key: String,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyOut {
-    id: Uuid,
-    name: String,
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
     #[serde(rename = "type")]
     #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
-    key_type: String,
-    prefix: String,
-    allowed_origins: Vec<String>,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-    expires_at: Option<DateTime<Utc>>,
+    pub(crate) key_type: String,
+    pub(crate) prefix: String,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<api_keys::Model> for ApiKeyOut {
@@ -111,7 +111,7 @@ impl From<api_keys::Model> for ApiKeyOut {
 }
 
 /// Generates a key and stores its hash; the full key exists only in the returned value.
-async fn insert_key(
+pub(crate) async fn insert_key(
     db: &impl ConnectionTrait,
     voucher: &KeyVoucher,
     project_id: Uuid,
@@ -147,7 +147,7 @@ async fn insert_key(
     })
 }
 
-async fn find_key(
+pub(crate) async fn find_key(
     db: &impl ConnectionTrait,
     project_id: Uuid,
     key_id: Uuid,
@@ -169,7 +169,7 @@ async fn find_key(
     responses((status = 201, description = "Created, with the full key", body = CreatedApiKeyOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
-async fn create_api_key(
+pub(crate) async fn create_api_key(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -212,7 +212,7 @@ async fn create_api_key(
     responses((status = 200, description = "The keys", body = Vec<ApiKeyOut>), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn list_api_keys(
+pub(crate) async fn list_api_keys(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -243,7 +243,7 @@ async fn list_api_keys(
     responses((status = 204, description = "Revoked (also when it already was): from now on every gateway refuses the key"), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
-async fn revoke_api_key(
+pub(crate) async fn revoke_api_key(
     caller: Caller,
     State(state): State<AppState>,
     Path((project_id, key_id)): Path<(Uuid, Uuid)>,
@@ -301,7 +301,7 @@ async fn revoke_api_key(
     responses((status = 201, description = "The new key, in full", body = CreatedApiKeyOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
-async fn roll_api_key(
+pub(crate) async fn roll_api_key(
     caller: Caller,
     State(state): State<AppState>,
     Path((project_id, key_id)): Path<(Uuid, Uuid)>,
@@ -395,7 +395,7 @@ async fn roll_api_key(
     responses((status = 200, description = "The key, as listed", body = ApiKeyOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["keys:write"]))
 )]
-async fn update_api_key(
+pub(crate) async fn update_api_key(
     caller: Caller,
     State(state): State<AppState>,
     Path((project_id, key_id)): Path<(Uuid, Uuid)>,

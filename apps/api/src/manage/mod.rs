@@ -6,11 +6,11 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
-mod api_keys;
-mod organizations;
+pub(crate) mod api_keys;
+pub(crate) mod organizations;
 pub mod projects;
-mod rules;
-mod webhooks;
+pub(crate) mod rules;
+pub(crate) mod webhooks;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

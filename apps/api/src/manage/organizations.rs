@@ -40,23 +40,23 @@ const MAX_LISTED: u64 = 10_000;
 pub struct CreateOrganization {
     /// 1–255 characters, not blank.
     #[schema(min_length = 1, max_length = 255)]
-    name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationOut {
-    id: Uuid,
-    name: String,
-    created_at: DateTime<Utc>,
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) created_at: DateTime<Utc>,
     /// The caller's role in it, when the caller is a member.
     #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<Role>,
+    pub(crate) role: Option<Role>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationList {
-    data: Vec<OrganizationOut>,
+    pub(crate) data: Vec<OrganizationOut>,
 }
 
 impl From<organizations::Model> for OrganizationOut {
@@ -79,7 +79,7 @@ impl From<organizations::Model> for OrganizationOut {
     responses((status = 201, description = "Created", body = OrganizationOut), crate::http::schemas::CreateErrors),
     security(("adminToken" = []), ("session" = []))
 )]
-async fn create_organization(
+pub(crate) async fn create_organization(
     caller: Caller,
     State(state): State<AppState>,
     Json(body): Json<CreateOrganization>,
@@ -133,7 +133,7 @@ async fn create_organization(
     responses((status = 200, description = "The organizations", body = OrganizationList), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = []), ("orgToken" = []))
 )]
-async fn list_organizations(
+pub(crate) async fn list_organizations(
     caller: Caller,
     State(state): State<AppState>,
 ) -> Result<axum::Json<OrganizationList>> {
@@ -191,7 +191,7 @@ async fn list_organizations(
     responses((status = 200, description = "The organization", body = OrganizationOut), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn get_organization(
+pub(crate) async fn get_organization(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,

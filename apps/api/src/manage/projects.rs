@@ -33,12 +33,12 @@ const MAX_EVENTS_PER_SECOND: u32 = 10_000_000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateProject {
-    organization_id: Uuid,
+    pub(crate) organization_id: Uuid,
     /// 1–255 characters, not blank; unique within the organization.
     #[schema(min_length = 1, max_length = 255)]
-    name: String,
+    pub(crate) name: String,
     #[schema(max_length = 2000)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
 }
 
 /// `{eventsPerSecond, burst}`: the project's ceiling on accepted events.
@@ -47,44 +47,44 @@ pub struct CreateProject {
 #[schema(as = RateLimit)]
 pub struct RateLimitDoc {
     #[schema(minimum = 1, maximum = 10_000_000)]
-    events_per_second: u32,
+    pub(crate) events_per_second: u32,
     /// At least one full batch.
     #[schema(minimum = 500, maximum = 100_000_000)]
-    burst: u32,
+    pub(crate) burst: u32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateProject {
     #[schema(min_length = 1, max_length = 255)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// `null` clears the description.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, max_length = 2000)]
-    description: Option<Option<String>>,
+    pub(crate) description: Option<Option<String>>,
     /// Extra server-only event names (replaces the list): at most 200, each 1–200 characters
     /// without control characters.
     #[schema(max_items = 200)]
-    trusted_events: Option<Vec<String>>,
+    pub(crate) trusted_events: Option<Vec<String>>,
     /// The project's ceiling on accepted events; `null` returns to the gateway's default.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<RateLimitDoc>)]
-    rate_limit: Option<Option<ProjectRateLimit>>,
+    pub(crate) rate_limit: Option<Option<ProjectRateLimit>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectOut {
-    id: Uuid,
-    organization_id: Uuid,
-    name: String,
-    description: Option<String>,
-    trusted_events: Vec<String>,
+    pub(crate) id: Uuid,
+    pub(crate) organization_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) trusted_events: Vec<String>,
     /// The project's own ceiling on accepted events; `null`: the gateway's default applies.
     #[schema(value_type = Option<RateLimitDoc>)]
-    rate_limit: Option<ProjectRateLimit>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub(crate) rate_limit: Option<ProjectRateLimit>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 impl From<projects::Model> for ProjectOut {
@@ -187,7 +187,7 @@ pub async fn find_project(db: &impl ConnectionTrait, project_id: Uuid) -> Result
     responses((status = 201, description = "Created", body = ProjectOut), crate::http::schemas::CreateErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["projects:write"]))
 )]
-async fn create_project(
+pub(crate) async fn create_project(
     caller: Caller,
     State(state): State<AppState>,
     Json(body): Json<CreateProject>,
@@ -236,7 +236,7 @@ async fn create_project(
     responses((status = 200, description = "The project", body = ProjectOut), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn get_project(
+pub(crate) async fn get_project(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -257,7 +257,7 @@ async fn get_project(
     responses((status = 200, description = "The changed project", body = ProjectOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["projects:write"]))
 )]
-async fn update_project(
+pub(crate) async fn update_project(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -371,7 +371,7 @@ async fn update_project(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectList {
-    data: Vec<ProjectOut>,
+    pub(crate) data: Vec<ProjectOut>,
 }
 
 /// The organization's projects, by name.
@@ -383,7 +383,7 @@ pub struct ProjectList {
     responses((status = 200, description = "The projects", body = ProjectList), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn list_organization_projects(
+pub(crate) async fn list_organization_projects(
     caller: Caller,
     State(state): State<AppState>,
     Path(organization_id): Path<Uuid>,

@@ -57,54 +57,54 @@ impl Apply {
 pub struct PublishRules {
     /// The rule document (see docs/GAMIFICATION.md).
     #[schema(value_type = Object)]
-    rules: Value,
-    apply: Apply,
+    pub(crate) rules: Value,
+    pub(crate) apply: Apply,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishedOut {
-    version: i32,
-    created_at: DateTime<Utc>,
-    apply: Apply,
+    pub(crate) version: i32,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) apply: Apply,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressCounts {
-    events_done: i64,
-    events_total: i64,
+    pub(crate) events_done: i64,
+    pub(crate) events_total: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionOut {
-    version: i32,
-    apply: Apply,
+    pub(crate) version: i32,
+    pub(crate) apply: Apply,
     /// `replaying`, `active`, `retired` or `failed`.
-    state: String,
-    progress: ProgressCounts,
+    pub(crate) state: String,
+    pub(crate) progress: ProgressCounts,
     /// Why a replay failed or was superseded.
-    error: Option<String>,
-    created_at: DateTime<Utc>,
-    activated_at: Option<DateTime<Utc>>,
+    pub(crate) error: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) activated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveRulesOut {
-    version: i32,
+    pub(crate) version: i32,
     #[schema(value_type = Object)]
-    rules: Value,
-    apply: Apply,
-    state: String,
-    created_at: DateTime<Utc>,
-    activated_at: Option<DateTime<Utc>>,
+    pub(crate) rules: Value,
+    pub(crate) apply: Apply,
+    pub(crate) state: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) activated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VersionList {
-    data: Vec<VersionOut>,
+    pub(crate) data: Vec<VersionOut>,
 }
 
 /// 400 naming every problem of the document, each with its JSON path.
@@ -131,7 +131,7 @@ fn parse(rules: &Value) -> Result<Rules> {
     responses((status = 201, description = "The new version", body = PublishedOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["rules:write"]))
 )]
-async fn put_rules(
+pub(crate) async fn put_rules(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -274,7 +274,7 @@ fn version_out(row: VersionRow) -> VersionOut {
     responses((status = 200, description = "The active rules", body = ActiveRulesOut), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn get_rules(
+pub(crate) async fn get_rules(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -315,7 +315,7 @@ async fn get_rules(
     responses((status = 200, description = "The versions", body = VersionList), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn list_versions(
+pub(crate) async fn list_versions(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -347,7 +347,7 @@ async fn list_versions(
     responses((status = 200, description = "The version", body = VersionOut), crate::http::schemas::ReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn get_version(
+pub(crate) async fn get_version(
     caller: Caller,
     State(state): State<AppState>,
     Path((project_id, version)): Path<(Uuid, i32)>,
@@ -372,31 +372,31 @@ async fn get_version(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreviewRules {
     #[schema(value_type = Object)]
-    rules: Value,
+    pub(crate) rules: Value,
     /// Only this user's events.
-    user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// How many of the most recent stored events (1–10000, default 1000).
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreviewOut {
-    events_evaluated: usize,
+    pub(crate) events_evaluated: usize,
     /// What each event would have earned, oldest first; events that earn nothing are left out.
-    awards: Vec<PreviewAward>,
+    pub(crate) awards: Vec<PreviewAward>,
     /// Each user's progress after those events, as `GET …/progress` shows it.
     #[schema(value_type = Object)]
-    users: BTreeMap<String, gamify_rules::Progress>,
+    pub(crate) users: BTreeMap<String, gamify_rules::Progress>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreviewAward {
-    event_id: Uuid,
-    user_id: String,
+    pub(crate) event_id: Uuid,
+    pub(crate) user_id: String,
     #[schema(value_type = Vec<Object>)]
-    awards: Vec<Award>,
+    pub(crate) awards: Vec<Award>,
 }
 
 /// Evaluates a draft over the project's most recent stored events, each user starting from
@@ -410,7 +410,7 @@ pub struct PreviewAward {
     responses((status = 200, description = "What the draft would award", body = PreviewOut), crate::http::schemas::UpdateErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["rules:write"]))
 )]
-async fn preview(
+pub(crate) async fn preview(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,

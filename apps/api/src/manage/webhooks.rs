@@ -82,40 +82,40 @@ pub struct CreateWebhook {
     /// Absolute `http` or `https` URL without user name or password, at most 2048 characters.
     /// Deliveries go to public addresses only unless the engine allows private ones.
     #[schema(max_length = 2048)]
-    url: String,
+    pub(crate) url: String,
     /// The event types to send, at least one, each once.
     #[schema(value_type = Vec<WebhookEventTypeDoc>, min_items = 1, max_items = 5)]
-    events: Vec<String>,
+    pub(crate) events: Vec<String>,
 }
 
 /// The one response that carries the secret.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedWebhookOut {
-    id: Uuid,
-    url: String,
+    pub(crate) id: Uuid,
+    pub(crate) url: String,
     #[schema(value_type = Vec<WebhookEventTypeDoc>)]
-    events: Vec<String>,
+    pub(crate) events: Vec<String>,
     /// `whsec_` + base64 of 24 random bytes: the key that signs this endpoint's deliveries
     /// (Standard Webhooks). Shown only here.
-    secret: String,
-    created_at: DateTime<Utc>,
+    pub(crate) secret: String,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookOut {
-    id: Uuid,
-    url: String,
+    pub(crate) id: Uuid,
+    pub(crate) url: String,
     #[schema(value_type = Vec<WebhookEventTypeDoc>)]
-    events: Vec<String>,
-    created_at: DateTime<Utc>,
+    pub(crate) events: Vec<String>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// The project's live webhook endpoints, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookList {
-    data: Vec<WebhookOut>,
+    pub(crate) data: Vec<WebhookOut>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -124,9 +124,9 @@ pub struct WebhookList {
 pub struct ListDeliveries {
     /// 1–200, default 50.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    limit: Option<String>,
+    pub(crate) limit: Option<String>,
     /// A `nextCursor` from the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// The latest attempt at a delivery.
@@ -134,54 +134,54 @@ pub struct ListDeliveries {
 #[serde(rename_all = "camelCase")]
 pub struct AttemptOut {
     /// 1 for the first attempt.
-    attempt: i32,
-    attempted_at: DateTime<Utc>,
+    pub(crate) attempt: i32,
+    pub(crate) attempted_at: DateTime<Utc>,
     /// The answer's status; `null` when there was none (`error` says why).
-    response_status: Option<i32>,
+    pub(crate) response_status: Option<i32>,
     /// The answer's body, its first 4 KB.
-    response_body: Option<String>,
-    error: Option<String>,
-    duration_ms: i32,
+    pub(crate) response_body: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) duration_ms: i32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryOut {
     /// The `webhook-id` every attempt carries (`msg_…`).
-    id: String,
+    pub(crate) id: String,
     #[schema(value_type = WebhookEventTypeDoc)]
-    event_type: String,
+    pub(crate) event_type: String,
     #[schema(value_type = DeliveryStateDoc)]
-    state: String,
+    pub(crate) state: String,
     /// Attempts made so far.
-    attempts: i32,
-    created_at: DateTime<Utc>,
-    delivered_at: Option<DateTime<Utc>>,
+    pub(crate) attempts: i32,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) delivered_at: Option<DateTime<Utc>>,
     /// When the next attempt is due; `null` unless `pending`.
-    next_attempt_at: Option<DateTime<Utc>>,
+    pub(crate) next_attempt_at: Option<DateTime<Utc>>,
     /// The body every attempt sends: `{type, timestamp, data}`.
     #[schema(value_type = Object)]
-    payload: Value,
-    last_attempt: Option<AttemptOut>,
+    pub(crate) payload: Value,
+    pub(crate) last_attempt: Option<AttemptOut>,
 }
 
 /// A page of deliveries, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryPage {
-    data: Vec<DeliveryOut>,
+    pub(crate) data: Vec<DeliveryOut>,
     /// Pass back as `cursor` for the next page; `null` on the last.
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// A retry scheduled.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetriedDeliveryOut {
-    id: String,
+    pub(crate) id: String,
     #[schema(value_type = DeliveryStateDoc)]
-    state: String,
-    next_attempt_at: DateTime<Utc>,
+    pub(crate) state: String,
+    pub(crate) next_attempt_at: DateTime<Utc>,
 }
 
 type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
@@ -189,7 +189,7 @@ type Txn = sqlx::Transaction<'static, sqlx::Postgres>;
 /// The project's tenant transaction, once the caller is authorized for `permission` on it (404
 /// for a project that does not exist or that the caller cannot see), and the organization that
 /// owns it.
-async fn tenant(
+pub(crate) async fn tenant(
     caller: &Caller,
     state: &AppState,
     project_id: Uuid,
@@ -207,7 +207,7 @@ async fn tenant(
 }
 
 /// When the endpoint was deleted (`None`: it is live); 404 when the project has no such endpoint.
-async fn find_endpoint(
+pub(crate) async fn find_endpoint(
     txn: &mut Txn,
     project_id: Uuid,
     webhook_id: Uuid,
@@ -298,7 +298,7 @@ fn generate_secret() -> String {
     responses((status = 201, description = "Created, with the secret", body = CreatedWebhookOut), CreateWebhookErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["webhooks:write"]))
 )]
-async fn create_webhook(
+pub(crate) async fn create_webhook(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -375,7 +375,7 @@ async fn create_webhook(
     responses((status = 200, description = "The endpoints", body = WebhookList), WebhookReadErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn list_webhooks(
+pub(crate) async fn list_webhooks(
     caller: Caller,
     State(state): State<AppState>,
     Path(project_id): Path<Uuid>,
@@ -415,7 +415,7 @@ async fn list_webhooks(
     responses((status = 204, description = "Deleted (also when it already was)"), WebhookReadErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["webhooks:write"]))
 )]
-async fn delete_webhook(
+pub(crate) async fn delete_webhook(
     caller: Caller,
     State(state): State<AppState>,
     Path((project_id, webhook_id)): Path<(Uuid, Uuid)>,
@@ -467,8 +467,8 @@ async fn delete_webhook(
 
 /// Position after which the next page starts: the last item's (createdAt, id).
 struct Cursor {
-    created_at: DateTime<Utc>,
-    id: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) id: String,
 }
 
 impl Cursor {
@@ -529,7 +529,7 @@ fn delivery_from_row(row: &PgRow) -> Result<DeliveryOut, sqlx::Error> {
     responses((status = 200, description = "A page of deliveries", body = DeliveryPage), ListDeliveriesErrors),
     security(("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn list_deliveries(
+pub(crate) async fn list_deliveries(
     caller: Caller,
     State(state): State<AppState>,
     Path((project_id, webhook_id)): Path<(Uuid, Uuid)>,
@@ -611,7 +611,7 @@ async fn list_deliveries(
     responses((status = 202, description = "Scheduled", body = RetriedDeliveryOut), RetryErrors),
     security(("adminToken" = []), ("session" = ["developer"]), ("orgToken" = ["webhooks:write"]))
 )]
-async fn retry_delivery(
+pub(crate) async fn retry_delivery(
     caller: Caller,
     State(state): State<AppState>,
     Path((project_id, webhook_id, delivery_id)): Path<(Uuid, Uuid, String)>,

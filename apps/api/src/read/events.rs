@@ -22,30 +22,30 @@ use crate::{
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
-pub(super) const STATUSES: &[&str] = &["pending", "processed", "failed"];
+pub(crate) const STATUSES: &[&str] = &["pending", "processed", "failed"];
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ListEvents {
     /// Only this end user's events.
-    user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// Only events of this name.
-    event: Option<String>,
+    pub(crate) event: Option<String>,
     /// `pending`, `processed` or `failed`.
     #[param(value_type = Option<EventStatus>)]
-    status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Inclusive lower bound on `occurredAt` (RFC 3339).
     #[param(format = DateTime)]
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     /// Exclusive upper bound on `occurredAt` (RFC 3339).
     #[param(format = DateTime)]
-    until: Option<String>,
+    pub(crate) until: Option<String>,
     /// 1–1000, default 100.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    limit: Option<String>,
+    pub(crate) limit: Option<String>,
     /// A `nextCursor` from the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// An event's processing status.
@@ -60,42 +60,42 @@ pub enum EventStatus {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct EventSource {
-    pub(super) key_id: Uuid,
+pub(crate) struct EventSource {
+    pub(crate) key_id: Uuid,
     #[schema(value_type = crate::http::schemas::KeyTypeDoc)]
-    pub(super) key_type: String,
+    pub(crate) key_type: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventOut {
-    pub(super) id: Uuid,
-    pub(super) message_id: String,
-    pub(super) event: String,
-    pub(super) user_id: Option<String>,
-    pub(super) anonymous_id: Option<String>,
+    pub(crate) id: Uuid,
+    pub(crate) message_id: String,
+    pub(crate) event: String,
+    pub(crate) user_id: Option<String>,
+    pub(crate) anonymous_id: Option<String>,
     #[schema(value_type = Object)]
-    pub(super) properties: Value,
+    pub(crate) properties: Value,
     #[schema(value_type = EventStatus)]
-    pub(super) status: String,
-    pub(super) error_details: Option<String>,
-    pub(super) source: EventSource,
-    pub(super) occurred_at: DateTime<Utc>,
-    pub(super) received_at: DateTime<Utc>,
-    pub(super) processed_at: Option<DateTime<Utc>>,
+    pub(crate) status: String,
+    pub(crate) error_details: Option<String>,
+    pub(crate) source: EventSource,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) received_at: DateTime<Utc>,
+    pub(crate) processed_at: Option<DateTime<Utc>>,
 }
 
 /// A page of events, newest first by `occurredAt`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventPage {
-    data: Vec<EventOut>,
+    pub(crate) data: Vec<EventOut>,
     /// Pass back as `cursor` for the next page; `null` on the last.
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// The columns [`event_from_row`] reads, from the project's events (`$1`: the project).
-pub(super) const EVENTS_OF_PROJECT: &str =
+pub(crate) const EVENTS_OF_PROJECT: &str =
     "SELECT e.id, e.message_id, e.event_type, u.external_id, e.anonymous_id, e.payload,
             e.status, e.error_details, e.key_id, e.key_type, e.occurred_at, e.received_at,
             e.processed_at
@@ -104,8 +104,8 @@ pub(super) const EVENTS_OF_PROJECT: &str =
 
 /// Position after which the next page starts: the last item's (occurredAt, id).
 struct Cursor {
-    occurred_at: DateTime<Utc>,
-    id: Uuid,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) id: Uuid,
 }
 
 impl Cursor {
@@ -126,7 +126,7 @@ impl Cursor {
     }
 }
 
-pub(super) fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::sea_orm::DbErr> {
+pub(crate) fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::sea_orm::DbErr> {
     Ok(EventOut {
         id: row.try_get("", "id")?,
         message_id: row.try_get("", "message_id")?,
@@ -155,11 +155,22 @@ pub(super) fn event_from_row(row: &QueryResult) -> Result<EventOut, gamify_db::s
     responses((status = 200, description = "A page of events", body = EventPage), crate::http::schemas::ListEventsErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn list_events(
+pub(crate) async fn list_events(
     State(state): State<AppState>,
     SecretKey(key): SecretKey,
     Query(query): Query<ListEvents>,
 ) -> Result<axum::Json<EventPage>> {
+    Ok(axum::Json(
+        events_page(&state, key.project_id, query).await?,
+    ))
+}
+
+/// A page of the project's events as `GET /v1/events` answers it (the console's explorer too).
+pub(crate) async fn events_page(
+    state: &AppState,
+    project_id: Uuid,
+    query: ListEvents,
+) -> Result<EventPage> {
     let mut errors = Vec::new();
     let since = parse_time("since", query.since.as_deref(), &mut errors);
     let until = parse_time("until", query.until.as_deref(), &mut errors);
@@ -209,7 +220,7 @@ async fn list_events(
     // The project filter repeats what row-level security enforces, so the planner uses the
     // (project_id, occurred_at, id) index.
     let mut sql = String::from(EVENTS_OF_PROJECT);
-    let mut values: Vec<DbValue> = vec![key.project_id.into()];
+    let mut values: Vec<DbValue> = vec![project_id.into()];
     let mut bind = |clause: &str, value: DbValue, sql: &mut String| {
         values.push(value);
         sql.push_str(&clause.replace('?', &format!("${}", values.len())));
@@ -242,7 +253,7 @@ async fn list_events(
         limit + 1
     ));
 
-    let rows = state.db().tenant_rows(key.project_id, sql, values).await?;
+    let rows = state.db().tenant_rows(project_id, sql, values).await?;
     let mut data = rows
         .iter()
         .map(event_from_row)
@@ -259,7 +270,27 @@ async fn list_events(
     } else {
         None
     };
-    Ok(axum::Json(EventPage { data, next_cursor }))
+    Ok(EventPage { data, next_cursor })
+}
+
+/// One of the project's events by id; another project's id is not found.
+pub(crate) async fn event_by_id(
+    state: &AppState,
+    project_id: Uuid,
+    event_id: Uuid,
+) -> Result<EventOut> {
+    let rows = state
+        .db()
+        .tenant_rows(
+            project_id,
+            format!("{EVENTS_OF_PROJECT} AND e.id = $2"),
+            vec![project_id.into(), event_id.into()],
+        )
+        .await?;
+    rows.first()
+        .map(event_from_row)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("event"))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

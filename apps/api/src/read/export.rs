@@ -53,24 +53,24 @@ const CSV_HEADER: [&str; 13] = [
 pub struct ExportEvents {
     /// `csv` or `ndjson` (the default).
     #[param(value_type = Option<ExportFormat>)]
-    format: Option<String>,
+    pub(crate) format: Option<String>,
     /// Inclusive lower bound on `occurredAt` (RFC 3339).
     #[param(format = DateTime)]
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// Exclusive upper bound on `occurredAt` (RFC 3339).
     #[param(format = DateTime)]
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Only events of this name.
-    event: Option<String>,
+    pub(crate) event: Option<String>,
     /// Only this end user's events.
-    user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// `pending`, `processed` or `failed`.
     #[param(value_type = Option<super::events::EventStatus>)]
-    status: Option<String>,
+    pub(crate) status: Option<String>,
     /// The project, with a session or a management token (a secret key names its own).
     #[param(value_type = Option<uuid::Uuid>)]
     #[allow(dead_code, reason = "documents the parameter; ProjectReader reads it")]
-    project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -89,12 +89,12 @@ enum Format {
 
 #[derive(Debug, Clone)]
 struct Filter {
-    project_id: Uuid,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    event: Option<String>,
-    user_id: Option<String>,
-    status: Option<String>,
+    pub(crate) project_id: Uuid,
+    pub(crate) from: Option<DateTime<Utc>>,
+    pub(crate) to: Option<DateTime<Utc>>,
+    pub(crate) event: Option<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) status: Option<String>,
 }
 
 impl Filter {
@@ -214,7 +214,7 @@ fn encode(format: Format, events: &[EventOut], header: bool) -> Result<Bytes> {
     ),
     security(("apiKey" = []), ("apiKeyBearer" = []), ("adminToken" = []), ("session" = ["viewer"]), ("orgToken" = ["read"]))
 )]
-async fn export_events(
+pub(crate) async fn export_events(
     State(state): State<AppState>,
     reader: ProjectReader,
     Query(query): Query<ExportEvents>,

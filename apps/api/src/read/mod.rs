@@ -13,9 +13,9 @@ use crate::{
     state::AppState,
 };
 
-mod events;
-mod export;
-mod users;
+pub(crate) mod events;
+pub(crate) mod export;
+pub(crate) mod users;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -20,13 +20,13 @@ use crate::{
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndUserOut {
-    external_id: String,
+    pub(crate) external_id: String,
     /// The identify calls' traits, merged.
     #[schema(value_type = Object)]
-    metadata: Value,
-    first_seen_at: DateTime<Utc>,
-    last_seen_at: DateTime<Utc>,
-    event_count: i64,
+    pub(crate) metadata: Value,
+    pub(crate) first_seen_at: DateTime<Utc>,
+    pub(crate) last_seen_at: DateTime<Utc>,
+    pub(crate) event_count: i64,
 }
 
 /// One end user of the key's project.
@@ -38,7 +38,7 @@ pub struct EndUserOut {
     responses((status = 200, description = "The end user", body = EndUserOut), crate::http::schemas::GetUserErrors),
     security(("apiKey" = []), ("apiKeyBearer" = []))
 )]
-async fn get_user(
+pub(crate) async fn get_user(
     State(state): State<AppState>,
     SecretKey(key): SecretKey,
     Path(external_id): Path<String>,
