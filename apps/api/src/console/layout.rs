@@ -143,13 +143,6 @@ impl Nav {
         self.section == section
     }
 
-    pub fn project_id(&self) -> String {
-        self.project
-            .as_ref()
-            .map(|p| p.id.to_string())
-            .unwrap_or_default()
-    }
-
     pub fn project_name(&self) -> String {
         self.project
             .as_ref()

@@ -5,19 +5,25 @@
 //! person has no part in answers 404, a control their role lacks is left out and refused if
 //! posted anyway. The routes are HTML, not part of the JSON API's OpenAPI document.
 
+mod analytics;
 mod assets;
 mod audit;
 mod error_pages;
 mod events;
 mod keys;
 mod layout;
+mod leaderboards;
 mod live;
 mod members;
 mod organizations;
+mod rules;
+mod rules_form;
 mod settings;
 mod sign_in;
 mod tokens;
+mod users;
 mod viewer;
+mod webhooks;
 
 use axum::{
     Router,
@@ -54,6 +60,11 @@ pub fn router() -> Router<AppState> {
         .merge(keys::router())
         .merge(events::router())
         .merge(live::router())
+        .merge(users::router())
+        .merge(leaderboards::router())
+        .merge(webhooks::router())
+        .merge(rules::router())
+        .merge(analytics::router())
         .layer(axum::middleware::from_fn(error_pages::console_responses))
 }
 

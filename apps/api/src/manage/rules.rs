@@ -44,7 +44,7 @@ pub enum Apply {
 }
 
 impl Apply {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Apply::FromNow => "from_now",
             Apply::Replay => "replay",
@@ -304,6 +304,21 @@ pub(crate) async fn get_rules(
         created_at,
         activated_at,
     }))
+}
+
+/// One version's document, for a caller already authorized to read the project (the console's
+/// diff between versions); `None` when there is no such version.
+pub(crate) async fn version_document(
+    state: &AppState,
+    project_id: Uuid,
+    version: i32,
+) -> Result<Option<Value>> {
+    sqlx::query_scalar("SELECT document FROM rule_versions WHERE project_id = $1 AND version = $2")
+        .bind(project_id)
+        .bind(version)
+        .fetch_optional(state.db().shared().get_postgres_connection_pool())
+        .await
+        .map_err(Error::from)
 }
 
 /// Every version of the project's rules, newest first.
