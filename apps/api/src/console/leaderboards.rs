@@ -24,7 +24,6 @@ use crate::{
     state::AppState,
 };
 
-const SHOWN: u32 = 100;
 
 #[derive(Template)]
 #[template(path = "leaderboards.html")]
@@ -92,7 +91,7 @@ async fn page(
                 Path(key.clone()),
                 Query(LeaderboardQuery {
                     period: Some(period.clone()),
-                    limit: Some(SHOWN),
+                    limit: None,
                     cursor: query.cursor,
                 }),
             )
