@@ -24,7 +24,6 @@ use crate::{
     state::AppState,
 };
 
-
 #[derive(Template)]
 #[template(path = "leaderboards.html")]
 struct LeaderboardsPage {

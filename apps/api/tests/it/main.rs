@@ -5,6 +5,7 @@
 mod accounts;
 mod api_keys;
 mod config;
+mod console;
 mod fuzz_regressions;
 mod harness;
 mod health;

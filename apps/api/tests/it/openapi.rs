@@ -142,6 +142,11 @@ fn every_route_is_registered_through_the_openapi_router() {
     let mut offenders = Vec::new();
     while let Some(path) = files.pop() {
         if path.is_dir() {
+            // The console's routes are HTML pages, not the JSON API: the console's own matrix
+            // (tests/it/console.rs) checks each of them.
+            if path.ends_with("src/console") {
+                continue;
+            }
             files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
             continue;
         }
