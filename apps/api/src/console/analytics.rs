@@ -56,10 +56,19 @@ struct AnalyticsPage {
     nav: Nav,
     project_id: Uuid,
     form: TrendForm,
+    trend_query: String,
+    intervals: &'static [&'static str],
+}
+
+/// The chart and its numbers, loaded after the page so the page answers at once whatever the
+/// range costs (the queries are bounded by `ANALYTICS_QUERY_TIMEOUT_MS`).
+#[derive(Template)]
+#[template(path = "trend.html")]
+struct TrendFragment {
+    form: TrendForm,
     trend: Trend,
     users: Trend,
     chart: String,
-    intervals: &'static [&'static str],
 }
 
 #[derive(Template)]
@@ -131,6 +140,24 @@ impl Trend {
     }
 }
 
+impl TrendForm {
+    fn query(&self) -> String {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("event", &self.event),
+            ("interval", &self.interval),
+            ("measure", &self.measure),
+            ("breakdown", &self.breakdown),
+            ("timezone", &self.timezone),
+        ] {
+            if !value.trim().is_empty() {
+                out.append_pair(name, value.trim());
+            }
+        }
+        out.finish()
+    }
+}
+
 async fn page(
     viewer: Viewer,
     State(state): State<AppState>,
@@ -138,6 +165,25 @@ async fn page(
     Query(form): Query<TrendForm>,
 ) -> Result<Response> {
     let nav = Nav::project(&state, &viewer, project_id, "analytics", "Analytics").await?;
+    render(&AnalyticsPage {
+        nav,
+        project_id,
+        trend_query: form.query(),
+        form,
+        intervals: &["hour", "day", "week", "month"],
+    })
+}
+
+async fn trend(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    Path(project_id): Path<Uuid>,
+    Query(form): Query<TrendForm>,
+) -> Result<Response> {
+    viewer
+        .caller
+        .authorize_project(&state, project_id, Permission::Read)
+        .await?;
     let reader = ProjectReader { project_id };
     let query = |measure: Option<String>, breakdown: Option<String>| TrendQuery {
         event: some(&form.event),
@@ -164,14 +210,11 @@ async fn page(
     .await?
     .0;
     let chart = chart(&trend);
-    render(&AnalyticsPage {
-        nav,
-        project_id,
+    render(&TrendFragment {
         form,
         trend,
         users,
         chart,
-        intervals: &["hour", "day", "week", "month"],
     })
 }
 
@@ -246,6 +289,7 @@ async fn retention_table(
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/console/projects/{project_id}/analytics", get(page))
+        .route("/console/projects/{project_id}/analytics/trend", get(trend))
         .route(
             "/console/projects/{project_id}/analytics/funnel",
             post(funnel),
