@@ -112,6 +112,20 @@ mkdir -p "$(dirname "$DEMO")"
 (umask 077 && printf 'ORG=%s\nPROJECT=%s\nPK=%s\nSK=%s\nRULES_SHA256=%s\nDEMO_DATABASE=%s\n' \
   "$ORG" "$PROJECT" "$PK" "$SK" "$RULES_SHA256" "$DATABASE" >"$DEMO")
 
+# The console's first person: the demo organization's owner, CONSOLE_EMAIL (default
+# dev@example.com). Until they exist, each run makes a fresh single-use invitation link for them.
+CONSOLE_EMAIL=${CONSOLE_EMAIL:-dev@example.com}
+CONSOLE_URL=$(node -e 'console.log(new URL("/console", process.argv[1]).href)' "${PUBLIC_URL:-http://localhost:$PORT}")
+if admin GET "/v1/organizations/$ORG/members" | grep -q "\"email\":\"$CONSOLE_EMAIL\""; then
+  CONSOLE_SIGN_IN="Sign in as $CONSOLE_EMAIL with the password you chose."
+else
+  invitation=$(admin POST "/v1/organizations/$ORG/invitations" "{\"email\":\"$CONSOLE_EMAIL\",\"role\":\"owner\"}" | field url)
+  CONSOLE_SIGN_IN="First, open this single-use link to become the demo organization's owner
+  ($CONSOLE_EMAIL) and choose a password; then sign in there:
+
+  $invitation"
+fi
+
 # The secret key goes to the shop's server in its environment (not on its command line).
 GAMIFY_HOST=$API GAMIFY_PK=$PK GAMIFY_SK=$SK node "$ROOT/examples/browser/serve.mjs" "$EXAMPLE_PORT" >/dev/null &
 pids+=($!)
@@ -123,6 +137,9 @@ Gamify is running: API $API, worker metrics http://127.0.0.1:$WORKER_PORT/metric
 engine metrics http://127.0.0.1:$ENGINE_PORT/metrics
 
   ADMIN_TOKEN=$ADMIN_TOKEN
+
+The console (keys, live events, analytics, rules, users, webhooks): $CONSOLE_URL
+$CONSOLE_SIGN_IN
 
 The example shop, with XP, badges, a streak and a weekly leaderboard (sign in with any user id):
 

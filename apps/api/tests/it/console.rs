@@ -253,6 +253,12 @@ const ROUTES: &[(&str, &str, Least, &str)] = &[
         "",
     ),
     (
+        "GET",
+        "/console/projects/{project_id}/analytics/trend",
+        Least::Viewer,
+        "",
+    ),
+    (
         "POST",
         "/console/projects/{project_id}/analytics/funnel",
         Least::Viewer,
@@ -474,7 +480,7 @@ async fn pages_carry_a_strict_policy_and_assets_are_cached_by_content() {
         "no inline script or style"
     );
     let css = html
-        .split("href=\"")
+        .split("rel=\"stylesheet\" href=\"")
         .nth(1)
         .unwrap()
         .split('"')
@@ -677,4 +683,32 @@ async fn a_refused_htmx_change_lands_in_the_form_that_sent_it() {
 
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn an_ingest_only_instance_serves_neither_the_console_nor_management() {
+    let mut settings = crate::harness::settings();
+    settings.accounts.management = false;
+    let server = TestServer::with_settings(settings).await;
+    for path in ["/console", "/console/sign-in", "/v1/organizations"] {
+        let response = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let refused = server
+        .admin(Method::POST, "/v1/organizations")
+        .json(&json!({ "name": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    // Ingestion and health answer as usual.
+    let health = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let tracked = server
+        .track(
+            "sk_live_unknown",
+            json!({ "event": "page_view", "userId": "u1" }),
+        )
+        .await;
+    assert_eq!(tracked.status(), StatusCode::UNAUTHORIZED);
 }
