@@ -1,6 +1,8 @@
 //! `/console` (the person's organizations) and `/console/orgs/{orgId}` (an organization's
-//! projects), with creating either. Who may call: a signed-in person; creating a project needs
-//! the admin role (`POST /v1/projects`), any person may create an organization and owns it.
+//! projects), with creating either and renaming the organization. Who may call: a signed-in
+//! person; creating a project and renaming the organization need the admin role
+//! (`POST /v1/projects`, `PATCH /v1/organizations/{id}`); any person may create an organization
+//! and owns it.
 
 use askama::Template;
 use axum::{
@@ -22,7 +24,7 @@ use crate::{
         extract::{Form, Json, Path},
     },
     manage::{
-        organizations::{self, CreateOrganization},
+        organizations::{self, CreateOrganization, RenameOrganization},
         projects::{self, CreateProject, ProjectOut},
     },
     state::AppState,
@@ -85,6 +87,22 @@ async fn projects_page(
     })
 }
 
+async fn rename(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    Path(organization_id): Path<Uuid>,
+    Form(form): Form<NameForm>,
+) -> Result<Response> {
+    let _renamed = organizations::rename_organization(
+        viewer.caller,
+        State(state),
+        Path(organization_id),
+        Json(RenameOrganization { name: form.name }),
+    )
+    .await?;
+    Ok(go_to(&format!("/console/orgs/{organization_id}")))
+}
+
 async fn create_project(
     viewer: Viewer,
     State(state): State<AppState>,
@@ -107,7 +125,10 @@ async fn create_project(
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/console/orgs", post(create_organization))
-        .route("/console/orgs/{organization_id}", get(projects_page))
+        .route(
+            "/console/orgs/{organization_id}",
+            get(projects_page).post(rename),
+        )
         .route(
             "/console/orgs/{organization_id}/projects",
             post(create_project),

@@ -1,7 +1,7 @@
 //! Organizations. Who may call: creating takes the operator's token or a signed-in person (who
 //! becomes its owner), never a management token; listing shows what the caller may see (the
 //! operator everything, a person their memberships, a token its own organization); reading one
-//! takes `Read` on it.
+//! takes `Read` on it; renaming takes the admin role (`projects:write` for a token).
 
 use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
@@ -209,8 +209,59 @@ pub(crate) async fn get_organization(
     }))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RenameOrganization {
+    #[schema(min_length = 1, max_length = 255)]
+    pub(crate) name: String,
+}
+
+/// Renames the organization.
+#[utoipa::path(
+    patch,
+    path = "/v1/organizations/{organization_id}",
+    tag = "management",
+    params(("organization_id" = Uuid, Path, description = "The organization's id")),
+    request_body = RenameOrganization,
+    responses((status = 200, description = "Renamed", body = OrganizationOut), crate::http::schemas::UpdateErrors),
+    security(("adminToken" = []), ("session" = ["admin"]), ("orgToken" = ["projects:write"]))
+)]
+pub(crate) async fn rename_organization(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(organization_id): Path<Uuid>,
+    Json(body): Json<RenameOrganization>,
+) -> Result<axum::Json<OrganizationOut>> {
+    validate_name("name", &body.name)?;
+    let grant = caller
+        .authorize(&state, organization_id, Permission::ProjectsWrite)
+        .await?;
+    let txn = state.db().shared().begin().await?;
+    let found = organizations::Entity::find_by_id(organization_id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::not_found("organization"))?;
+    let previous = found.name.clone();
+    let mut changed: organizations::ActiveModel = found.into();
+    changed.name = Set(body.name);
+    changed.updated_at = Set(Utc::now());
+    let organization = changed.update(&txn).await?;
+    audit::record(
+        &txn,
+        organization_id,
+        audit::Entry::new(&caller, "organization.renamed", "organization")
+            .target(organization_id)
+            .details(serde_json::json!({ "from": previous, "to": organization.name })),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(axum::Json(OrganizationOut {
+        role: grant.role,
+        ..organization.into()
+    }))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_organization, list_organizations))
-        .routes(routes!(get_organization))
+        .routes(routes!(get_organization, rename_organization))
 }

@@ -1302,6 +1302,9 @@ fn body_for(method: &str, path: &str, org_id: &str) -> Option<Value> {
             json!({ "organizationId": org_id, "name": format!("p {unique}") })
         }
         ("patch", "/v1/projects/{project_id}") => json!({ "description": "matrix" }),
+        ("patch", "/v1/organizations/{organization_id}") => {
+            json!({ "name": format!("renamed {unique}") })
+        }
         ("post", "/v1/projects/{project_id}/api-keys") => json!({ "name": "k", "type": "secret" }),
         ("patch", "/v1/projects/{project_id}/api-keys/{key_id}") => json!({ "allowedOrigins": [] }),
         ("post", "/v1/projects/{project_id}/api-keys/{key_id}/roll") => {

@@ -55,6 +55,12 @@ const ROUTES: &[(&str, &str, Least, &str)] = &[
     ("GET", "/console/orgs/{organization_id}", Least::Viewer, ""),
     (
         "POST",
+        "/console/orgs/{organization_id}",
+        Least::Admin,
+        "name=renamed",
+    ),
+    (
+        "POST",
         "/console/orgs/{organization_id}/projects",
         Least::Admin,
         "name=matrix",
