@@ -1,6 +1,6 @@
 //! `/console/orgs/{orgId}/tokens`: the organization's management tokens (for scripts and CI). A
-//! new token is shown once. Who may call: admins (`/v1/organizations/{id}/tokens` needs a member
-//! with the admin role; tokens cannot mint tokens).
+//! new token is shown once. Who may call: members see the list; creating and revoking need the
+//! admin role (`/v1/organizations/{id}/tokens`; tokens cannot mint tokens).
 
 use askama::Template;
 use axum::{
@@ -36,6 +36,7 @@ struct TokensPage {
     tokens: Vec<TokenOut>,
     scopes: [Scope; 7],
     oob: bool,
+    can_write: bool,
 }
 
 #[derive(Template)]
@@ -44,6 +45,7 @@ struct TokensChanged {
     organization_id: Uuid,
     tokens: Vec<TokenOut>,
     oob: bool,
+    can_write: bool,
     created: Option<CreatedToken>,
 }
 
@@ -98,12 +100,14 @@ async fn page(
     )
     .await?;
     let tokens = list(&viewer, &state, organization_id).await?;
+    let can_write = nav.can("tokens");
     render(&TokensPage {
         nav,
         organization_id,
         tokens,
         scopes: Scope::ALL,
         oob: false,
+        can_write,
     })
 }
 
@@ -118,6 +122,7 @@ async fn changed(
         organization_id,
         tokens,
         oob: true,
+        can_write: true,
         created,
     })
 }

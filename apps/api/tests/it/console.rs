@@ -718,3 +718,61 @@ async fn an_ingest_only_instance_serves_neither_the_console_nor_management() {
         .await;
     assert_eq!(tracked.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_viewers_pages_offer_no_controls_their_role_cannot_use() {
+    let server = TestServer::start().await;
+    let organization = server.create_organization().await;
+    let org_id = organization["id"].as_str().unwrap();
+    let project = expect_json(
+        server
+            .admin(Method::POST, "/v1/projects")
+            .json(&json!({ "organizationId": org_id, "name": "viewer pages" }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    let project_id = project["id"].as_str().unwrap();
+    server.create_key(project_id, "secret").await;
+    let viewer = server.join(org_id, &email("viewer"), "viewer").await;
+    let owner = server.join(org_id, &email("owner"), "owner").await;
+    // (page, a control only a writer may use)
+    let pages = [
+        (format!("/console/orgs/{org_id}"), "id=\"new-project\""),
+        (format!("/console/orgs/{org_id}"), "id=\"rename-org\""),
+        (format!("/console/orgs/{org_id}/members"), "id=\"invite\""),
+        (format!("/console/orgs/{org_id}/members"), "id=\"role-"),
+        (format!("/console/orgs/{org_id}/tokens"), "id=\"new-token\""),
+        (
+            format!("/console/projects/{project_id}/keys"),
+            "id=\"new-key\"",
+        ),
+        (
+            format!("/console/projects/{project_id}/keys"),
+            "id=\"revoke-",
+        ),
+        (
+            format!("/console/projects/{project_id}/webhooks"),
+            "id=\"new-webhook\"",
+        ),
+        (
+            format!("/console/projects/{project_id}/rules"),
+            "value=\"publish\"",
+        ),
+        (format!("/console/projects/{project_id}"), "Save settings"),
+    ];
+    for (path, control) in &pages {
+        let as_viewer = call(&server, Some(&viewer), "GET", path, "").await;
+        assert_eq!(as_viewer.status(), StatusCode::OK, "{path}");
+        let html = as_viewer.text().await.unwrap();
+        assert!(!html.contains(control), "a viewer sees {control} on {path}");
+        // The owner does, so the check above looks for something real.
+        let as_owner = call(&server, Some(&owner), "GET", path, "").await;
+        assert!(
+            as_owner.text().await.unwrap().contains(control),
+            "{control} on {path}"
+        );
+    }
+}
