@@ -138,12 +138,10 @@ impl Follower {
         (sql, values)
     }
 
-    fn read(&mut self, rows: &[QueryResult], now: DateTime<Utc>) -> Poll {
+    /// Keeps the rows not sent yet (a row seen by an earlier poll's look-back is skipped).
+    fn read(&mut self, rows: Vec<LiveRow>, now: DateTime<Utc>) -> Poll {
         let mut fresh = Vec::new();
         for row in rows {
-            let Ok(row) = live_row(self.project_id, row) else {
-                continue;
-            };
             if self.seen.insert(row.id) {
                 self.seen_at.push((row.created_at, row.id));
                 self.after = self.after.max(row.created_at);
@@ -201,7 +199,12 @@ async fn poll(state: &AppState, follower: &mut Follower) -> Vec<Event> {
             return Vec::new();
         }
     };
-    let found = follower.read(&rows, state.now());
+    let project_id = follower.project_id;
+    let rows = rows
+        .iter()
+        .filter_map(|row| live_row(project_id, row).ok())
+        .collect();
+    let found = follower.read(rows, state.now());
     let mut events: Vec<Event> = found
         .shown
         .iter()
@@ -254,4 +257,77 @@ pub fn router() -> Router<AppState> {
             "/console/projects/{project_id}/live/stream",
             get(stream_events),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower(after: DateTime<Utc>) -> Follower {
+        Follower {
+            project_id: Uuid::nil(),
+            filter: LiveFilter::default(),
+            after,
+            seen: HashSet::new(),
+            seen_at: Vec::new(),
+        }
+    }
+
+    fn row(created_at: DateTime<Utc>) -> LiveRow {
+        LiveRow {
+            project_id: Uuid::nil(),
+            id: Uuid::new_v4(),
+            event: "page_view".to_owned(),
+            user_id: Some("u1".to_owned()),
+            anonymous_id: None,
+            status: "processed".to_owned(),
+            key_type: "publishable".to_owned(),
+            occurred_at: created_at,
+            received_at: created_at - chrono::Duration::milliseconds(80),
+            created_at,
+        }
+    }
+
+    #[test]
+    fn a_row_found_again_by_the_look_back_is_not_sent_twice() {
+        let start = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut follower = follower(start);
+        let first = row(start + chrono::Duration::seconds(1));
+        let again = LiveRow {
+            id: first.id,
+            ..row(first.created_at)
+        };
+        let poll = follower.read(vec![first], start + chrono::Duration::seconds(2));
+        assert_eq!(poll.shown.len(), 1);
+        assert_eq!(poll.lag_ms, Some(1080));
+        // Committed late with an earlier start: still shown, once.
+        let late = row(start + chrono::Duration::milliseconds(500));
+        let poll = follower.read(vec![late, again], start + chrono::Duration::seconds(3));
+        assert_eq!(poll.shown.len(), 1);
+        assert_eq!(poll.dropped, 0);
+    }
+
+    #[test]
+    fn beyond_the_rows_a_poll_shows_the_oldest_are_counted_as_dropped() {
+        let start = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut follower = follower(start);
+        let rows: Vec<LiveRow> = (0..ROWS_PER_TICK as i64 + 7)
+            .map(|i| row(start + chrono::Duration::milliseconds(i)))
+            .collect();
+        let newest = rows.last().map(|r| r.id);
+        let poll = follower.read(rows, start + chrono::Duration::seconds(1));
+        assert_eq!(poll.shown.len(), ROWS_PER_TICK);
+        assert_eq!(poll.dropped, 7);
+        assert_eq!(poll.shown.last().map(|r| r.id), newest);
+    }
+
+    #[test]
+    fn ids_older_than_the_look_back_are_forgotten() {
+        let start = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut follower = follower(start);
+        follower.read(vec![row(start)], start);
+        follower.read(vec![row(start + chrono::Duration::minutes(5))], start);
+        assert_eq!(follower.seen.len(), 1);
+        assert_eq!(follower.seen_at.len(), 1);
+    }
 }
