@@ -5,11 +5,14 @@
 # keys through the management API and publishes the example shop's rules
 # (examples/browser/rules.json) for the first project, then runs in sdks/: npm ci, typecheck, lint,
 # unit tests (React 19 and 18),
-# build, the bundle-size check, the Node SDK end-to-end tests and the browser end-to-end tests in
-# Debian's headless Chromium (installed when absent) against the example shop (examples/browser).
+# build, the bundle-size check, the Node SDK end-to-end tests, the browser end-to-end tests in
+# Debian's headless Chromium (installed when absent) against the example shop (examples/browser),
+# and the console's end-to-end tests (sdks/e2e/console.e2e.mjs: its own organizations through
+# ADMIN_TOKEN, the console at PUBLIC_URL, axe-core on every screen).
 # SDK_TEST_DATABASE names the database (default gamify_sdk_test). With arguments, runs them in sdks/
-# instead of those steps, the platform up and GAMIFY_* exported (e.g. `scripts/sdk-test.sh npm run
-# e2e:browser` after a first full run).
+# instead of those steps, the platform up and GAMIFY_*, ADMIN_TOKEN and PUBLIC_URL exported (e.g.
+# `scripts/sdk-test.sh npm run e2e:browser` after a first full run, or `scripts/sdk-test.sh npm run
+# console:screenshots` to write docs/console/*.png).
 source "$(dirname "$0")/lib.sh"
 
 export KAFKA_TOPIC=${SDK_KAFKA_TOPIC:-gamify.sdktest.events}
@@ -35,7 +38,8 @@ ENGINE_PORT=$(free_port)
 while [ "$ENGINE_PORT" = "$PORT" ] || [ "$ENGINE_PORT" = "$WORKER_PORT" ]; do ENGINE_PORT=$(free_port); done
 # The engine's consumer group is derived from KAFKA_GROUP_ID (<group>.engine); its webhooks may go
 # to the loopback servers the tests start.
-export PORT WORKER_PORT ENGINE_PORT WEBHOOKS_ALLOW_PRIVATE=1
+# The console checks a sign-in's Origin against PUBLIC_URL, and invitation links point there.
+export PORT WORKER_PORT ENGINE_PORT WEBHOOKS_ALLOW_PRIVATE=1 PUBLIC_URL=http://127.0.0.1:$PORT
 export ADMIN_TOKEN="adm_sdk_test_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export RUST_LOG=${RUST_LOG:-warn}
 LOGS=$ROOT/target/sdk-test
@@ -74,7 +78,7 @@ OTHER=$(admin /v1/projects "{\"organizationId\":\"$ORG\",\"name\":\"Other shop\"
 GAMIFY_PK=$(admin "/v1/projects/$PROJECT/api-keys" '{"name":"Website","type":"publishable"}' | field key)
 GAMIFY_SK=$(admin "/v1/projects/$PROJECT/api-keys" '{"name":"Backend","type":"secret"}' | field key)
 GAMIFY_OTHER_SK=$(admin "/v1/projects/$OTHER/api-keys" '{"name":"Backend","type":"secret"}' | field key)
-export GAMIFY_HOST=$API GAMIFY_PROJECT=$PROJECT GAMIFY_PK GAMIFY_SK GAMIFY_OTHER_SK
+export GAMIFY_HOST=$API GAMIFY_ORG=$ORG GAMIFY_PROJECT=$PROJECT GAMIFY_PK GAMIFY_SK GAMIFY_OTHER_SK
 
 log "publishing the example shop's rules (examples/browser/rules.json) for the first project"
 admin PUT "/v1/projects/$PROJECT/rules" "{\"rules\":$(cat "$ROOT/examples/browser/rules.json"),\"apply\":\"from_now\"}" >/dev/null
@@ -100,4 +104,5 @@ step "build" npm run build
 step "size check" npm run size
 step "Node SDK end to end" npm run e2e:node
 step "browser end to end (Chromium)" npm run e2e:browser
+step "console end to end (Chromium, axe-core)" npm run e2e:console
 log "SDK tests passed in ${SECONDS}s"
