@@ -68,7 +68,7 @@ pub fn router() -> Router<AppState> {
         .layer(axum::middleware::from_fn(error_pages::console_responses))
 }
 
-/// `/console`: the person's organizations (one organization goes straight to its projects).
+/// `/console`: the person's organizations.
 async fn home(viewer: Viewer, state: axum::extract::State<AppState>) -> Response {
     organizations::list(viewer, state).await.into_response()
 }

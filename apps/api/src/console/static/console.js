@@ -110,6 +110,16 @@
     connect();
   }
 
+  // Forms marked data-reset empty themselves once what they sent was accepted (a 2xx: the page's
+  // htmx-config swaps refusals too, so htmx's own "successful" is true for them).
+  document.addEventListener('htmx:afterRequest', function (event) {
+    var form = event.target;
+    var status = event.detail.xhr ? event.detail.xhr.status : 0;
+    if (form && form.hasAttribute && form.hasAttribute('data-reset') && status >= 200 && status < 300) {
+      form.reset();
+    }
+  });
+
   document.addEventListener('DOMContentLoaded', function () { onLoad(document); });
   document.addEventListener('htmx:load', function (event) { onLoad(event.target); });
 })();
