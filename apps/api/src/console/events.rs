@@ -171,13 +171,25 @@ async fn page(
     })
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct DetailQuery {
+    /// The event's `occurredAt`, which the lists link with: it makes the lookup one index probe.
+    at: Option<String>,
+}
+
 async fn detail(
     viewer: Viewer,
     State(state): State<AppState>,
     Path((project_id, event_id)): Path<(Uuid, Uuid)>,
+    Query(query): Query<DetailQuery>,
 ) -> Result<Response> {
     let nav = Nav::project(&state, &viewer, project_id, "events", "Event").await?;
-    let event = events::event_by_id(&state, project_id, event_id).await?;
+    let at = query
+        .at
+        .as_deref()
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&Utc));
+    let event = events::event_by_id(&state, project_id, event_id, at).await?;
     let keys = api_keys::list_api_keys(
         viewer.caller.clone(),
         State(state.clone()),

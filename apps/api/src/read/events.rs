@@ -274,25 +274,76 @@ pub(crate) async fn events_page(
 }
 
 /// One of the project's events by id; another project's id is not found.
+///
+/// Events are keyed by `(project_id, occurred_at, id)`, so an id alone would be looked up in
+/// every partition. `occurred_at`, when the caller has it (a list links it), makes it one index
+/// lookup; otherwise the id's own time (a UUIDv7 stamped on receipt, which `occurred_at` follows
+/// by at most a day and rarely precedes by more than a week) bounds the search first, and only an
+/// event backfilled from further back needs the whole search.
 pub(crate) async fn event_by_id(
     state: &AppState,
     project_id: Uuid,
     event_id: Uuid,
+    occurred_at: Option<DateTime<Utc>>,
 ) -> Result<EventOut> {
-    let rows = state
-        .db()
-        .tenant_rows(
-            project_id,
-            format!("{EVENTS_OF_PROJECT} AND e.id = $2"),
-            vec![project_id.into(), event_id.into()],
+    let find = |clause: &str, mut values: Vec<DbValue>| {
+        let mut all: Vec<DbValue> = vec![project_id.into(), event_id.into()];
+        all.append(&mut values);
+        let sql = format!("{EVENTS_OF_PROJECT} AND e.id = $2{clause}");
+        async move {
+            let rows = state.db().tenant_rows(project_id, sql, all).await?;
+            rows.first()
+                .map(event_from_row)
+                .transpose()
+                .map_err(Error::from)
+        }
+    };
+    if let Some(at) = occurred_at {
+        if let Some(event) = find(" AND e.occurred_at = $3", vec![at.into()]).await? {
+            return Ok(event);
+        }
+    }
+    if let Some(stamped) = received_time(event_id) {
+        let window = find(
+            " AND e.occurred_at >= $3 AND e.occurred_at <= $4",
+            vec![
+                (stamped - chrono::Duration::days(7)).into(),
+                (stamped + chrono::Duration::days(1)).into(),
+            ],
         )
         .await?;
-    rows.first()
-        .map(event_from_row)
-        .transpose()?
+        if let Some(event) = window {
+            return Ok(event);
+        }
+    }
+    find("", Vec::new())
+        .await?
         .ok_or_else(|| Error::not_found("event"))
+}
+
+/// The instant a UUIDv7 was made, for the ids the gateway stamps; `None` for other versions.
+fn received_time(id: Uuid) -> Option<DateTime<Utc>> {
+    let (seconds, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_events))
+}
+
+#[cfg(test)]
+mod received_time_tests {
+    use super::*;
+
+    #[test]
+    fn a_v7_id_tells_when_it_was_stamped_and_others_tell_nothing() {
+        let at = DateTime::from_timestamp(1_800_000_000, 123_000_000).unwrap();
+        let id = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_800_000_000,
+            123_000_000,
+        ));
+        assert_eq!(received_time(id), Some(at));
+        assert_eq!(received_time(Uuid::new_v4()), None);
+    }
 }
