@@ -24,7 +24,7 @@ use crate::{
         error::{Error, Result},
         extract::Query,
     },
-    read::events::{EVENTS_OF_PROJECT, EventOut, STATUSES, event_from_row},
+    read::events::{EVENTS_OF_PROJECT, EventOut, STATUSES, USER_FILTER, event_from_row},
     state::AppState,
 };
 
@@ -107,7 +107,7 @@ impl Filter {
             sql.push_str(&clause.replace('?', &format!("${}", values.len())));
         };
         if let Some(user_id) = &self.user_id {
-            bind(" AND u.external_id = ?", user_id.clone().into(), &mut sql);
+            bind(USER_FILTER, user_id.clone().into(), &mut sql);
         }
         if let Some(event) = &self.event {
             bind(" AND e.event_type = ?", event.clone().into(), &mut sql);
