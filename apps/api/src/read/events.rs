@@ -285,8 +285,9 @@ pub(crate) async fn events_page(
 /// Events are keyed by `(project_id, occurred_at, id)`, so an id alone would be looked up in
 /// every partition. `occurred_at`, when the caller has it (a list links it), makes it one index
 /// lookup; otherwise the id's own time (a UUIDv7 stamped on receipt, which `occurred_at` follows
-/// by at most a day and rarely precedes by more than a week) bounds the search first, and only an
-/// event backfilled from further back needs the whole search.
+/// by at most a day and rarely precedes by more than a week) bounds the search: the hour around
+/// it, then the week before it; only an event backfilled from further back needs the whole
+/// search.
 pub(crate) async fn event_by_id(
     state: &AppState,
     project_id: Uuid,
@@ -311,16 +312,19 @@ pub(crate) async fn event_by_id(
         }
     }
     if let Some(stamped) = received_time(event_id) {
-        let window = find(
-            " AND e.occurred_at >= $3 AND e.occurred_at <= $4",
-            vec![
-                (stamped - chrono::Duration::days(7)).into(),
-                (stamped + chrono::Duration::days(1)).into(),
-            ],
-        )
-        .await?;
-        if let Some(event) = window {
-            return Ok(event);
+        // Most events occur within the hour of their receipt; a week covers offline queues.
+        for (before, after) in [
+            (chrono::Duration::hours(1), chrono::Duration::hours(1)),
+            (chrono::Duration::days(7), chrono::Duration::days(1)),
+        ] {
+            let window = find(
+                " AND e.occurred_at >= $3 AND e.occurred_at <= $4",
+                vec![(stamped - before).into(), (stamped + after).into()],
+            )
+            .await?;
+            if let Some(event) = window {
+                return Ok(event);
+            }
         }
     }
     find("", Vec::new())
