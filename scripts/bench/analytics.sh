@@ -22,6 +22,8 @@
 #   scripts/bench/analytics.sh      # 2 cores: ~8 minutes of generation (first run), ~8 of measuring
 #   ANALYTICS_BENCH_DB=gamify_bench_analytics_small ANALYTICS_BENCH_EVENTS=200000 \
 #     ANALYTICS_BENCH_USERS=20000 scripts/bench/analytics.sh    # a small data set, to try it out
+#   ANALYTICS_BENCH_GENERATE_ONLY=1 scripts/bench/analytics.sh  # the data set only, no measuring
+#     (scripts/bench/console.sh generates it so; target/bench-analytics/ results are left alone)
 {
 source "$(dirname "$0")/../lib.sh"
 
@@ -42,7 +44,8 @@ RAISED_REQUESTS=${ANALYTICS_BENCH_RAISED_REQUESTS:-3}
 OUT="$ROOT/target/bench-analytics"
 [ "$DAYS" -ge 14 ] || die "ANALYTICS_BENCH_DAYS must be at least 14 (the funnel reads two weeks)"
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.out "$OUT"/*.times "$OUT"/*.txt "$OUT"/results.md "$OUT"/plans.md
+GENERATE_ONLY=${ANALYTICS_BENCH_GENERATE_ONLY:-}
+[ -n "$GENERATE_ONLY" ] || rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.out "$OUT"/*.times "$OUT"/*.txt "$OUT"/results.md "$OUT"/plans.md
 
 command -v jq >/dev/null 2>&1 || apt_install jq
 if ! command -v oha >/dev/null 2>&1; then
@@ -165,6 +168,7 @@ if [ "${have##* }" != true ]; then
 else
   log "$DB already holds the data set ($EVENTS events, $USERS users, $DAYS days): not generating it"
 fi
+[ -z "$GENERATE_ONLY" ] || exit 0
 
 IFS='|' read -r project data_end t_from u_from r_from f_from f_to gen_seconds <<<"$(sql -c "
   SELECT project_id, bench.rfc3339(data_end), bench.rfc3339(data_end - make_interval(days => days)),
