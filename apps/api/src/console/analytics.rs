@@ -195,20 +195,20 @@ async fn trend(
         breakdown,
         project_id: None,
     };
-    let trend = trends::trends(
-        State(state.clone()),
-        reader,
-        Query(query(some(&form.measure), some(&form.breakdown))),
-    )
-    .await?
-    .0;
-    let users = trends::trends(
-        State(state.clone()),
-        reader,
-        Query(query(Some("users".to_owned()), None)),
-    )
-    .await?
-    .0;
+    // Side by side: each is its own bounded transaction, and the page waits for the slower.
+    let (trend, users) = tokio::try_join!(
+        trends::trends(
+            State(state.clone()),
+            reader,
+            Query(query(some(&form.measure), some(&form.breakdown))),
+        ),
+        trends::trends(
+            State(state.clone()),
+            reader,
+            Query(query(Some("users".to_owned()), None)),
+        ),
+    )?;
+    let (trend, users) = (trend.0, users.0);
     let chart = chart(&trend);
     render(&TrendFragment {
         form,
