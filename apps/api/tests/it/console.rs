@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     accounts::{Person, email},
-    harness::{TestServer, expect_json},
+    harness::TestServer,
 };
 
 /// Who may call a console route: anyone, any signed-in person, or members from this role up.
@@ -383,16 +383,7 @@ async fn the_console_authorizes_every_route_like_the_api() {
     let server = TestServer::start().await;
     let organization = server.create_organization().await;
     let org_id = organization["id"].as_str().unwrap().to_owned();
-    let project = expect_json(
-        server
-            .admin(Method::POST, "/v1/projects")
-            .json(&json!({ "organizationId": org_id, "name": "console matrix" }))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
+    let project = server.create_project_in(&org_id, "console matrix").await;
     let project_id = project["id"].as_str().unwrap().to_owned();
     let other = server.create_organization().await;
     let outsider = server
@@ -586,16 +577,7 @@ async fn a_created_key_is_shown_once_and_a_change_without_the_origin_or_token_is
     let organization = server.create_organization().await;
     let org_id = organization["id"].as_str().unwrap();
     let owner = server.join(org_id, &email("keys"), "owner").await;
-    let project = expect_json(
-        server
-            .admin(Method::POST, "/v1/projects")
-            .json(&json!({ "organizationId": org_id, "name": "keys page" }))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
+    let project = server.create_project_in(org_id, "keys page").await;
     let project_id = project["id"].as_str().unwrap();
     let path = format!("/console/projects/{project_id}/keys");
     let created = call(
@@ -724,16 +706,7 @@ async fn a_viewers_pages_offer_no_controls_their_role_cannot_use() {
     let server = TestServer::start().await;
     let organization = server.create_organization().await;
     let org_id = organization["id"].as_str().unwrap();
-    let project = expect_json(
-        server
-            .admin(Method::POST, "/v1/projects")
-            .json(&json!({ "organizationId": org_id, "name": "viewer pages" }))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::CREATED,
-    )
-    .await;
+    let project = server.create_project_in(org_id, "viewer pages").await;
     let project_id = project["id"].as_str().unwrap();
     server.create_key(project_id, "secret").await;
     let viewer = server.join(org_id, &email("viewer"), "viewer").await;

@@ -312,9 +312,15 @@ impl TestServer {
     /// A new project in a new organization.
     pub async fn create_project(&self) -> Value {
         let organization = self.create_organization().await;
+        self.create_project_in(organization["id"].as_str().unwrap(), "Web shop")
+            .await
+    }
+
+    /// A project named `name` in an existing organization (with the admin token).
+    pub async fn create_project_in(&self, organization_id: &str, name: &str) -> Value {
         let response = self
             .admin(Method::POST, "/v1/projects")
-            .json(&json!({ "organizationId": organization["id"], "name": "Web shop" }))
+            .json(&json!({ "organizationId": organization_id, "name": name }))
             .send()
             .await
             .unwrap();
