@@ -71,12 +71,31 @@ pub const DUPLICATE_OF: &str = "duplicate messageId of ";
 enum Fate {
     /// Already evaluated by an earlier delivery of this very envelope: nothing to write.
     Redelivered,
+    /// Its messageId is another event's. An earlier delivery of it may have recorded that already.
+    Duplicate(Uuid),
     NotCounted(String),
     Evaluate,
 }
 
+/// How many times a share is evaluated afresh when a concurrent transaction took one of its
+/// messageIds between the claim's look and its insert (see [`Evaluate::open`]).
+const CLAIM_ATTEMPTS: u32 = 3;
+
 impl Evaluate {
     async fn evaluate(&self, db: &Db, project_id: Uuid, items: &[&Item]) -> Result<Outcome, DbErr> {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(db, project_id, items).await {
+                Err(err) if attempt < CLAIM_ATTEMPTS && is_claim_race(&err) => {
+                    tracing::debug!(%project_id, attempt, "a messageId was claimed concurrently; evaluating the share again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn attempt(&self, db: &Db, project_id: Uuid, items: &[&Item]) -> Result<Outcome, DbErr> {
         let started = Instant::now();
         let mut txn = db
             .tenant_bulk_sharing(project_id, project_lock(project_id))
@@ -126,6 +145,18 @@ impl Evaluate {
             let envelope = &item.envelope;
             let (counted, reason, awards) = match fate {
                 Fate::Redelivered => continue,
+                Fate::Duplicate(holder) => {
+                    outcome.failed += 1;
+                    changes.repeated_outcomes.push(OutcomeRow {
+                        event_id: envelope.id,
+                        seq,
+                        user_id: envelope.user_id.clone(),
+                        counted: false,
+                        reason: Some(format!("{DUPLICATE_OF}{holder}")),
+                        awards: "[]".to_owned(),
+                    });
+                    continue;
+                }
                 Fate::NotCounted(reason) => {
                     outcome.failed += 1;
                     (false, Some(reason), Vec::new())
@@ -205,11 +236,13 @@ impl Evaluate {
     /// - the engine's dedup, in the storage path's scope (project, key class, messageId), for
     ///   every item, refused ones included: the storage worker stores those too (as failed), and a
     ///   messageId it has stored is taken for good, so a later event reusing it is a duplicate on
-    ///   both paths. Each key not held yet is taken by this item; for one that is, `DO UPDATE`
-    ///   (which changes nothing) returns the holder as it stands once any transaction taking it at
-    ///   the same moment has finished, which `DO NOTHING` would not. `xmax = 0` tells a row this
-    ///   statement inserted from one it found. The dedup record and the outcome commit together,
-    ///   so a key this very envelope already held means it was evaluated;
+    ///   both paths. The keys already held are looked up and the others inserted with a plain
+    ///   `INSERT`: `ON CONFLICT` would make every row a speculative insertion, which the drain
+    ///   benchmark measured at about 1.7× a plain one (docs/BENCHMARKS.md). A key that a
+    ///   concurrent transaction takes between the look and the insert makes the insert wait for
+    ///   it and fail with a unique violation once it commits; the share is then evaluated again
+    ///   ([`CLAIM_ATTEMPTS`]) and finds that holder. The dedup record and the outcome commit
+    ///   together, so a key this very envelope already held means it was evaluated;
     /// - the active rule version, sequence numbers and the webhook endpoints;
     /// - the stored states of the items' users, locked in sorted order (`FOR UPDATE` waits for a
     ///   concurrent writer and returns the state it committed). Users without a row yet are
@@ -220,18 +253,11 @@ impl Evaluate {
         project_id: Uuid,
         items: &[&Item],
     ) -> Result<Opened, DbErr> {
-        // A key twice in one statement would make DO UPDATE touch a row twice: the first copy asks.
-        let mut asked = HashSet::new();
-        let mut key_types = Vec::with_capacity(items.len());
-        let mut message_ids = Vec::with_capacity(items.len());
-        let mut event_ids = Vec::with_capacity(items.len());
-        for item in items {
-            if asked.insert((item.key_type, item.envelope.message_id.as_str())) {
-                key_types.push(item.key_type.as_str());
-                message_ids.push(item.envelope.message_id.as_str());
-                event_ids.push(item.envelope.id);
-            }
-        }
+        let Asked {
+            key_types,
+            message_ids,
+            event_ids,
+        } = asked(items);
         let mut users: Vec<&str> = items
             .iter()
             .filter(|item| matches!(item.status, Status::Processed))
@@ -240,21 +266,26 @@ impl Evaluate {
         users.sort_unstable();
         users.dedup();
         type Row = (
-            Json<Vec<(String, String, Uuid, bool)>>,
+            Json<Vec<(String, String, Uuid)>>,
             Option<i32>,
             Vec<i64>,
             Json<Vec<Endpoint>>,
             Json<Vec<(String, UserState)>>,
         );
-        let (Json(claims), version, seqs, Json(endpoints), Json(states)): Row =
+        let (Json(held), version, seqs, Json(endpoints), Json(states)): Row =
             sqlx::query_as(&format!(
-                "WITH claim AS (
+                "WITH asked AS (
+                     SELECT * FROM UNNEST($2::text[], $3::text[], $4::uuid[]) AS r(key_type, message_id, event_id)
+                 ), held AS (
+                     SELECT m.key_type, m.message_id, m.event_id FROM asked a
+                     JOIN engine_message_ids m
+                       ON m.project_id = $1 AND m.key_type = a.key_type AND m.message_id = a.message_id
+                 ), claim AS (
                      INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id)
-                     SELECT $1, r.key_type, r.message_id, r.event_id
-                     FROM UNNEST($2::text[], $3::text[], $4::uuid[]) AS r(key_type, message_id, event_id)
-                     ON CONFLICT (project_id, key_type, message_id)
-                     DO UPDATE SET event_id = engine_message_ids.event_id
-                     RETURNING key_type, message_id, event_id, (xmax = 0) AS inserted
+                     SELECT $1, a.key_type, a.message_id, a.event_id FROM asked a
+                     WHERE NOT EXISTS (SELECT 1 FROM held h
+                                       WHERE h.key_type = a.key_type AND h.message_id = a.message_id)
+                     RETURNING 1
                  ), active AS (
                      SELECT version, generation FROM rule_versions WHERE project_id = $1 AND state = 'active'
                  ), states AS (
@@ -263,8 +294,8 @@ impl Evaluate {
                        AND s.user_id = ANY($5)
                      ORDER BY s.user_id FOR UPDATE
                  )
-                 SELECT (SELECT coalesce(json_agg(json_build_array(key_type, message_id, event_id, inserted)), '[]')
-                         FROM claim),
+                 SELECT (SELECT coalesce(json_agg(json_build_array(key_type, message_id, event_id)), '[]')
+                         FROM held),
                         (SELECT version FROM active),
                         ARRAY(SELECT nextval('engine_seq') FROM generate_series(1, $6) ORDER BY 1),
                         {ENDPOINTS_JSON},
@@ -279,12 +310,13 @@ impl Evaluate {
             .fetch_one(&mut **txn)
             .await
             .map_err(db_err)?;
-        let claims: HashMap<(String, String), Claim> = claims
-            .into_iter()
-            .map(|(key_type, message_id, holder, inserted)| {
-                ((key_type, message_id), Claim { holder, inserted })
+        let held: HashMap<(&str, &str), Uuid> = held
+            .iter()
+            .map(|(key_type, message_id, holder)| {
+                ((key_type.as_str(), message_id.as_str()), *holder)
             })
             .collect();
+        let claims = claims(&key_types, &message_ids, &event_ids, &held);
         let active = match version {
             Some(version) => Some(self.rule_sets.version(txn, project_id, version).await?),
             None => None,
@@ -306,11 +338,72 @@ struct Claim {
     inserted: bool,
 }
 
+/// A (key class, messageId).
+type Key<'a> = (&'a str, &'a str);
+
+/// The keys a share claims, as columns: each key once, asked by its first item (a key twice in
+/// one insert would violate its own uniqueness).
+struct Asked<'a> {
+    key_types: Vec<&'a str>,
+    message_ids: Vec<&'a str>,
+    event_ids: Vec<Uuid>,
+}
+
+fn asked<'a>(items: &[&'a Item]) -> Asked<'a> {
+    let mut seen = HashSet::new();
+    let mut asked = Asked {
+        key_types: Vec::with_capacity(items.len()),
+        message_ids: Vec::with_capacity(items.len()),
+        event_ids: Vec::with_capacity(items.len()),
+    };
+    for item in items {
+        if seen.insert((item.key_type, item.envelope.message_id.as_str())) {
+            asked.key_types.push(item.key_type.as_str());
+            asked.message_ids.push(item.envelope.message_id.as_str());
+            asked.event_ids.push(item.envelope.id);
+        }
+    }
+    asked
+}
+
+/// The claim of each asked key: its holder where one was found, else the item that asked for
+/// it, which the claim's insert made its holder.
+fn claims<'a>(
+    key_types: &[&'a str],
+    message_ids: &[&'a str],
+    event_ids: &[Uuid],
+    held: &HashMap<Key<'_>, Uuid>,
+) -> HashMap<Key<'a>, Claim> {
+    key_types
+        .iter()
+        .zip(message_ids)
+        .zip(event_ids)
+        .map(|((key_type, message_id), event_id)| {
+            let claim = match held.get(&(*key_type, *message_id)) {
+                Some(holder) => Claim {
+                    holder: *holder,
+                    inserted: false,
+                },
+                None => Claim {
+                    holder: *event_id,
+                    inserted: true,
+                },
+            };
+            ((*key_type, *message_id), claim)
+        })
+        .collect()
+}
+
+/// Whether `err` is the claim's insert losing a race for a messageId (see [`Evaluate::open`]).
+fn is_claim_race(err: &DbErr) -> bool {
+    gamify_worker::persist::sqlstate(err).as_deref() == Some("23505")
+}
+
 /// What to do with each item, given the claims. Pure, so the dedup rules are tested without a
 /// database: a second copy of one envelope in the batch, or an envelope whose key it held before
 /// this claim, is a redelivery; a key held by another event makes a duplicate of it; then
 /// refused, anonymous, or evaluated.
-fn decide(items: &[&Item], claims: &HashMap<(String, String), Claim>) -> Vec<Fate> {
+fn decide(items: &[&Item], claims: &HashMap<Key<'_>, Claim>) -> Vec<Fate> {
     let mut seen = HashSet::new();
     items
         .iter()
@@ -319,14 +412,9 @@ fn decide(items: &[&Item], claims: &HashMap<(String, String), Claim>) -> Vec<Fat
             if !seen.insert(envelope.id) {
                 return Fate::Redelivered;
             }
-            let claim = claims.get(&(
-                item.key_type.as_str().to_owned(),
-                envelope.message_id.clone(),
-            ));
+            let claim = claims.get(&(item.key_type.as_str(), envelope.message_id.as_str()));
             match claim {
-                Some(claim) if claim.holder != envelope.id => {
-                    return Fate::NotCounted(format!("{DUPLICATE_OF}{}", claim.holder));
-                }
+                Some(claim) if claim.holder != envelope.id => return Fate::Duplicate(claim.holder),
                 Some(claim) if !claim.inserted => return Fate::Redelivered,
                 Some(_) => {}
                 // Every asked key comes back; an item without one is never evaluated.
@@ -409,31 +497,24 @@ mod tests {
         }
     }
 
-    /// What the claim statement answers, given the keys held before it (key → holder): a held
-    /// key comes back with its holder, a free one is taken by the first item asking for it.
-    fn claims(
-        items: &[&Item],
+    /// The claims of `items`, given the keys held before (key → holder), as `open` makes them.
+    fn claims<'a>(
+        items: &[&'a Item],
         held: &HashMap<(String, String), Uuid>,
-    ) -> HashMap<(String, String), Claim> {
-        let mut claims = HashMap::new();
-        for item in items {
-            let key = (
-                item.key_type.as_str().to_owned(),
-                item.envelope.message_id.clone(),
-            );
-            let claim = match held.get(&key) {
-                Some(holder) => Claim {
-                    holder: *holder,
-                    inserted: false,
-                },
-                None => Claim {
-                    holder: item.envelope.id,
-                    inserted: true,
-                },
-            };
-            claims.entry(key).or_insert(claim);
-        }
-        claims
+    ) -> HashMap<Key<'a>, Claim> {
+        let held: HashMap<Key<'_>, Uuid> = held
+            .iter()
+            .map(|((key_type, message_id), holder)| {
+                ((key_type.as_str(), message_id.as_str()), *holder)
+            })
+            .collect();
+        let asked = asked(items);
+        super::claims(
+            &asked.key_types,
+            &asked.message_ids,
+            &asked.event_ids,
+            &held,
+        )
     }
 
     #[test]
@@ -476,12 +557,12 @@ mod tests {
             fates,
             vec![
                 Fate::Evaluate,
-                Fate::NotCounted(format!("{DUPLICATE_OF}{}", Uuid::from_u128(1))),
+                Fate::Duplicate(Uuid::from_u128(1)),
                 Fate::Evaluate,
                 Fate::NotCounted("trusted event".into()),
                 Fate::NotCounted("no userId: only identified users earn".into()),
                 Fate::Redelivered,
-                Fate::NotCounted(format!("{DUPLICATE_OF}{}", Uuid::from_u128(99))),
+                Fate::Duplicate(Uuid::from_u128(99)),
                 Fate::Redelivered,
             ]
         );

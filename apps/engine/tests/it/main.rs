@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod awards;
+mod claims;
 mod harness;
 mod replay;
 mod webhooks;

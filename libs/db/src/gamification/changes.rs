@@ -34,7 +34,11 @@ pub struct Changes {
     pub rules_version: i32,
     /// Whose state, ledger and scores change.
     pub generation: i32,
+    /// Outcomes of events evaluated for the first time: no row can exist yet (their dedup
+    /// record was taken in this transaction), so a plain insert, not a speculative one.
     pub outcomes: Vec<OutcomeRow>,
+    /// Outcomes an earlier delivery may have recorded already (duplicates of another event).
+    pub repeated_outcomes: Vec<OutcomeRow>,
     /// Final state and last sequence number per user.
     pub states: BTreeMap<String, (UserState, i64)>,
     ledger: Vec<LedgerRow>,
@@ -130,7 +134,16 @@ impl Changes {
         project_id: Uuid,
         endpoints: &[Endpoint],
     ) -> Result<(), DbErr> {
-        let outcomes = &self.outcomes;
+        let outcomes: Vec<&OutcomeRow> = self
+            .outcomes
+            .iter()
+            .chain(&self.repeated_outcomes)
+            .collect();
+        let repeated: Vec<bool> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(index, _)| index >= self.outcomes.len())
+            .collect();
         let mut state_users = Vec::with_capacity(self.states.len());
         let mut states = Vec::with_capacity(self.states.len());
         let mut state_seqs = Vec::with_capacity(self.states.len());
@@ -151,11 +164,18 @@ impl Changes {
         // first. The count of users per score moves with each score (from the old score to the
         // new one), its rows updated in sorted order so concurrent transactions wait in one order.
         let (_, updated): (i64, i64) = sqlx::query_as(
-            "WITH outcomes AS (
+            "WITH outcome_rows AS (
+                 SELECT * FROM UNNEST($4::uuid[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $25::bool[])
+                      AS r(event_id, seq, user_id, status, reason, awards, repeated)
+             ), outcomes AS (
                  INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
                  SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::jsonb
-                 FROM UNNEST($4::uuid[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[])
-                      AS r(event_id, seq, user_id, status, reason, awards)
+                 FROM outcome_rows r WHERE NOT r.repeated
+                 RETURNING 1
+             ), repeated_outcomes AS (
+                 INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
+                 SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::jsonb
+                 FROM outcome_rows r WHERE r.repeated
                  ON CONFLICT (project_id, event_id) DO NOTHING
                  RETURNING 1
              ), states AS (
@@ -194,7 +214,8 @@ impl Changes {
                  DO UPDATE SET users = leaderboard_score_counts.users + EXCLUDED.users
                  RETURNING 1
              )
-             SELECT (SELECT count(*) FROM outcomes) + (SELECT count(*) FROM ledger)
+             SELECT (SELECT count(*) FROM outcomes) + (SELECT count(*) FROM repeated_outcomes)
+                        + (SELECT count(*) FROM ledger)
                         + (SELECT count(*) FROM counts),
                     (SELECT count(*) FROM states)",
         )
@@ -227,6 +248,7 @@ impl Changes {
         .bind(scores.iter().map(|((_, _, user), _)| user.as_str()).collect::<Vec<_>>())
         .bind(scores.iter().map(|(_, (delta, _))| *delta).collect::<Vec<_>>())
         .bind(scores.iter().map(|(_, (_, at))| *at).collect::<Vec<_>>())
+        .bind(repeated)
         .fetch_one(&mut **txn)
         .await
         .map_err(db_err)?;
