@@ -20,6 +20,7 @@ mod m20261204_000010_versioned_trusted_events;
 mod m20261204_000011_gamification_engine;
 mod m20261205_000012_accounts_and_audit;
 mod m20261205_000013_event_rollups;
+mod m20261206_000014_engine_hot_updates;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_gamification_engine::migration()),
             Box::new(m20261205_000012_accounts_and_audit::migration()),
             Box::new(m20261205_000013_event_rollups::migration()),
+            Box::new(m20261206_000014_engine_hot_updates::migration()),
         ]
     }
 }

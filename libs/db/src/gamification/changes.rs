@@ -161,8 +161,11 @@ impl Changes {
             .filter(|(_, (delta, _))| *delta != 0)
             .collect();
         // Scores: the score's time is when it was last changed, so ties rank whoever reached it
-        // first. The count of users per score moves with each score (from the old score to the
-        // new one), its rows updated in sorted order so concurrent transactions wait in one order.
+        // first. A user's scores are only written with their state locked, so a score row is
+        // updated where it exists and inserted plainly where not (an upsert would make every row
+        // a speculative insertion, the costliest way in: docs/BENCHMARKS.md). The count of users
+        // per score moves with each score (from the old score to the new one), its rows updated
+        // in sorted order so concurrent transactions wait in one order.
         let (_, updated): (i64, i64) = sqlx::query_as(
             "WITH outcome_rows AS (
                  SELECT * FROM UNNEST($4::uuid[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $25::bool[])
@@ -192,13 +195,22 @@ impl Changes {
              ), score_input AS (
                  SELECT * FROM UNNEST($20::text[], $21::timestamptz[], $22::text[], $23::int8[], $24::timestamptz[])
                      AS r(board, period_start, user_id, delta, at)
-             ), changed AS (
+             ), updated AS (
+                 UPDATE leaderboard_scores s SET score = s.score + i.delta, reached_at = GREATEST(s.reached_at, i.at)
+                 FROM score_input i
+                 WHERE s.project_id = $1 AND s.generation = $2 AND s.board = i.board
+                   AND s.period_start = i.period_start AND s.user_id = i.user_id
+                 RETURNING s.board, s.period_start, s.user_id, s.score
+             ), inserted AS (
                  INSERT INTO leaderboard_scores (project_id, generation, board, period_start, user_id, score, reached_at)
-                 SELECT $1, $2, board, period_start, user_id, delta, at FROM score_input
-                 ON CONFLICT (project_id, generation, board, period_start, user_id)
-                 DO UPDATE SET score = leaderboard_scores.score + EXCLUDED.score,
-                               reached_at = GREATEST(leaderboard_scores.reached_at, EXCLUDED.reached_at)
-                 RETURNING board, period_start, user_id, score, (xmax = 0) AS inserted
+                 SELECT $1, $2, i.board, i.period_start, i.user_id, i.delta, i.at FROM score_input i
+                 WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.board = i.board
+                                   AND u.period_start = i.period_start AND u.user_id = i.user_id)
+                 RETURNING board, period_start, user_id, score
+             ), changed AS (
+                 SELECT board, period_start, user_id, score, false AS inserted FROM updated
+                 UNION ALL
+                 SELECT board, period_start, user_id, score, true FROM inserted
              ), moves AS (
                  SELECT c.board, c.period_start, c.score, 1 AS users FROM changed c
                  UNION ALL
