@@ -21,6 +21,7 @@ mod m20261204_000011_gamification_engine;
 mod m20261205_000012_accounts_and_audit;
 mod m20261205_000013_event_rollups;
 mod m20261206_000014_engine_hot_updates;
+mod m20261206_000015_outcome_awards_as_json;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000012_accounts_and_audit::migration()),
             Box::new(m20261205_000013_event_rollups::migration()),
             Box::new(m20261206_000014_engine_hot_updates::migration()),
+            Box::new(m20261206_000015_outcome_awards_as_json::migration()),
         ]
     }
 }

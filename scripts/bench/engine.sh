@@ -146,11 +146,15 @@ postgres_ticks() {
   for pid in $(pgrep -x postgres); do sum=$((sum + $(cpu_ticks "$pid"))); done
   echo "$sum"
 }
-# drain BINARY PORT TOPIC EXPECTED → "SECONDS PROCESS_CPU_SECONDS POSTGRES_CPU_SECONDS", from the
-# first finished message to the last. ENGINE_BENCH_PROFILE=1: perf profile of the process too;
-# ENGINE_BENCH_PROFILE=system: of the whole machine (Postgres's backends included).
+# drain BINARY PORT TOPIC EXPECTED → "SECONDS PROCESS_CPU_SECONDS POSTGRES_CPU_SECONDS WAL_MB", from
+# the first finished message to the last. Each drain starts after a checkpoint, so none pays for
+# writing out the pages the one before it dirtied (the engine drains second). WAL_MB: the WAL it
+# generated. ENGINE_BENCH_PROFILE=1: perf profile of the process too; ENGINE_BENCH_PROFILE=system:
+# of the whole machine (Postgres's backends included).
 drain() {
-  local bin=$1 port=$2 topic=$3 expected=$4 t_first="" n pid deadline c0=0 p0=0 perf_pid=""
+  local bin=$1 port=$2 topic=$3 expected=$4 t_first="" n pid deadline c0=0 p0=0 perf_pid="" lsn0
+  psql_bench -c CHECKPOINT >/dev/null
+  lsn0=$(psql_bench -tAc "SELECT pg_current_wal_lsn()")
   KAFKA_TOPIC=$topic KAFKA_GROUP_ID="bench-$(date +%s%N)" ENGINE_GROUP_ID="bench-engine-$(date +%s%N)" \
     WORKER_PORT=$port ENGINE_PORT=$port "$bin" >>"$OUT/$(basename "$bin").log" 2>&1 &
   pid=$!
@@ -175,7 +179,8 @@ drain() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [ "${n:-0}" -ge "$expected" ] || die "$(basename "$bin") finished $n of $expected on $topic"
   awk -v a="$t_first" -v b="$t_end" -v c=$((c1 - c0)) -v p=$((p1 - p0)) -v hz="$CLK_TCK" \
-    'BEGIN {printf "%.2f %.2f %.2f", b - a, c / hz, p / hz}'
+    -v wal="$(psql_bench -tAc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")" \
+    'BEGIN {printf "%.2f %.2f %.2f %.0f", b - a, c / hz, p / hz, wal / 1e6}'
 }
 
 # ENGINE_BENCH_ONLY=rollups (issue 22): the storage worker's drain with the analytics rollups
@@ -188,10 +193,10 @@ if [ "${ENGINE_BENCH_ONLY:-}" = rollups ]; then
     log "draining $expected events of $n project(s): gamify-worker without rollups, then with them"
     reset_store
     export WORKER_SKIP_ROLLUPS=1
-    read -r b bc bp <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
+    read -r b bc bp _ <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
     unset WORKER_SKIP_ROLLUPS
     reset_store
-    read -r r rc rp <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
+    read -r r rc rp _ <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
     rolled=$(psql_bench -tAc "SELECT sum(events) FROM event_rollups")
     awk -v n="$n" -v x="$expected" -v b="$b" -v r="$r" -v bc="$bc" -v bp="$bp" -v rc="$rc" -v rp="$rp" -v rolled="$rolled" 'BEGIN {
       printf "| %s | %d | %.1f s | %.0f | %.1f s + %.1f s | %.1f s | %.0f | %.1f s + %.1f s | %d | **%.2f×** |\n",
@@ -207,11 +212,11 @@ fi
 for scenario in "1 $TOPIC_1 $((requests * 100))" "$PROJECTS $TOPIC_N $((per_project * PROJECTS * 100))"; do
   read -r n topic expected <<<"$scenario"
   log "draining $expected events of $n project(s): gamify-worker, then gamify-engine"
-  read -r w wc wp <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
-  read -r e ec ep <<<"$(drain "$BIN/gamify-engine" "$ENGINE_PORT" "$topic" "$expected")"
-  awk -v n="$n" -v x="$expected" -v w="$w" -v e="$e" -v wc="$wc" -v wp="$wp" -v ec="$ec" -v ep="$ep" 'BEGIN {
-    printf "| %s | %d | %.1f s | %.0f | %.1f s + %.1f s | %.1f s | %.0f | %.1f s + %.1f s | **%.2f×** |\n",
-      n, x, w, x / w, wc, wp, e, x / e, ec, ep, (x / e) / (x / w) }' >>"$OUT/drain.rows"
+  read -r w wc wp ww <<<"$(drain "$BIN/gamify-worker" "$WORKER_PORT" "$topic" "$expected")"
+  read -r e ec ep ew <<<"$(drain "$BIN/gamify-engine" "$ENGINE_PORT" "$topic" "$expected")"
+  awk -v n="$n" -v x="$expected" -v w="$w" -v e="$e" -v wc="$wc" -v wp="$wp" -v ec="$ec" -v ep="$ep" -v ww="$ww" -v ew="$ew" 'BEGIN {
+    printf "| %s | %d | %.1f s | %.0f | %.1f s + %.1f s | %d MB | %.1f s | %.0f | %.1f s + %.1f s | %d MB | **%.2f×** |\n",
+      n, x, w, x / w, wc, wp, ww, e, x / e, ec, ep, ew, (x / e) / (x / w) }' >>"$OUT/drain.rows"
 done
 awards=$(psql_bench -tAc "SELECT count(*) FROM points_ledger")
 outcomes=$(psql_bench -tAc "SELECT count(*) FROM engine_outcomes WHERE status = 'evaluated'")
@@ -310,8 +315,8 @@ stop_api
   echo "per project, each with a fresh consumer group, on a topic of $PARTITIONS partitions; from the first to"
   echo "the last message finished (the consumer loop's counters, polled every 0.1 s). Target ≥ 0.8×."
   echo
-  echo "| projects | events | worker drain | worker events/s | CPU: worker + Postgres | engine drain | engine events/s | CPU: engine + Postgres | engine ÷ worker |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| projects | events | worker drain | worker events/s | CPU: worker + Postgres | WAL | engine drain | engine events/s | CPU: engine + Postgres | WAL | engine ÷ worker |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   cat "$OUT/drain.rows"
   echo
   echo "Evaluated outcomes: $outcomes; ledger entries written: $awards."

@@ -172,12 +172,12 @@ impl Changes {
                       AS r(event_id, seq, user_id, status, reason, awards, repeated)
              ), outcomes AS (
                  INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
-                 SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::jsonb
+                 SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::json
                  FROM outcome_rows r WHERE NOT r.repeated
                  RETURNING 1
              ), repeated_outcomes AS (
                  INSERT INTO engine_outcomes (project_id, event_id, seq, user_id, status, reason, rules_version, awards)
-                 SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::jsonb
+                 SELECT $1, r.event_id, r.seq, r.user_id, r.status, r.reason, $3, r.awards::json
                  FROM outcome_rows r WHERE r.repeated
                  ON CONFLICT (project_id, event_id) DO NOTHING
                  RETURNING 1
