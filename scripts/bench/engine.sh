@@ -149,8 +149,9 @@ postgres_ticks() {
 # drain BINARY PORT TOPIC EXPECTED → "SECONDS PROCESS_CPU_SECONDS POSTGRES_CPU_SECONDS WAL_MB", from
 # the first finished message to the last. Each drain starts after a checkpoint, so none pays for
 # writing out the pages the one before it dirtied (the engine drains second). WAL_MB: the WAL it
-# generated. ENGINE_BENCH_PROFILE=1: perf profile of the process too; ENGINE_BENCH_PROFILE=system:
-# of the whole machine (Postgres's backends included).
+# generated. ENGINE_BENCH_PROFILE=1: perf profile of the process too (call stacks need a build with
+# frame pointers); =dwarf: the same with call stacks unwound from DWARF (any build, larger files);
+# =system: of the whole machine (Postgres's backends included).
 drain() {
   local bin=$1 port=$2 topic=$3 expected=$4 t_first="" n pid deadline c0=0 p0=0 perf_pid="" lsn0
   psql_bench -c CHECKPOINT >/dev/null
@@ -168,6 +169,9 @@ drain() {
         perf_pid=$!
       elif [ "${ENGINE_BENCH_PROFILE:-0}" = 1 ]; then
         perf record -F 499 -g -p "$pid" -o "$OUT/$(basename "$bin")-$topic.perf.data" 2>/dev/null >/dev/null &
+        perf_pid=$!
+      elif [ "${ENGINE_BENCH_PROFILE:-0}" = dwarf ]; then # call stacks without frame pointers
+        perf record -F 199 --call-graph dwarf,16384 -p "$pid" -o "$OUT/$(basename "$bin")-$topic.perf.data" 2>/dev/null >/dev/null &
         perf_pid=$!
       fi
     fi
