@@ -174,8 +174,9 @@ async fn replay(
                 "the engine is stopping".into(),
             )));
         }
+        let horizon = settled(db, project_id).await?;
         let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
-        let (steps, next, complete) = page(&mut txn, project_id, cursor).await?;
+        let (steps, next, complete) = page(&mut txn, project_id, cursor, horizon).await?;
         if complete {
             // Caught up: fold the rest and switch over with live evaluation held off.
             drop(txn);
@@ -188,7 +189,7 @@ async fn replay(
             let mut last = cursor;
             let mut folded = 0;
             let caught_up = loop {
-                let (steps, next, complete) = page(&mut txn, project_id, last).await?;
+                let (steps, next, complete) = page(&mut txn, project_id, last, i64::MAX).await?;
                 if steps.is_empty() && !complete && next == last {
                     break false;
                 }
@@ -234,13 +235,35 @@ async fn replay(
     }
 }
 
-/// The next steps after `cursor` in sequence order, the cursor after them, and whether this was
-/// the last of them. Waits (by answering an empty, incomplete page) while an evaluated event has
-/// not been stored yet.
+/// A sequence number below which every evaluation and adjustment of the project has committed or
+/// rolled back. Live transactions take their numbers while holding the project lock shared and
+/// commit in any order, so the highest number committed so far is no such bound: one still in
+/// flight may hold a lower one, which a page read past it would miss for good. Taking the lock
+/// exclusively waits for those in flight (and holds off new ones for the instant), and every
+/// number a later one takes is above the one taken here.
+pub async fn settled(db: &Db, project_id: Uuid) -> Result<i64, DbErr> {
+    let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(project_lock(project_id))
+        .execute(&mut *txn)
+        .await
+        .map_err(db_err)?;
+    let horizon: i64 = sqlx::query_scalar("SELECT nextval('engine_seq')")
+        .fetch_one(&mut *txn)
+        .await
+        .map_err(db_err)?;
+    txn.commit().await.map_err(db_err)?;
+    Ok(horizon)
+}
+
+/// The next steps after `cursor` and below `horizon` in sequence order, the cursor after them,
+/// and whether this was the last of them. Waits (by answering an empty, incomplete page) while an
+/// evaluated event has not been stored yet.
 async fn page(
     txn: &mut Txn,
     project_id: Uuid,
     cursor: i64,
+    horizon: i64,
 ) -> Result<(Vec<(i64, Step)>, i64, bool), DbErr> {
     type EventRow = (
         i64,
@@ -258,18 +281,20 @@ async fn page(
                 e.occurred_at, e.received_at
          FROM engine_outcomes o
          LEFT JOIN events e ON e.project_id = o.project_id AND e.id = o.event_id
-         WHERE o.project_id = $1 AND o.status = 'evaluated' AND o.user_id IS NOT NULL AND o.seq > $2
+         WHERE o.project_id = $1 AND o.status = 'evaluated' AND o.user_id IS NOT NULL
+           AND o.seq > $2 AND o.seq < $4
          ORDER BY o.seq LIMIT $3",
     )
     .bind(project_id)
     .bind(cursor)
     .bind(PAGE)
+    .bind(horizon)
     .fetch_all(&mut **txn)
     .await
     .map_err(db_err)?;
     let complete = (events.len() as i64) < PAGE;
     let upto = if complete {
-        i64::MAX
+        horizon - 1
     } else {
         events.last().map_or(cursor, |row| row.0)
     };

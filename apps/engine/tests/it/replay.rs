@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gamify_db::sea_orm::sqlx;
+use gamify_db::{gamification::project_lock, sea_orm::sqlx};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -222,4 +222,54 @@ async fn a_replay_with_new_rules_switches_over_keeping_adjustments_and_later_eve
         .map(|e| e["amount"].as_i64().unwrap())
         .sum();
     assert_eq!(sum, 85, "the balance is the ledger's sum: {ledger}");
+}
+
+/// A replay page reads only below a sequence number that every live evaluation of the project
+/// has settled: live transactions commit in any order, so one still in flight may hold a lower
+/// number than one already committed, and a page read past it would leave it out of the replayed
+/// version for good. The bound is taken with the project lock held exclusively, so it waits for
+/// an evaluation in flight (here one that has taken its number and not committed).
+#[tokio::test]
+async fn a_replay_page_bound_waits_for_evaluations_in_flight() {
+    let stack = Stack::start().await;
+    let project = stack.project().await;
+    let mut live = stack
+        .db
+        .tenant_bulk_sharing(project.id, project_lock(project.id))
+        .await
+        .unwrap();
+    let (taken, live_pid): (i64, i32) =
+        sqlx::query_as("SELECT nextval('engine_seq'), pg_backend_pid()")
+            .fetch_one(&mut *live)
+            .await
+            .unwrap();
+
+    let db = stack.db.clone();
+    let bound = tokio::spawn(async move { gamify_engine::replay::settled(&db, project.id).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(live_pid)
+        .fetch_one(stack.db.shared().get_postgres_connection_pool())
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            !bound.is_finished(),
+            "the bound was taken past an evaluation in flight"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bound never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!bound.is_finished());
+    live.commit().await.unwrap();
+    let bound = bound.await.unwrap().unwrap();
+    assert!(bound > taken, "{bound} ≤ {taken}");
 }
