@@ -173,8 +173,16 @@ fn track(rules: &Rules, state: &mut UserState, input: &Input<'_>) -> Evaluation 
     let mut fed = vec![false; document.metrics.len()];
     for (index, metric) in document.metrics.iter().enumerate() {
         if let Some(amount) = feeds(rules, index, metric, &facts) {
-            let value = state.metrics.entry(metric.key.clone()).or_insert(0.0);
-            *value = finite_sum(*value, amount);
+            // Looked up before inserting: the key is cloned only the first time (this runs for
+            // every metric of every event).
+            match state.metrics.get_mut(&metric.key) {
+                Some(value) => *value = finite_sum(*value, amount),
+                None => {
+                    state
+                        .metrics
+                        .insert(metric.key.clone(), finite_sum(0.0, amount));
+                }
+            }
             fed[index] = true;
         }
     }
