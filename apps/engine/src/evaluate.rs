@@ -22,7 +22,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use gamify_db::gamification::{
-    changes::{self, Changes, OutcomeRow},
+    changes::{Changes, OutcomeRow},
     outbox::{Delivery, ENDPOINTS_JSON, Endpoint},
     project_lock,
     rule_sets::{Active, RuleSets},
@@ -78,7 +78,8 @@ enum Fate {
 }
 
 /// How many times a share is evaluated afresh when a concurrent transaction took one of its
-/// messageIds between the claim's look and its insert (see [`Evaluate::open`]).
+/// messageIds between the claim's look and its insert (see [`Evaluate::open`]), or inserted the
+/// state of one of its new users first.
 const CLAIM_ATTEMPTS: u32 = 3;
 
 impl Evaluate {
@@ -126,17 +127,17 @@ impl Evaluate {
                 fate => Some((*item, fate)),
             })
             .collect();
-        if let Some(active) = &active {
-            let new: Vec<&str> = todo
-                .iter()
-                .filter(|(_, fate)| matches!(fate, Fate::Evaluate))
-                .filter_map(|(item, _)| item.envelope.user_id.as_deref())
-                .filter(|user| !states.contains_key(*user))
-                .collect();
-            let created =
-                changes::lock_new_states(&mut txn, project_id, active.generation, &new).await?;
-            states.extend(created);
-        }
+        // Users without a stored state start from an empty one, and their row is inserted with
+        // the rest of the writes: no placeholder row to insert and lock first. Should a
+        // concurrent transaction insert the same user's row first (two engines on one partition
+        // during a rebalance), the insert fails with a unique violation and the share is
+        // evaluated again, this time finding that row ([`CLAIM_ATTEMPTS`]).
+        let new_users: HashSet<&str> = todo
+            .iter()
+            .filter(|(_, fate)| matches!(fate, Fate::Evaluate))
+            .filter_map(|(item, _)| item.envelope.user_id.as_deref())
+            .filter(|user| !states.contains_key(*user))
+            .collect();
 
         let mut awards_made = 0u64;
         // Each user's state is written once, as it stands after their last event here.
@@ -206,6 +207,9 @@ impl Evaluate {
         for (user_id, seq) in last_seq {
             if let Some(state) = states.remove(user_id) {
                 changes.states.insert(user_id.to_owned(), (state, seq));
+                if new_users.contains(user_id) {
+                    changes.new_users.insert(user_id.to_owned());
+                }
             }
         }
         changes.write(&mut txn, project_id, &endpoints).await?;
@@ -245,8 +249,8 @@ impl Evaluate {
     ///   together, so a key this very envelope already held means it was evaluated;
     /// - the active rule version, sequence numbers and the webhook endpoints;
     /// - the stored states of the items' users, locked in sorted order (`FOR UPDATE` waits for a
-    ///   concurrent writer and returns the state it committed). Users without a row yet are
-    ///   given one afterwards ([`changes::lock_new_states`]).
+    ///   concurrent writer and returns the state it committed). Users without a row yet get one
+    ///   with the writes ([`Changes::new_users`]).
     async fn open(
         &self,
         txn: &mut Txn,

@@ -1,5 +1,6 @@
-//! The engine's dedup claim against a concurrent claimant: a messageId that another transaction
-//! takes while a share is being evaluated is found held, never evaluated twice.
+//! The engine's plain inserts against a concurrent writer: a messageId that another transaction
+//! takes while a share is being evaluated is found held, never evaluated twice; a new user's
+//! state that another transaction creates meanwhile is built on, not overwritten or doubled.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use crate::harness::{Stack, shop_rules};
 
-fn purchase(project_id: Uuid, message_id: &str) -> Item {
+fn purchase(project_id: Uuid, message_id: &str, user: &str) -> Item {
     let now = chrono::Utc::now();
     Item {
         envelope: Arc::new(Envelope {
@@ -27,7 +28,7 @@ fn purchase(project_id: Uuid, message_id: &str) -> Item {
             trusted_events_version: Some(1),
             kind: Kind::Track,
             event: "purchase".into(),
-            user_id: Some("ada".into()),
+            user_id: Some(user.into()),
             anonymous_id: None,
             properties: Some(serde_json::from_value(serde_json::json!({ "amount": 500 })).unwrap()),
             traits: None,
@@ -50,6 +51,7 @@ async fn a_message_id_claimed_by_a_concurrent_transaction_is_found_held() {
 
     // Another claimant takes the messageId and has not committed yet.
     let mut other = stack.db.tenant_bulk(project.id).await.unwrap();
+    let other_pid = backend(&mut other).await;
     sqlx::query(
         "INSERT INTO engine_message_ids (project_id, key_type, message_id, event_id)
          VALUES ($1, 'secret', $2, $3)",
@@ -61,7 +63,7 @@ async fn a_message_id_claimed_by_a_concurrent_transaction_is_found_held() {
     .await
     .unwrap();
 
-    let item = purchase(project.id, &message_id);
+    let item = purchase(project.id, &message_id, "ada");
     let event_id = item.envelope.id;
     let db = stack.db.clone();
     let evaluation = tokio::spawn(async move {
@@ -72,25 +74,7 @@ async fn a_message_id_claimed_by_a_concurrent_transaction_is_found_held() {
     });
 
     // The share's claim waits on the other claimant's key before that one commits.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO engine_message_ids%'
-               AND query LIKE '%UNNEST%'",
-        )
-        .fetch_one(stack.db.shared().get_postgres_connection_pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the claim never waited on the other"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_blocked_by(&stack, other_pid).await;
     other.commit().await.unwrap();
 
     let outcome = evaluation.await.unwrap().unwrap();
@@ -118,4 +102,91 @@ async fn a_message_id_claimed_by_a_concurrent_transaction_is_found_held() {
     .await
     .unwrap();
     assert_eq!(ledger, 0, "a duplicate earns nothing");
+}
+
+/// The backend of `txn`.
+async fn backend(txn: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut **txn)
+        .await
+        .unwrap()
+}
+
+/// Waits until another backend waits on a lock `holder` holds.
+async fn wait_until_blocked_by(stack: &Stack, holder: i32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(holder)
+        .fetch_one(stack.db.shared().get_postgres_connection_pool())
+        .await
+        .unwrap();
+        if blocked > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the evaluation never waited on the other transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_new_users_state_created_by_a_concurrent_transaction_is_built_on() {
+    let stack = Stack::start().await;
+    let project = stack.project().await;
+    stack.publish(&project, shop_rules(), "from_now").await;
+    let user = format!("bea-{}", Uuid::new_v4().simple());
+    let generation: i32 = {
+        let mut txn = stack.db.tenant_bulk(project.id).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT generation FROM rule_versions WHERE project_id = $1 AND state = 'active'",
+        )
+        .bind(project.id)
+        .fetch_one(&mut *txn)
+        .await
+        .unwrap()
+    };
+
+    // Another transaction gives the user a state (two purchases counted) and has not committed.
+    let mut other = stack.db.tenant_bulk(project.id).await.unwrap();
+    let other_pid = backend(&mut other).await;
+    sqlx::query(
+        "INSERT INTO engine_user_states (project_id, generation, user_id, state)
+         VALUES ($1, $2, $3, '{\"metrics\": {\"purchases\": 2}}')",
+    )
+    .bind(project.id)
+    .bind(generation)
+    .bind(&user)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+
+    let item = purchase(project.id, &format!("m-{}", Uuid::new_v4()), &user);
+    let db = stack.db.clone();
+    let evaluation = tokio::spawn(async move {
+        let engine = Evaluate {
+            rule_sets: RuleSets::default(),
+        };
+        engine.apply(&db, project.id, &[&item]).await
+    });
+    wait_until_blocked_by(&stack, other_pid).await;
+    other.commit().await.unwrap();
+
+    let outcome = evaluation.await.unwrap().unwrap();
+    assert_eq!((outcome.processed, outcome.failed), (1, 0), "{outcome:?}");
+    let mut txn = stack.db.tenant_bulk(project.id).await.unwrap();
+    let states: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT state FROM engine_user_states WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(project.id)
+    .bind(&user)
+    .fetch_all(&mut *txn)
+    .await
+    .unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0]["metrics"]["purchases"], 3.0, "{}", states[0]);
 }

@@ -41,6 +41,9 @@ pub struct Changes {
     pub repeated_outcomes: Vec<OutcomeRow>,
     /// Final state and last sequence number per user.
     pub states: BTreeMap<String, (UserState, i64)>,
+    /// The users in `states` without a stored row (the engine's live evaluation inserts those
+    /// with the writes; replay and adjustments create rows first with [`lock_states`]).
+    pub new_users: std::collections::BTreeSet<String>,
     ledger: Vec<LedgerRow>,
     scores: BTreeMap<ScoreSlot, ScoreDelta>,
     pub deliveries: Vec<Delivery>,
@@ -127,7 +130,8 @@ impl Changes {
 
     /// Writes everything in one statement (one round trip; data-modifying CTEs all run to
     /// completion), plus the webhook outbox when there are deliveries for `endpoints`. Every user
-    /// in `states` has a row, locked by [`lock_states`] in this transaction: states are updated.
+    /// in `states` has a row locked in this transaction (by [`lock_states`], or the engine's own
+    /// `FOR UPDATE`), and is updated, except the `new_users`, whose rows are inserted.
     pub async fn write(
         self,
         txn: &mut Txn,
@@ -147,12 +151,14 @@ impl Changes {
         let mut state_users = Vec::with_capacity(self.states.len());
         let mut states = Vec::with_capacity(self.states.len());
         let mut state_seqs = Vec::with_capacity(self.states.len());
+        let mut state_new = Vec::with_capacity(self.states.len());
         for (user, (state, seq)) in &self.states {
             state_users.push(user.as_str());
             states.push(serde_json::to_string(state).map_err(|err| {
                 DbErr::Custom(format!("cannot serialize a user's engine state: {err}"))
             })?);
             state_seqs.push(*seq);
+            state_new.push(self.new_users.contains(user));
         }
         let ledger = &self.ledger;
         let scores: Vec<_> = self
@@ -181,10 +187,16 @@ impl Changes {
                  FROM outcome_rows r WHERE r.repeated
                  ON CONFLICT (project_id, event_id) DO NOTHING
                  RETURNING 1
+             ), state_rows AS (
+                 SELECT * FROM UNNEST($10::text[], $11::text[], $12::int8[], $26::bool[]) AS r(user_id, state, seq, new)
              ), states AS (
                  UPDATE engine_user_states s SET state = r.state::jsonb, last_seq = r.seq, updated_at = now()
-                 FROM UNNEST($10::text[], $11::text[], $12::int8[]) AS r(user_id, state, seq)
-                 WHERE s.project_id = $1 AND s.generation = $2 AND s.user_id = r.user_id
+                 FROM state_rows r
+                 WHERE NOT r.new AND s.project_id = $1 AND s.generation = $2 AND s.user_id = r.user_id
+                 RETURNING 1
+             ), new_states AS (
+                 INSERT INTO engine_user_states (project_id, generation, user_id, state, last_seq)
+                 SELECT $1, $2, r.user_id, r.state::jsonb, r.seq FROM state_rows r WHERE r.new
                  RETURNING 1
              ), ledger AS (
                  INSERT INTO points_ledger (project_id, id, seq, generation, user_id, points_key, amount, reason, event_id)
@@ -229,7 +241,7 @@ impl Changes {
              SELECT (SELECT count(*) FROM outcomes) + (SELECT count(*) FROM repeated_outcomes)
                         + (SELECT count(*) FROM ledger)
                         + (SELECT count(*) FROM counts),
-                    (SELECT count(*) FROM states)",
+                    (SELECT count(*) FROM states) + (SELECT count(*) FROM new_states)",
         )
         .bind(project_id)
         .bind(self.generation)
@@ -261,6 +273,7 @@ impl Changes {
         .bind(scores.iter().map(|(_, (delta, _))| *delta).collect::<Vec<_>>())
         .bind(scores.iter().map(|(_, (_, at))| *at).collect::<Vec<_>>())
         .bind(repeated)
+        .bind(state_new)
         .fetch_one(&mut **txn)
         .await
         .map_err(db_err)?;
