@@ -181,11 +181,7 @@ async fn replay(
             // Caught up: fold the rest and switch over with live evaluation held off.
             drop(txn);
             let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(project_lock(project_id))
-                .execute(&mut *txn)
-                .await
-                .map_err(db_err)?;
+            hold_off_live_evaluation(&mut txn, project_id).await?;
             let mut last = cursor;
             let mut folded = 0;
             let caught_up = loop {
@@ -235,6 +231,17 @@ async fn replay(
     }
 }
 
+/// Takes the project lock exclusively for the rest of `txn`: evaluations and adjustments in
+/// flight finish first, and new ones wait.
+async fn hold_off_live_evaluation(txn: &mut Txn, project_id: Uuid) -> Result<(), DbErr> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(project_lock(project_id))
+        .execute(&mut **txn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 /// A sequence number below which every evaluation and adjustment of the project has committed or
 /// rolled back. Live transactions take their numbers while holding the project lock shared and
 /// commit in any order, so the highest number committed so far is no such bound: one still in
@@ -243,11 +250,7 @@ async fn replay(
 /// number a later one takes is above the one taken here.
 pub async fn settled(db: &Db, project_id: Uuid) -> Result<i64, DbErr> {
     let mut txn = db.tenant_bulk(project_id).await.map_err(db_err)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(project_lock(project_id))
-        .execute(&mut *txn)
-        .await
-        .map_err(db_err)?;
+    hold_off_live_evaluation(&mut txn, project_id).await?;
     let horizon: i64 = sqlx::query_scalar("SELECT nextval('engine_seq')")
         .fetch_one(&mut *txn)
         .await

@@ -2,18 +2,22 @@
 //! takes while a share is being evaluated is found held, never evaluated twice; a new user's
 //! state that another transaction creates meanwhile is built on, not overwritten or doubled.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use gamify_common::{Envelope, KeyType, ingest::Kind};
-use gamify_db::{gamification::rule_sets::RuleSets, sea_orm::sqlx};
+use gamify_db::{
+    gamification::rule_sets::RuleSets,
+    sea_orm::{DbErr, sqlx},
+};
 use gamify_engine::evaluate::{DUPLICATE_OF, Evaluate};
 use gamify_worker::{
-    persist::{Item, Status},
+    persist::{Item, Outcome, Status},
     stage::Stage,
 };
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::harness::{Stack, shop_rules};
+use crate::harness::{Stack, backend, shop_rules, wait_until_blocked_by};
 
 fn purchase(project_id: Uuid, message_id: &str, user: &str) -> Item {
     let now = chrono::Utc::now();
@@ -41,6 +45,22 @@ fn purchase(project_id: Uuid, message_id: &str, user: &str) -> Item {
     }
 }
 
+/// The engine evaluating `item` as one share, on a task of its own (it may wait on a lock the
+/// test holds).
+fn evaluate_in_background(
+    stack: &Stack,
+    project_id: Uuid,
+    item: Item,
+) -> JoinHandle<Result<Outcome, DbErr>> {
+    let db = stack.db.clone();
+    tokio::spawn(async move {
+        let engine = Evaluate {
+            rule_sets: RuleSets::default(),
+        };
+        engine.apply(&db, project_id, &[&item]).await
+    })
+}
+
 #[tokio::test]
 async fn a_message_id_claimed_by_a_concurrent_transaction_is_found_held() {
     let stack = Stack::start().await;
@@ -65,13 +85,7 @@ async fn a_message_id_claimed_by_a_concurrent_transaction_is_found_held() {
 
     let item = purchase(project.id, &message_id, "ada");
     let event_id = item.envelope.id;
-    let db = stack.db.clone();
-    let evaluation = tokio::spawn(async move {
-        let engine = Evaluate {
-            rule_sets: RuleSets::default(),
-        };
-        engine.apply(&db, project.id, &[&item]).await
-    });
+    let evaluation = evaluate_in_background(&stack, project.id, item);
 
     // The share's claim waits on the other claimant's key before that one commits.
     wait_until_blocked_by(&stack, other_pid).await;
@@ -102,36 +116,6 @@ async fn a_message_id_claimed_by_a_concurrent_transaction_is_found_held() {
     .await
     .unwrap();
     assert_eq!(ledger, 0, "a duplicate earns nothing");
-}
-
-/// The backend of `txn`.
-async fn backend(txn: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> i32 {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut **txn)
-        .await
-        .unwrap()
-}
-
-/// Waits until another backend waits on a lock `holder` holds.
-async fn wait_until_blocked_by(stack: &Stack, holder: i32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let blocked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(holder)
-        .fetch_one(stack.db.shared().get_postgres_connection_pool())
-        .await
-        .unwrap();
-        if blocked > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the evaluation never waited on the other transaction"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -166,13 +150,7 @@ async fn a_new_users_state_created_by_a_concurrent_transaction_is_built_on() {
     .unwrap();
 
     let item = purchase(project.id, &format!("m-{}", Uuid::new_v4()), &user);
-    let db = stack.db.clone();
-    let evaluation = tokio::spawn(async move {
-        let engine = Evaluate {
-            rule_sets: RuleSets::default(),
-        };
-        engine.apply(&db, project.id, &[&item]).await
-    });
+    let evaluation = evaluate_in_background(&stack, project.id, item);
     wait_until_blocked_by(&stack, other_pid).await;
     other.commit().await.unwrap();
 

@@ -7,7 +7,7 @@ use gamify_api::{
     AppState,
     config::{AdminToken, Limits, Quota, Settings},
 };
-use gamify_db::{Db, PoolOptions};
+use gamify_db::{Db, PoolOptions, sea_orm::sqlx};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -313,4 +313,34 @@ pub fn shop_rules() -> Value {
             "levels": [{"key": "bronze", "at": 0}, {"key": "silver", "at": 500}, {"key": "gold", "at": 2000}]}],
         "leaderboards": [{"key": "weekly_xp", "points": "xp", "period": "week", "size": 100}]
     })
+}
+
+/// The backend of `txn`.
+pub async fn backend(txn: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut **txn)
+        .await
+        .unwrap()
+}
+
+/// Waits until another backend waits on a lock the backend `holder` holds.
+pub async fn wait_until_blocked_by(stack: &Stack, holder: i32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(holder)
+        .fetch_one(stack.db.shared().get_postgres_connection_pool())
+        .await
+        .unwrap();
+        if blocked > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing ever waited on the transaction of backend {holder}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

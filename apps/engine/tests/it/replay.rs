@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{Project, Stack, shop_rules};
+use crate::harness::{Project, Stack, shop_rules, wait_until_blocked_by};
 
 /// A small deterministic generator (the stream must be the same on every run to be debuggable).
 struct Lcg(u64);
@@ -246,28 +246,8 @@ async fn a_replay_page_bound_waits_for_evaluations_in_flight() {
 
     let db = stack.db.clone();
     let bound = tokio::spawn(async move { gamify_engine::replay::settled(&db, project.id).await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let blocked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(live_pid)
-        .fetch_one(stack.db.shared().get_postgres_connection_pool())
-        .await
-        .unwrap();
-        if blocked > 0 {
-            break;
-        }
-        assert!(
-            !bound.is_finished(),
-            "the bound was taken past an evaluation in flight"
-        );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bound never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // A bound taken without waiting would leave nothing blocked: this would time out.
+    wait_until_blocked_by(&stack, live_pid).await;
     assert!(!bound.is_finished());
     live.commit().await.unwrap();
     let bound = bound.await.unwrap().unwrap();
